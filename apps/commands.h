@@ -1,0 +1,10 @@
+// Every `latte <command>` entry point. Each lives in apps/cmd_<name>.cpp and returns the exit code;
+// latte::Error thrown from one is printed by main() as "latte <command>: error: <message>".
+#pragma once
+
+namespace latte::apps {
+
+int cmd_version(int argc, char** argv);
+int cmd_tokenize(int argc, char** argv);
+
+}  // namespace latte::apps

@@ -1,0 +1,53 @@
+// The `latte` command-line tool: dispatches to apps/cmd_*.cpp and turns latte::Error into a clear
+// message and a non-zero exit code.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "apps/commands.h"
+#include "core/error.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(int, char**);
+  const char* summary;
+};
+
+const Command kCommands[] = {
+    {"version", latte::apps::cmd_version, "print the version and the backends this build has"},
+};
+
+void print_help() {
+  std::printf(
+      "latte: pretrain LMs with KV-cache-efficient attention (MHA/GQA, MLA, EG-MLA, MLRA)\n\n"
+      "usage: latte <command> [options]    (latte <command> --help for its options)\n\ncommands:\n");
+  for (const Command& c : kCommands) std::printf("  %-12s %s\n", c.name, c.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    print_help();
+    return argc < 2 ? 1 : 0;
+  }
+  const std::string name = argv[1];
+  for (const Command& c : kCommands) {
+    if (name != c.name) continue;
+    try {
+      return c.run(argc - 1, argv + 1);
+    } catch (const latte::Error& e) {
+      std::fprintf(stderr, "latte %s: error: %s\n", c.name, e.what());
+      return 2;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "latte %s: internal error: %s\n", c.name, e.what());
+      return 3;
+    }
+  }
+  std::fprintf(stderr, "latte: unknown command '%s'\n\n", name.c_str());
+  print_help();
+  return 1;
+}

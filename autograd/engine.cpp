@@ -1,0 +1,182 @@
+// The backward engine: counts, for every node reachable from the roots, how many gradient
+// contributions it will receive, then runs nodes whose inputs are complete (latest-created first),
+// summing contributions per output slot. Deterministic: the order depends only on the graph.
+#include <atomic>
+#include <queue>
+#include <unordered_map>
+
+#include "autograd/node.h"
+#include "kernels/ops.h"
+
+namespace latte::autograd {
+
+namespace {
+thread_local bool g_grad_enabled = true;
+std::atomic<uint64_t> g_sequence{0};
+
+// Adds `g` into slot. Out of place on purpose: a node may hand the same gradient tensor to several
+// inputs (add does), so writing into a received gradient would corrupt another slot.
+void accumulate_into(Tensor& slot, const Tensor& g) {
+  if (!g.defined()) return;
+  if (!slot.defined()) {
+    slot = g;
+    return;
+  }
+  Tensor sum = Tensor::empty(slot.shape(), slot.dtype(), slot.device());
+  ops::copy(sum, slot);
+  ops::axpy(sum, g.contiguous(), 1.0);
+  slot = sum;
+}
+}  // namespace
+
+bool grad_enabled() { return g_grad_enabled; }
+void set_grad_enabled(bool enabled) { g_grad_enabled = enabled; }
+
+bool needs_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor* t : inputs)
+    if (t && t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+bool needs_grad(const std::vector<Tensor>& inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs) {
+  node->sequence_nr = g_sequence.fetch_add(1);
+  node->next_edges.clear();
+  for (const Tensor& in : inputs) {
+    Edge e;
+    if (in.defined() && in.requires_grad()) {
+      if (in.grad_fn()) {
+        e.fn = in.grad_fn();
+        e.input_nr = in.impl().output_nr;
+      } else {
+        e.fn = std::make_shared<AccumulateGrad>(in.impl_ptr());
+      }
+    }
+    node->next_edges.push_back(std::move(e));
+  }
+  node->outputs.clear();
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const Tensor& out = outputs[i];
+    node->outputs.push_back({out.shape(), out.dtype(), out.device()});
+    out.impl().requires_grad = true;
+    out.impl().grad_fn = node;
+    out.impl().output_nr = static_cast<int>(i);
+  }
+}
+
+std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grad_outputs) {
+  const Tensor& g = grad_outputs.at(0);
+  Tensor leaf_view(leaf);
+  Tensor existing = leaf_view.grad();
+  if (!existing.defined()) {
+    // First contribution: keep our own contiguous copy in the leaf's dtype (never alias a user tensor).
+    Tensor fresh = Tensor::empty(g.shape(), leaf->dtype, g.device());
+    ops::copy(fresh, g);
+    leaf->grad = fresh.impl_ptr();
+  } else {
+    ops::axpy(existing, g, 1.0);
+  }
+  return {};
+}
+
+void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
+  LATTE_CHECK(roots.size() == grads.size());
+  NoGradGuard no_grad;  // backward computations are not recorded
+
+  // 1. Discover the graph and count incoming contributions per node.
+  std::unordered_map<Node*, int> dependencies;
+  std::vector<Node*> stack;
+  std::vector<std::shared_ptr<Node>> root_nodes;
+  for (const Tensor& r : roots) {
+    LATTE_REQUIRE(r.requires_grad(), "backward() on a tensor that does not require grad (did every input have "
+                                     "requires_grad=false, or was it computed under NoGradGuard?)");
+    std::shared_ptr<Node> fn = r.grad_fn() ? r.grad_fn() : std::make_shared<AccumulateGrad>(r.impl_ptr());
+    root_nodes.push_back(fn);
+    if (dependencies.emplace(fn.get(), 0).second) stack.push_back(fn.get());
+  }
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    LATTE_REQUIRE(!n->released, "backward through a graph a second time: its saved tensors were freed; "
+                                "pass retain_graph=true to the first backward()");
+    for (const Edge& e : n->next_edges) {
+      if (!e.fn) continue;
+      auto [it, inserted] = dependencies.emplace(e.fn.get(), 0);
+      it->second++;
+      if (inserted) stack.push_back(e.fn.get());
+    }
+  }
+
+  // 2. Seed the roots.
+  std::unordered_map<Node*, std::vector<Tensor>> buffers;
+  std::unordered_map<Node*, std::shared_ptr<Node>> keep_alive;
+  for (size_t i = 0; i < roots.size(); ++i) {
+    Node* n = root_nodes[i].get();
+    keep_alive[n] = root_nodes[i];
+    auto& buf = buffers[n];
+    size_t slots = std::max<size_t>(1, n->outputs.size());
+    buf.resize(slots);
+    Tensor g = grads[i];
+    if (!g.defined()) {
+      LATTE_REQUIRE(roots[i].numel() == 1, "backward() without a gradient needs a scalar, got shape ",
+                    roots[i].shape().str());
+      g = Tensor::ones(roots[i].shape(), roots[i].dtype(), roots[i].device());
+    }
+    accumulate_into(buf[static_cast<size_t>(roots[i].grad_fn() ? roots[i].impl().output_nr : 0)], g);
+  }
+
+  // 3. Run ready nodes, latest-created first.
+  auto later_first = [](Node* a, Node* b) { return a->sequence_nr < b->sequence_nr; };
+  std::priority_queue<Node*, std::vector<Node*>, decltype(later_first)> ready(later_first);
+  for (auto& rn : root_nodes)
+    if (dependencies[rn.get()] == 0) ready.push(rn.get());
+
+  while (!ready.empty()) {
+    Node* n = ready.top();
+    ready.pop();
+    std::vector<Tensor> grad_outputs = std::move(buffers[n]);
+    buffers.erase(n);
+    grad_outputs.resize(std::max<size_t>(1, n->outputs.size()));
+    for (size_t i = 0; i < n->outputs.size(); ++i) {
+      if (!grad_outputs[i].defined()) {
+        const OutputMeta& m = n->outputs[i];
+        grad_outputs[i] = Tensor::zeros(m.shape, m.dtype, m.device);
+      }
+    }
+    for (size_t i = 0; i < n->retained.size() && i < grad_outputs.size(); ++i) {
+      if (auto impl = n->retained[i].lock()) {
+        Tensor t(impl);
+        Tensor g = Tensor::empty(grad_outputs[i].shape(), impl->dtype, grad_outputs[i].device());
+        ops::copy(g, grad_outputs[i]);
+        if (impl->grad) ops::axpy(Tensor(impl->grad), g, 1.0); else impl->grad = g.impl_ptr();
+      }
+    }
+    std::vector<Tensor> grad_inputs = n->apply(grad_outputs);
+    grad_outputs.clear();
+    if (!retain_graph) {
+      n->release();
+      n->released = !n->next_edges.empty();
+    }
+    for (size_t i = 0; i < n->next_edges.size(); ++i) {
+      const Edge& e = n->next_edges[i];
+      if (!e.fn) continue;
+      Node* next = e.fn.get();
+      keep_alive[next] = e.fn;
+      if (i < grad_inputs.size() && grad_inputs[i].defined()) {
+        auto& buf = buffers[next];
+        buf.resize(std::max<size_t>(1, next->outputs.size()));
+        accumulate_into(buf[static_cast<size_t>(e.input_nr)], grad_inputs[i]);
+      }
+      if (--dependencies[next] == 0) ready.push(next);
+    }
+  }
+}
+
+}  // namespace latte::autograd

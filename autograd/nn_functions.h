@@ -1,0 +1,28 @@
+// Differentiable neural-network ops: norms, RoPE, SwiGLU, attention and the MLRA branch sum.
+#pragma once
+#include "core/tensor.h"
+
+namespace latte {
+
+// RMSNorm over the last dim of x (..., D) with gain weight (D).
+Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps);
+// Norm over `groups` equal groups of the last dim of x (..., G*Dg): LayerNorm, or RMSNorm when rms;
+// weight/bias (G*Dg) optional (undefined = no affine / no bias).
+Tensor group_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t groups, double eps, bool rms);
+inline Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  return group_norm(x, weight, bias, 1, eps, false);
+}
+
+// Rotate-half RoPE on channels [rope_offset, rope_offset + 2*inv_freq.numel()) of every head of x (B, T, H, D);
+// positions start_pos + t. inv_freq (R/2) f32 on x's device (see layers/rope.h).
+Tensor rope(const Tensor& x, const Tensor& inv_freq, int64_t start_pos, int64_t rope_offset = 0);
+
+Tensor swiglu(const Tensor& gate, const Tensor& up);       // silu(gate) * up
+
+// q (B, T, Hq, Dqk), k (B, S, R*Hk, Dqk), v (B, S, R*Hk, Dv) -> (B, T, R*Hq, Dv); see op_decls.inc.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t branches, double softmax_scale,
+                 bool causal = true);
+// x (B, T, R*H, D) -> scale * sum over the R branches, (B, T, H, D).
+Tensor branch_sum(const Tensor& x, int64_t branches, double scale);
+
+}  // namespace latte
