@@ -121,7 +121,7 @@ void* Tensor::data_ptr() const {
 // ---- element access ---------------------------------------------------------------------------------
 
 std::vector<double> Tensor::to_vector() const {
-  Tensor c = device().is_cpu() ? contiguous() : detach().to(Device::cpu());
+  Tensor c = device().is_cpu() ? detach().contiguous() : detach().to(Device::cpu());
   std::vector<double> out(static_cast<size_t>(c.numel()));
   for (int64_t i = 0; i < c.numel(); ++i) out[static_cast<size_t>(i)] = load_as_double(c.data_ptr(), c.dtype(), i);
   return out;
@@ -139,7 +139,7 @@ double Tensor::item() const {
 
 double Tensor::at(std::initializer_list<int64_t> index) const {
   LATTE_REQUIRE(static_cast<int>(index.size()) == dim(), "at(): ", index.size(), " indices for a ", dim(), "-D tensor");
-  Tensor c = device().is_cpu() ? *this : detach().to(Device::cpu());
+  Tensor c = device().is_cpu() ? detach() : detach().to(Device::cpu());
   int64_t off = 0;
   int i = 0;
   for (int64_t idx : index) {
