@@ -43,6 +43,7 @@ void* cuda_allocate(size_t, int) { no_cuda(); }
 void cuda_free(void*, int) { no_cuda(); }
 void cuda_memset(void*, int, size_t, int) { no_cuda(); }
 void cuda_synchronize() {}
+CudaMemoryStats cuda_memory_stats(int) { return {}; }
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
   if (!dst_dev.is_cpu() || !src_dev.is_cpu()) no_cuda();
   if (bytes) std::memcpy(dst, src, bytes);

@@ -37,5 +37,10 @@ void cuda_free(void* p, int device);
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
 void cuda_memset(void* p, int value, size_t bytes, int device);
 void cuda_synchronize();
+// Bytes currently allocated / held by the caching allocator / peak allocated since start (0 without CUDA).
+struct CudaMemoryStats {
+  size_t allocated = 0, reserved = 0, peak_allocated = 0;
+};
+CudaMemoryStats cuda_memory_stats(int device = 0);
 
 }  // namespace latte

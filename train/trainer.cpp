@@ -1,0 +1,246 @@
+#include "train/trainer.h"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "autograd/functions.h"
+#include "autograd/node.h"
+#include "core/log.h"
+#include "data/loader.h"
+#include "layers/safetensors.h"
+#include "layers/transformer.h"
+#include "train/adamw.h"
+#include "train/checkpoint_store.h"
+#include "train/metrics.h"
+#include "train/run_setup.h"
+#include "train/schedule.h"
+
+namespace fs = std::filesystem;
+
+namespace latte {
+
+namespace {
+
+std::atomic<bool> g_stop_requested{false};
+void on_signal(int) { g_stop_requested.store(true); }
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// (B, T) int32 host buffer -> tensor on `device`.
+Tensor batch_tensor(const int32_t* data, int64_t b, int64_t t, Device device) {
+  Tensor host = Tensor::empty({b, t}, DType::I32);
+  std::memcpy(host.data_ptr(), data, static_cast<size_t>(b * t) * sizeof(int32_t));
+  return device.is_cpu() ? host : host.to(device);
+}
+
+// Mean validation loss over up to `max_batches` batches of a fresh sequential pass.
+double evaluate(TransformerLM& model, const ExperimentConfig& cfg, Device device, int64_t max_batches) {
+  data::LoaderConfig lc;
+  lc.shard_patterns = cfg.data.val;
+  lc.seq_len = cfg.train.seq_len;
+  lc.batch_size = cfg.train.micro_batch;
+  lc.shuffle = false;
+  lc.single_pass = true;
+  lc.vocab_size = static_cast<int32_t>(cfg.model.vocab_size);
+  data::DataLoader loader(lc);
+  autograd::NoGradGuard no_grad;
+  double total = 0;
+  int64_t n = 0;
+  while (n < max_batches || max_batches <= 0) {
+    const data::Batch* batch = loader.next();
+    if (!batch) break;
+    Tensor ids = batch_tensor(batch->inputs, batch->batch_size, batch->seq_len, device);
+    Tensor targets = batch_tensor(batch->targets, batch->batch_size, batch->seq_len, device);
+    total += model.loss(ids, targets).item();
+    ++n;
+  }
+  LATTE_REQUIRE(n > 0, "validation data ", cfg.data.val.empty() ? std::string("(none)") : cfg.data.val[0],
+                " holds no full window of seq_len + 1 = ", cfg.train.seq_len + 1, " tokens");
+  return total / static_cast<double>(n);
+}
+
+}  // namespace
+
+void install_stop_signal_handlers() {
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGINT, on_signal);
+}
+
+void request_stop() { g_stop_requested.store(true); }
+
+TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
+  g_stop_requested.store(false);
+  RunSetup run = setup_run(cfg);
+  const TrainConfig& tc = cfg.train;
+  const Device device = run.device;
+  fs::create_directories(tc.out_dir);
+  write_file_atomic((fs::path(tc.out_dir) / "config.yaml").string(), YAML::Dump(cfg.resolved) + "\n");
+
+  // ---- model and optimizer --------------------------------------------------------------------------
+  TransformerLM model(cfg.model, tc.seed, run.dtype, device);
+  std::vector<OptimParam> params;
+  for (auto& [name, tensor] : model.named_parameters()) {
+    const bool is_norm_or_embedding = tensor.dim() < 2 || name.find("embed") != std::string::npos;
+    params.push_back({name, tensor, tc.decay_norms_and_embeddings || !is_norm_or_embedding});
+  }
+  AdamW optimizer(params, {tc.beta1, tc.beta2, tc.eps, tc.weight_decay});
+  LrSchedule schedule{tc.schedule, tc.lr, tc.min_lr_ratio, tc.warmup_steps, tc.steps, tc.wsd_decay_fraction};
+
+  // ---- data -----------------------------------------------------------------------------------------
+  LATTE_REQUIRE(!cfg.data.train.empty(), cfg.source, ": data.train is empty; give shard globs such as data/kjv/*_train_*.bin "
+                                         "(scripts/prepare_data.sh makes them)");
+  data::LoaderConfig lc;
+  lc.shard_patterns = cfg.data.train;
+  lc.seq_len = tc.seq_len;
+  lc.batch_size = tc.micro_batch;
+  lc.dp_rank = run.dp_rank;
+  lc.dp_size = cfg.parallel.dp;
+  lc.seed = tc.seed;
+  lc.vocab_size = static_cast<int32_t>(cfg.model.vocab_size);
+
+  // ---- resume ---------------------------------------------------------------------------------------
+  CheckpointStore store(cfg.checkpoint.dir, cfg.checkpoint.keep_last);
+  int64_t start_step = 0, tokens_seen = 0;
+  data::LoaderState loader_state{0, 0, tc.seed, 0};
+  std::optional<std::string> resume_dir;
+  if (options.resume == "auto") {
+    resume_dir = store.latest_valid();
+    if (!resume_dir) log::info("resume auto: no usable checkpoint in ", store.dir(), ", starting fresh");
+  } else if (!options.resume.empty()) {
+    const std::string problem = CheckpointStore::verify(options.resume);
+    LATTE_REQUIRE(problem.empty(), options.resume, ": cannot resume from this checkpoint: ", problem);
+    resume_dir = options.resume;
+  } else {
+    LATTE_REQUIRE(store.list_complete().empty(), cfg.checkpoint.dir, " already holds checkpoints; pass --resume auto to "
+                                                 "continue that run, or choose another train.out_dir");
+  }
+  if (resume_dir) {
+    nlohmann::json state = nlohmann::json::parse(read_file((fs::path(*resume_dir) / "state.json").string()));
+    check_world_shape(state, cfg, *resume_dir);
+    load_state(model, (fs::path(*resume_dir) / rank_file("model", run)).string());
+    SafetensorsFile opt = read_safetensors((fs::path(*resume_dir) / rank_file("optimizer", run)).string(), device);
+    start_step = state.at("step").get<int64_t>();
+    tokens_seen = state.at("tokens_seen").get<int64_t>();
+    optimizer.load_state(opt.tensors, state.at("optimizer_step").get<int64_t>());
+    loader_state = state.at("loader").get<data::LoaderState>();
+    log::info("resumed from ", *resume_dir, " at step ", start_step);
+  }
+  data::DataLoader loader(lc, loader_state);
+
+  auto save_checkpoint = [&](int64_t step) {
+    const std::string staging = store.begin(step);
+    save_state(model, (fs::path(staging) / rank_file("model", run)).string());
+    write_safetensors((fs::path(staging) / rank_file("optimizer", run)).string(), optimizer.state());
+    nlohmann::json state = {{"step", step},
+                            {"tokens_seen", tokens_seen},
+                            {"optimizer_step", optimizer.steps_taken()},
+                            {"loader", loader.state()},
+                            {"seed", tc.seed},
+                            {"world", {{"dp", cfg.parallel.dp}, {"tp", cfg.parallel.tp}}},
+                            {"config", YAML::Dump(cfg.resolved)}};
+    write_file_atomic((fs::path(staging) / "state.json").string(), state.dump(2));
+    write_file_atomic((fs::path(staging) / "config.yaml").string(), YAML::Dump(cfg.resolved) + "\n");
+    store.commit(step, staging);
+    log::info("saved checkpoint ", store.step_dir(step));
+  };
+
+  // ---- loop -----------------------------------------------------------------------------------------
+  MetricsLog metrics(tc.out_dir, start_step, run.is_logging_rank);
+  const int64_t accum = cfg.grad_accum_steps();
+  const int64_t tokens_per_step = cfg.tokens_per_micro_batch() * accum * cfg.parallel.dp;
+  const double flops = flops_per_token(cfg.model, tc.seq_len);
+  const int64_t end_step = tc.stop_after > 0 ? std::min(tc.steps, start_step + tc.stop_after) : tc.steps;
+  if (!options.quiet)
+    log::info("training ", model_summary(model, cfg), " on ", device.str(), " (", dtype_name(run.dtype), "), steps ",
+              start_step, " -> ", end_step, " of ", tc.steps, ", ", tokens_per_step, " tokens/step (", accum,
+              " micro-batches of ", tc.micro_batch, "x", tc.seq_len, ")");
+
+  TrainResult result;
+  int64_t bad_in_a_row = 0;
+  double loss_ema = -1;
+  const auto t_start = Clock::now();
+  int64_t step = start_step;
+  for (; step < end_step; ++step) {
+    const auto t0 = Clock::now();
+    for (auto& p : params) p.param.zero_grad();
+    double loss_sum = 0;
+    for (int64_t micro = 0; micro < accum; ++micro) {
+      const data::Batch* batch = loader.next();
+      Tensor ids = batch_tensor(batch->inputs, batch->batch_size, batch->seq_len, device);
+      Tensor targets = batch_tensor(batch->targets, batch->batch_size, batch->seq_len, device);
+      Tensor loss = model.loss(ids, targets);
+      scale(loss, 1.0 / static_cast<double>(accum)).backward();
+      loss_sum += loss.item();
+    }
+    const double loss = loss_sum / static_cast<double>(accum);
+    const double grad_norm = global_grad_norm(params);
+    const double lr = schedule.at(step);
+
+    // NaN/spike guard: skip the update, and give up after max_bad_steps in a row.
+    const bool spike = tc.spike_factor > 0 && loss_ema > 0 && loss > tc.spike_factor * loss_ema;
+    if (!std::isfinite(loss) || !std::isfinite(grad_norm) || spike) {
+      ++bad_in_a_row;
+      log::warn("step ", step + 1, ": skipped the update (loss ", loss, ", grad norm ", grad_norm, spike ? ", spike" : "",
+                "), ", bad_in_a_row, " in a row");
+      LATTE_REQUIRE(bad_in_a_row < tc.max_bad_steps, "stopping: ", bad_in_a_row,
+                    " bad steps in a row (train.max_bad_steps); lower train.lr or check the data");
+      tokens_seen += tokens_per_step;
+      continue;
+    }
+    bad_in_a_row = 0;
+    loss_ema = loss_ema < 0 ? loss : 0.95 * loss_ema + 0.05 * loss;
+    const double clip = tc.grad_clip > 0 && grad_norm > tc.grad_clip ? tc.grad_clip / grad_norm : 1.0;
+    optimizer.step(lr, clip);
+    tokens_seen += tokens_per_step;
+
+    const double dt = seconds_since(t0);
+    const double tokens_per_s = static_cast<double>(tokens_per_step) / dt;
+    const double mfu = device.is_cuda() ? model_flops_utilization(flops, tokens_per_s, run.world_size) : 0.0;
+    nlohmann::json row = {{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
+                          {"tokens_per_s", tokens_per_s}, {"mfu", mfu}, {"tokens", tokens_seen}};
+    result.last_loss = loss;
+
+    const bool last = step + 1 == end_step;
+    const bool eval_now = !cfg.data.val.empty() && ((cfg.eval.every > 0 && (step + 1) % cfg.eval.every == 0) ||
+                                                    (step + 1 == tc.steps));
+    if (eval_now) {
+      const double val = evaluate(model, cfg, device, cfg.eval.batches);
+      row["val_loss"] = val;
+      row["val_ppl"] = std::exp(val);
+      result.last_val_loss = val;
+      if (!options.quiet) log::info("step ", step + 1, ": val loss ", val, ", ppl ", std::exp(val));
+    }
+    metrics.write(row);
+    if (!options.quiet && ((step + 1) % cfg.log.every == 0 || last)) {
+      const double elapsed = seconds_since(t_start);
+      const double eta = elapsed / static_cast<double>(step + 1 - start_step) * static_cast<double>(end_step - step - 1);
+      char line[320];
+      std::snprintf(line, sizeof(line),
+                    "step %6lld/%lld | loss %.4f | lr %.2e | grad %.3f | %.0f tok/s | mfu %.1f%% | mem %s | eta %s",
+                    static_cast<long long>(step + 1), static_cast<long long>(tc.steps), loss, lr, grad_norm,
+                    tokens_per_s, 100 * mfu, memory_summary(device).c_str(), format_duration(eta).c_str());
+      log::info(line);
+    }
+    const bool stop_now = g_stop_requested.load();
+    if ((cfg.checkpoint.every > 0 && (step + 1) % cfg.checkpoint.every == 0) || last || stop_now) save_checkpoint(step + 1);
+    if (stop_now) {
+      log::info("stop requested: saved at step ", step + 1, ", exiting");
+      ++step;
+      result.interrupted = true;
+      break;
+    }
+  }
+  if (step < tc.steps) result.interrupted = true;
+  result.last_step = step;
+  return result;
+}
+
+}  // namespace latte
