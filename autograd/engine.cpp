@@ -81,7 +81,7 @@ std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grad_output
     ops::copy(fresh, g);
     leaf->grad = fresh.impl_ptr();
   } else {
-    ops::axpy(existing, g, 1.0);
+    ops::axpy(existing, g.contiguous(), 1.0);  // g may be a strided view (narrow/permute backward)
   }
   return {};
 }

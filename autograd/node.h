@@ -28,7 +28,9 @@ struct OutputMeta {
 
 struct Node {
   virtual ~Node() = default;
-  // grad_outputs: one per output of this node (never undefined: zeros are filled in).
+  // grad_outputs: one per output of this node (never undefined: zeros are filled in). They may be
+  // strided views (transpose/concat backwards hand views on): call .contiguous() before a kernel
+  // whose contract needs contiguous tensors.
   // Returns one gradient per input (next_edges); undefined entries mean zero / not needed.
   virtual std::vector<Tensor> apply(const std::vector<Tensor>& grad_outputs) = 0;
   virtual std::string name() const = 0;

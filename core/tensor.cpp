@@ -187,7 +187,7 @@ Shape infer_shape(const Shape& requested, int64_t numel) {
 // (the algorithm PyTorch's computeStride uses: match chunks of contiguous dims).
 bool view_strides(const Shape& shape, const Strides& strides, const Shape& new_shape, Strides* out) {
   *out = new_shape;
-  if (shape.numel() == 0) {
+  if (shape.numel() == 0 || shape.ndim() == 0) {  // empty or 0-d: any shape of the same numel is a view
     *out = contiguous_strides(new_shape);
     return true;
   }

@@ -1,0 +1,66 @@
+// CPU cross-entropy from logits, fused with its gradient. Per row: a numerically stable log-softmax
+// (subtract the row max before exp, accumulate the exp-sum in fp64), loss = logsumexp - logit[target],
+// and, when dlogits is given, dlogits = (softmax - onehot(target)) * grad_scale written in the same pass,
+// so no probability tensor is materialised. Rows whose target is ignore_index get loss 0 and a zero
+// gradient row. losses may be f32 (the contract) or f64 (so fp64 gradchecks keep full precision).
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/strided.h"
+
+namespace latte::cpu {
+
+void cross_entropy_forward_backward(const Tensor& losses, const Tensor& dlogits, const Tensor& logits,
+                                    const Tensor& targets, int64_t ignore_index, double grad_scale) {
+  LATTE_REQUIRE(logits.dim() == 2 && targets.dim() == 1 && losses.dim() == 1 && targets.size(0) == logits.size(0) &&
+                    losses.size(0) == logits.size(0),
+                "cross_entropy: expected logits (N, V), targets (N), losses (N); got logits ", logits.shape().str(),
+                ", targets ", targets.shape().str(), ", losses ", losses.shape().str());
+  LATTE_REQUIRE(!dlogits.defined() || dlogits.shape() == logits.shape(), "cross_entropy: dlogits ",
+                dlogits.shape().str(), " must have the shape of logits ", logits.shape().str());
+  LATTE_REQUIRE(!dlogits.defined() || dlogits.dtype() == logits.dtype(), "cross_entropy: dlogits is ",
+                dtype_name(dlogits.dtype()), " but logits are ", dtype_name(logits.dtype()));
+  LATTE_REQUIRE(targets.dtype() == DType::I32, "cross_entropy: targets must be i32, got ", dtype_name(targets.dtype()));
+  LATTE_REQUIRE(losses.dtype() == DType::F32 || losses.dtype() == DType::F64, "cross_entropy: losses must be f32 or f64, got ",
+                dtype_name(losses.dtype()));
+  LATTE_CHECK(logits.is_contiguous() && targets.is_contiguous() && losses.is_contiguous() &&
+                  (!dlogits.defined() || dlogits.is_contiguous()),
+              "cross_entropy needs contiguous tensors");
+  const int64_t N = logits.size(0), V = logits.size(1);
+  const int32_t* target = targets.data<int32_t>();
+  // Validate every target before writing anything, so a bad batch leaves the outputs untouched.
+  for (int64_t n = 0; n < N; ++n)
+    LATTE_REQUIRE(target[n] == ignore_index || (target[n] >= 0 && target[n] < V), "cross_entropy: target ", target[n],
+                  " at row ", n, " is out of range [0, ", V, ") and is not ignore_index (", ignore_index, ")");
+  LATTE_REQUIRE(V > 0 || N == 0, "cross_entropy: logits ", logits.shape().str(), " have an empty vocabulary");
+
+  dispatch_float(logits.dtype(), "cross_entropy", [&]<typename T>() {
+    const T* x = logits.data<T>();                             // (N, V)
+    T* dx = dlogits.defined() ? dlogits.data<T>() : nullptr;   // (N, V) or none
+    void* loss_out = losses.data_ptr();                        // (N) f32 or f64
+    for (int64_t n = 0; n < N; ++n) {
+      const T* row = x + n * V;
+      if (target[n] == ignore_index) {
+        store_from_double(loss_out, losses.dtype(), n, 0.0);
+        if (dx)
+          for (int64_t v = 0; v < V; ++v) dx[n * V + v] = T(0);
+        continue;
+      }
+      double max = static_cast<double>(row[0]);
+      for (int64_t v = 1; v < V; ++v) max = std::max(max, static_cast<double>(row[v]));
+      double sum_exp = 0.0;
+      for (int64_t v = 0; v < V; ++v) sum_exp += std::exp(static_cast<double>(row[v]) - max);
+      const double lse = max + std::log(sum_exp);
+      store_from_double(loss_out, losses.dtype(), n, lse - static_cast<double>(row[target[n]]));
+      if (dx) {
+        for (int64_t v = 0; v < V; ++v) {
+          const double p = std::exp(static_cast<double>(row[v]) - lse);
+          dx[n * V + v] = static_cast<T>((p - (v == target[n] ? 1.0 : 0.0)) * grad_scale);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace latte::cpu
