@@ -83,6 +83,7 @@ std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grad_output
   } else {
     ops::axpy(existing, g.contiguous(), 1.0);  // g may be a strided view (narrow/permute backward)
   }
+  if (leaf->grad_accumulated_hook) leaf->grad_accumulated_hook(*leaf);
   return {};
 }
 

@@ -4,6 +4,7 @@
 // requires grad and grad mode is on, the view records a backward node (autograd/view_ops.cpp).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,6 +47,9 @@ struct TensorImpl {
   std::shared_ptr<autograd::Node> grad_fn;        // node that produced this tensor (non-leaf)
   int output_nr = 0;                              // which output of grad_fn
   bool retains_grad = false;                      // non-leaf that also stores .grad
+  // Called after each gradient contribution is added into this leaf's .grad (data-parallel bucketing
+  // uses it to start all-reducing gradients while the rest of the backward still runs).
+  std::function<void(TensorImpl&)> grad_accumulated_hook;
 };
 
 class Tensor {
