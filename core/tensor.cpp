@@ -360,7 +360,7 @@ Tensor Tensor::to(Device d) const {
   return out;
 }
 
-Tensor& Tensor::copy_(const Tensor& src) {
+const Tensor& Tensor::copy_(const Tensor& src) const {
   LATTE_REQUIRE(src.shape() == shape(), "copy_: source shape ", src.shape().str(), " differs from ", shape().str());
   if (src.device() == device()) {
     ops::copy(*this, src);
@@ -384,14 +384,14 @@ Tensor& Tensor::copy_(const Tensor& src) {
   return *this;
 }
 
-Tensor& Tensor::fill_(double value) {
+const Tensor& Tensor::fill_(double value) const {
   ops::fill(*this, value);
   return *this;
 }
 
 // ---- autograd ---------------------------------------------------------------------------------------
 
-Tensor& Tensor::set_requires_grad(bool value) {
+const Tensor& Tensor::set_requires_grad(bool value) const {
   LATTE_REQUIRE(is_leaf(), "set_requires_grad on a non-leaf tensor; use detach() first");
   LATTE_REQUIRE(!value || is_floating(dtype()), "only floating-point tensors can require grad, this is ", dtype_name(dtype()));
   impl().requires_grad = value;
@@ -403,7 +403,7 @@ Tensor Tensor::grad() const {
   return Tensor(impl().grad);
 }
 
-void Tensor::set_grad(const Tensor& g) {
+void Tensor::set_grad(const Tensor& g) const {
   if (!g.defined()) {
     impl().grad.reset();
     return;
@@ -412,7 +412,7 @@ void Tensor::set_grad(const Tensor& g) {
   impl().grad = g.impl_ptr();
 }
 
-void Tensor::retain_grad() {
+void Tensor::retain_grad() const {
   if (is_leaf()) return;
   auto& r = impl().grad_fn->retained;
   size_t slot = static_cast<size_t>(impl().output_nr);

@@ -123,19 +123,20 @@ class Tensor {
   Tensor to(Device device) const;                       // differentiable move
   Tensor cpu() const { return to(Device::cpu()); }
   // In-place (not recorded by autograd): copy values from src (same shape; dtype/device may differ).
-  Tensor& copy_(const Tensor& src);
-  Tensor& fill_(double value);
-  Tensor& zero_() { return fill_(0.0); }
+  // Const because a Tensor is a handle: these change the data, not which tensor the handle names.
+  const Tensor& copy_(const Tensor& src) const;
+  const Tensor& fill_(double value) const;
+  const Tensor& zero_() const { return fill_(0.0); }
 
   // ---- autograd ----------------------------------------------------------------------------------
   bool requires_grad() const { return defined() && impl().requires_grad; }
-  Tensor& set_requires_grad(bool value = true);         // leaves only
+  const Tensor& set_requires_grad(bool value = true) const;  // leaves only
   Tensor grad() const;                                  // undefined Tensor when no gradient yet
-  void set_grad(const Tensor& g);
+  void set_grad(const Tensor& g) const;
   void zero_grad() const { if (defined()) impl().grad.reset(); }
   const std::shared_ptr<autograd::Node>& grad_fn() const { return impl().grad_fn; }
   bool is_leaf() const { return impl().grad_fn == nullptr; }
-  void retain_grad();
+  void retain_grad() const;
   Tensor detach() const;                                // same storage, no autograd history
   // Runs the backward pass from this tensor. A scalar gets gradient 1 when `grad` is undefined.
   void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const;

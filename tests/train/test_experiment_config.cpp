@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/error.h"
 #include "train/experiment.h"
 
 namespace fs = std::filesystem;
@@ -40,7 +41,7 @@ void expect_error(const std::string& path, const std::vector<std::string>& overr
   try {
     load_experiment(path, overrides);
     FAIL() << "expected an error from " << path;
-  } catch (const Error& e) {
+  } catch (const latte::Error& e) {
     for (const auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << e.what();
   }
 }
