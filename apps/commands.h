@@ -6,5 +6,11 @@ namespace latte::apps {
 
 int cmd_version(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
+int cmd_train(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_export(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
+int cmd_kv_report(int argc, char** argv);
+int cmd_dump(int argc, char** argv);
 
 }  // namespace latte::apps

@@ -17,6 +17,13 @@ struct Command {
 };
 
 const Command kCommands[] = {
+    {"train", latte::apps::cmd_train, "train a model from a YAML experiment config (resumable)"},
+    {"eval", latte::apps::cmd_eval, "loss and perplexity of a checkpoint on token shards"},
+    {"generate", latte::apps::cmd_generate, "sample text from a checkpoint with the KV cache"},
+    {"kv-report", latte::apps::cmd_kv_report, "KV-cache size, parameters and FLOPs of a model config"},
+    {"tokenize", latte::apps::cmd_tokenize, "GPT-2 BPE / byte tokenization: stdin ids, or corpora into shards"},
+    {"export", latte::apps::cmd_export, "merge a checkpoint into one safetensors file with its config"},
+    {"dump", latte::apps::cmd_dump, "write logits and one step's gradients (PyTorch parity checks)"},
     {"version", latte::apps::cmd_version, "print the version and the backends this build has"},
 };
 

@@ -4,6 +4,9 @@
 
 #include "autograd/node.h"
 #include "kernels/ops.h"
+#ifdef LATTE_WITH_CUDA
+#include "kernels/cuda/optim.h"
+#endif
 
 namespace latte {
 
@@ -46,6 +49,21 @@ void adamw_cpu(T* w, T* m, T* v, const Tensor& grad, int64_t n, double lr, doubl
 void AdamW::step(double lr, double grad_scale) {
   autograd::NoGradGuard no_grad;
   ++step_;
+#ifdef LATTE_WITH_CUDA
+  if (!params_.empty() && params_[0].param.device().is_cuda()) {
+    // One multi-tensor launch sequence for every parameter (fp32 master, bf16 param rewritten).
+    std::vector<cuda::AdamWTensors> batch;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      Tensor grad = params_[i].param.grad();
+      if (!grad.defined()) continue;
+      const Slot& s = slots_[i];
+      batch.push_back({s.master, s.exp_avg, s.exp_avg_sq, grad.contiguous(),
+                       s.master.same(params_[i].param) ? Tensor() : params_[i].param, params_[i].decay});
+    }
+    cuda::adamw_step(batch, {lr, config_.beta1, config_.beta2, config_.eps, config_.weight_decay, step_}, grad_scale);
+    return;
+  }
+#endif
   const double bc1 = 1 - std::pow(config_.beta1, static_cast<double>(step_));
   const double bc2 = 1 - std::pow(config_.beta2, static_cast<double>(step_));
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -92,6 +110,16 @@ void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& state,
 
 double global_grad_norm(const std::vector<OptimParam>& params) {
   autograd::NoGradGuard no_grad;
+#ifdef LATTE_WITH_CUDA
+  if (!params.empty() && params[0].param.device().is_cuda()) {
+    std::vector<Tensor> grads;
+    for (const OptimParam& p : params)
+      if (p.param.grad().defined()) grads.push_back(p.param.grad());
+    Tensor out = Tensor::empty({1}, DType::F32, params[0].param.device());
+    cuda::sum_squares_multi(out, grads);
+    return std::sqrt(out.item());
+  }
+#endif
   double total = 0;
   for (const OptimParam& p : params) {
     Tensor g = p.param.grad();

@@ -1,0 +1,46 @@
+// The interface every attention variant implements (spec/attention.md), and the factory that builds
+// the one a layer's config names. One forward serves training (no cache: attend within the call)
+// and decoding (a cache: append this call's entries, attend over everything cached, query rows
+// being the last positions). Modules are written in terms of a local head count so that the
+// tensor-parallel issue only has to shard the column-parallel projections by head (tp = 1 now).
+#pragma once
+#include <memory>
+
+#include "layers/kv_cache.h"
+#include "layers/model_config.h"
+#include "layers/module.h"
+
+namespace latte {
+
+// What a layer gets besides its input, per forward call.
+struct AttentionContext {
+  int64_t start_pos = 0;           // absolute position of the first query row (= cached length when decoding)
+  Tensor gate_embed;               // EG-MLA: e_t = gates.g.embed[x_t] of this layer's group, query tokens (B, T, d_e)
+  Tensor gate_embed_context;       // EG-MLA(kv) decoding: e_t of every cached token, (B, start_pos + T, d_e)
+  LayerKVCache* cache = nullptr;   // decoding: this layer's cache (entries [0, start_pos) valid)
+  bool absorbed = false;           // decoding, MLA family: absorbed path (attend in latent space)
+};
+
+class Attention : public Module {
+ public:
+  Attention(const ModelConfig& model, const AttentionConfig& config);
+  // x (B, T, d) -> (B, T, d)
+  virtual Tensor forward(const Tensor& x, const AttentionContext& ctx) const = 0;
+  const AttentionConfig& config() const { return cfg_; }
+
+ protected:
+  AttentionConfig cfg_;
+  int64_t d_model_;
+  double norm_eps_;
+  InitConfig init_;
+  // Heads held by this rank: n_heads / tp. Tensor parallelism shards heads; tp = 1 for now.
+  int64_t local_heads_;
+};
+
+std::unique_ptr<Attention> make_attention(const ModelConfig& model, int64_t layer, const ParamOptions& options);
+
+// Decoding helper: writes `fresh` (B, T, ...) into buffer (B, cap, ...) at [start, start + T) and returns
+// the valid prefix view (B, start + T, ...) of the buffer.
+Tensor append_to_cache(const Tensor& buffer, const Tensor& fresh, int64_t start);
+
+}  // namespace latte

@@ -1,0 +1,19 @@
+// The Llama-style SwiGLU MLP: w_down( silu(w_gate a) * (w_up a) ).
+#pragma once
+#include "layers/linear.h"
+
+namespace latte {
+
+class SwiGLUMLP : public Module {
+ public:
+  // zero_down: w_down starts at zero (init.zero_out_proj).
+  SwiGLUMLP(int64_t d_model, int64_t ffn_dim, double init_std, bool zero_down, const ParamOptions& options);
+  Tensor forward(const Tensor& x) const;  // (B, T, d) -> (B, T, d)
+
+ private:
+  Linear* w_gate_;  // column-parallel (ffn, d)
+  Linear* w_up_;    // column-parallel (ffn, d)
+  Linear* w_down_;  // row-parallel (d, ffn)
+};
+
+}  // namespace latte

@@ -1,0 +1,35 @@
+// Norm layers: RMSNorm (gain only, the decoder's pre-norms and the MLA latent norms) and GroupNorm
+// (LayerNorm or RMSNorm over equal groups of the last dim with per-channel affine: EG-MLA's gate
+// norms, per head for the kv position). Statistics are computed in fp32 by the kernels.
+#pragma once
+#include "layers/module.h"
+
+namespace latte {
+
+class RMSNorm : public Module {
+ public:
+  RMSNorm(int64_t dim, double eps, const ParamOptions& options);
+  Tensor forward(const Tensor& x) const;  // (..., D)
+  const Tensor& weight() const { return weight_; }
+
+ private:
+  double eps_;
+  Tensor weight_;
+};
+
+// groups = 1 is a plain LayerNorm (or weight-only RMSNorm when rms). Bias only for the LayerNorm form.
+class GroupNorm : public Module {
+ public:
+  GroupNorm(int64_t dim, int64_t groups, double eps, bool rms, const ParamOptions& options);
+  Tensor forward(const Tensor& x) const;  // (..., groups * D/groups)
+  const Tensor& weight() const { return weight_; }
+  const Tensor& bias() const { return bias_; }  // undefined when rms
+
+ private:
+  int64_t groups_;
+  double eps_;
+  bool rms_;
+  Tensor weight_, bias_;
+};
+
+}  // namespace latte
