@@ -1,6 +1,6 @@
 // `latte generate`: sample a continuation from trained weights with the KV cache (layers/decode.h).
 //
-//   latte generate <weights.safetensors> --config <model or experiment yaml>
+//   latte generate <checkpoint dir | run dir | exported.safetensors | weights.safetensors --config <yaml>>
 //       (--prompt "text" [--tokenizer gpt2|byte] [--tokenizer-dir DIR] | --ids "1 2 3")
 //       [--max-new N] [--temperature T] [--top-k K] [--seed S] [--greedy] [--absorbed]
 //       [--stop-at-eot] [--device cpu|cuda]
@@ -19,14 +19,15 @@
 #include "data/tokenizer.h"
 #include "layers/decode.h"
 #include "layers/safetensors.h"
+#include "train/model_source.h"
 
 namespace latte::apps {
 
 namespace {
 
-constexpr const char* kUsage = R"(usage: latte generate <weights.safetensors> --config <yaml>
+constexpr const char* kUsage = R"(usage: latte generate <checkpoint dir | run dir | model.safetensors>
          (--prompt TEXT [--tokenizer gpt2|byte] [--tokenizer-dir DIR] | --ids "1 2 3") [options]
-  --config FILE        model or experiment YAML the weights were trained with (its model: section)
+  --config FILE        model or experiment YAML, for a safetensors file without an embedded config
   --prompt TEXT        text prompt, encoded with --tokenizer (default gpt2, files in --tokenizer-dir, default data/gpt2)
   --ids "1 2 3"        prompt as token ids (prints the generated ids)
   --max-new N          tokens to generate (default 64)
@@ -36,7 +37,7 @@ constexpr const char* kUsage = R"(usage: latte generate <weights.safetensors> --
   --greedy             always take the most likely token
   --absorbed           MLA-family layers attend in latent space (same result, less memory traffic)
   --stop-at-eot        stop when the tokenizer's end-of-text token is produced
-  --device cpu|cuda    where to run (default cpu)
+  --device D           auto | cpu | cuda (default auto: the GPU when there is one)
 )";
 
 int64_t parse_int(const std::string& option, const std::string& text) {
@@ -56,7 +57,7 @@ double parse_real(const std::string& option, const std::string& text) {
 }  // namespace
 
 int cmd_generate(int argc, char** argv) {
-  std::string weights, config_path, prompt, ids_text, tokenizer_name = "gpt2", tokenizer_dir = "data/gpt2", device_name = "cpu";
+  std::string weights, config_path, prompt, ids_text, tokenizer_name = "gpt2", tokenizer_dir = "data/gpt2", device_name = "auto";
   bool have_prompt = false, have_ids = false, stop_at_eot = false;
   GenerateOptions opt;
   for (int i = 1; i < argc; ++i) {
@@ -88,15 +89,14 @@ int cmd_generate(int argc, char** argv) {
       weights = arg;
     }
   }
-  LATTE_REQUIRE(!weights.empty(), "no weights file given\n", kUsage);
-  LATTE_REQUIRE(!config_path.empty(), "--config is required (the YAML the weights were trained with)\n", kUsage);
+  LATTE_REQUIRE(!weights.empty(), "no checkpoint or weights file given\n", kUsage);
   LATTE_REQUIRE(have_prompt != have_ids, "give exactly one of --prompt and --ids\n", kUsage);
   LATTE_REQUIRE(opt.max_new_tokens > 0, "--max-new must be positive, got ", opt.max_new_tokens);
   LATTE_REQUIRE(opt.top_k >= 0, "--top-k must be >= 0, got ", opt.top_k);
 
-  const ModelConfig cfg = load_model_config(config_path);
-  const Device device = Device::parse(device_name);
-  const DType dtype = device.is_cuda() ? DType::BF16 : DType::F32;
+  const ModelSource source = resolve_model_source(weights, config_path);
+  const ModelConfig& cfg = source.config;
+  const Device device = resolve_device(device_name);
 
   std::unique_ptr<data::Tokenizer> tokenizer;
   std::vector<int32_t> prompt_ids;
@@ -115,8 +115,8 @@ int cmd_generate(int argc, char** argv) {
   }
   LATTE_REQUIRE(!prompt_ids.empty(), "the prompt encodes to no tokens; give a non-empty prompt");
 
-  TransformerLM model(cfg, 0, dtype, device);
-  load_state(model, weights);
+  std::unique_ptr<TransformerLM> loaded = load_model(source, device, default_dtype(device));
+  TransformerLM& model = *loaded;
 
   if (have_prompt) {
     // Stream text: decode everything generated so far and print what was not printed yet (a BPE token can

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "apps/commands.h"
 #include "data/shard.h"
 #include "train/checkpoint_store.h"
 #include "core/error.h"
@@ -132,4 +133,39 @@ TEST(Trainer, RefusesToOverwriteARunWithoutResume) {
   train(config("exists", {"train.steps=2"}), {"", true});
   EXPECT_THROW(train(config("exists", {"train.steps=2"}), {"", true}), latte::Error);
   EXPECT_THROW(train(config("exists", {"train.steps=2"}), {root() + "/exists/ckpt/step_00000099", true}), latte::Error);
+}
+
+namespace {
+std::string run_cli(int (*cmd)(int, char**), std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  testing::internal::CaptureStdout();
+  int rc = 0;
+  try {
+    rc = cmd(static_cast<int>(argv.size()), argv.data());
+  } catch (...) {
+    testing::internal::GetCapturedStdout();  // release the capture before rethrowing
+    throw;
+  }
+  std::string out = testing::internal::GetCapturedStdout();
+  EXPECT_EQ(rc, 0);
+  return out;
+}
+}  // namespace
+
+// generate reads a checkpoint directly, export writes one self-describing safetensors, and both give
+// the same greedy continuation; eval reports the loss the trainer logged for the same data.
+TEST(Trainer, CheckpointsFeedGenerateExportAndEval) {
+  train(config("cli", {"train.steps=4", "train.warmup_steps=1"}), {"", true});
+  const std::string run = root() + "/cli", exported = root() + "/cli/model.safetensors";
+  std::string from_ckpt = run_cli(apps::cmd_generate, {"generate", run + "/ckpt", "--ids", "1 2 3", "--greedy", "--max-new", "6"});
+  run_cli(apps::cmd_export, {"export", run, "--out", exported});
+  std::string from_export = run_cli(apps::cmd_generate, {"generate", exported, "--ids", "1 2 3", "--greedy", "--max-new", "6"});
+  EXPECT_EQ(from_ckpt, from_export);
+  EXPECT_EQ(std::count(from_ckpt.begin(), from_ckpt.end(), ' '), 5) << from_ckpt;  // six ids printed
+  std::string eval = run_cli(apps::cmd_eval, {"eval", run, "--data", root() + "/data/syn_val_*.bin", "--seq-len", "16",
+                                               "--batch", "2", "--max-batches", "2"});
+  nlohmann::json result = nlohmann::json::parse(eval);
+  EXPECT_NEAR(result["loss"].get<double>(), metrics("cli").back()["val_loss"].get<double>(), 1e-5);
+  EXPECT_THROW(run_cli(apps::cmd_generate, {"generate", root() + "/nowhere", "--ids", "1"}), latte::Error);
 }
