@@ -56,7 +56,11 @@ void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs
         e.fn = in.grad_fn();
         e.input_nr = in.impl().output_nr;
       } else {
-        e.fn = std::make_shared<AccumulateGrad>(in.impl_ptr());
+        auto accumulate = std::make_shared<AccumulateGrad>(in.impl_ptr());
+        // Leaf accumulation runs as soon as it is ready (as in PyTorch), so data-parallel buckets can
+        // start their all-reduce while the rest of the backward still runs.
+        accumulate->sequence_nr = UINT64_MAX;
+        e.fn = accumulate;
       }
     }
     node->next_edges.push_back(std::move(e));
