@@ -4,17 +4,33 @@
 
 #include <cstdio>
 
+#include "core/log.h"
+#include "distributed/topology.h"
+#include "distributed/world.h"
 #include "layers/transformer.h"
 
 namespace latte {
 
-RunSetup setup_run(const ExperimentConfig& cfg) {
+dist::World& process_world() {
+  static dist::World world;
+  return world;
+}
+
+dist::ProcessGroup* RunSetup::dp_group() const { return topology ? topology->dp_group().get() : nullptr; }
+dist::ProcessGroup* RunSetup::world_group() const { return topology ? topology->world_group().get() : nullptr; }
+void RunSetup::barrier() const {
+  if (topology) topology->world_group()->barrier();
+}
+
+RunSetup setup_run(const ExperimentConfig& cfg, bool local_only) {
   RunSetup run;
   const std::string& dev = cfg.train.device;
+  const bool multi = !local_only && (cfg.parallel.dp * cfg.parallel.tp > 1 || process_world().size() > 1);
   if (dev == "auto")
     run.device = cuda_available() ? Device::cuda(0) : Device::cpu();
   else
     run.device = Device::parse(dev);
+  if (multi && run.device.is_cuda()) run.device = process_world().select_device(DeviceType::CUDA);  // GPU = local rank
   LATTE_REQUIRE(!run.device.is_cuda() || cuda_available(), cfg.source, ": train.device = ", dev,
                 " but no CUDA device is available; use train.device: auto or cpu");
   const std::string& dt = cfg.train.dtype;
@@ -24,9 +40,17 @@ RunSetup setup_run(const ExperimentConfig& cfg) {
     run.dtype = dtype_from_name(dt);
   LATTE_REQUIRE(!(run.device.is_cpu() && run.dtype == DType::BF16), cfg.source,
                 ": train.dtype = bf16 needs a CUDA device; CPU kernels run in f32 or f64");
-  LATTE_REQUIRE(cfg.parallel.dp * cfg.parallel.tp == 1, cfg.source, ": parallel.dp = ", cfg.parallel.dp, ", parallel.tp = ",
-                cfg.parallel.tp, " need ", cfg.parallel.dp * cfg.parallel.tp,
-                " processes; launch with mpirun -np N (multi-process training is not built yet in this version)");
+  LATTE_REQUIRE(cfg.parallel.tp == 1, cfg.source, ": parallel.tp = ", cfg.parallel.tp,
+                ": tensor-parallel training is not wired into the trainer yet (data parallelism is); use parallel.tp: 1");
+  if (!multi) return run;
+  dist::World& world = process_world();
+  run.topology = std::make_shared<dist::Topology>(world, cfg.parallel.dp, cfg.parallel.tp, run.device);
+  run.world_size = world.size();
+  run.rank = world.rank();
+  run.dp_rank = run.topology->dp_rank();
+  run.tp_rank = run.topology->tp_rank();
+  run.is_logging_rank = world.rank() == 0;
+  log::set_rank(world.rank());
   return run;
 }
 

@@ -3,6 +3,7 @@
 // inside a checkpoint, and human-readable summaries for the start-up and step lines.
 #pragma once
 #include <nlohmann/json.hpp>
+#include <memory>
 #include <string>
 
 #include "core/tensor.h"
@@ -11,6 +12,11 @@
 namespace latte {
 
 class TransformerLM;
+namespace dist {
+class World;
+class Topology;
+class ProcessGroup;
+}  // namespace dist
 
 struct RunSetup {
   Device device;
@@ -20,9 +26,18 @@ struct RunSetup {
   int dp_rank = 0;
   int tp_rank = 0;
   bool is_logging_rank = true;  // rank 0 prints and writes metrics
+  // Set when the run spans several processes (mpirun): groups for DP gradient sync and metrics.
+  std::shared_ptr<dist::Topology> topology;
+  dist::ProcessGroup* dp_group() const;     // null for a single process
+  dist::ProcessGroup* world_group() const;  // null for a single process
+  void barrier() const;
 };
 
-RunSetup setup_run(const ExperimentConfig& cfg);
+// local_only: train as one process even inside an MPI job (tests compute references this way).
+RunSetup setup_run(const ExperimentConfig& cfg, bool local_only = false);
+
+// The process's World (joins MPI when launched by mpirun); created on first use, lives until exit.
+dist::World& process_world();
 
 // "model-tp0.safetensors" (shared by the DP replicas of a TP rank) or "optimizer-rank3.safetensors".
 std::string rank_file(const std::string& kind, const RunSetup& run);

@@ -13,6 +13,9 @@
 #include "autograd/node.h"
 #include "core/log.h"
 #include "data/loader.h"
+#include "distributed/data_parallel.h"
+#include "distributed/process_group.h"
+#include "distributed/topology.h"
 #include "layers/safetensors.h"
 #include "layers/transformer.h"
 #include "train/adamw.h"
@@ -42,8 +45,12 @@ Tensor batch_tensor(const int32_t* data, int64_t b, int64_t t, Device device) {
 }
 
 // Mean validation loss over up to `max_batches` batches of a fresh sequential pass.
-double evaluate(TransformerLM& model, const ExperimentConfig& cfg, Device device, int64_t max_batches) {
+// Each DP rank evaluates its share of the windows; the mean is averaged over DP ranks.
+double evaluate(TransformerLM& model, const ExperimentConfig& cfg, const RunSetup& run, int64_t max_batches) {
+  const Device device = run.device;
   data::LoaderConfig lc;
+  lc.dp_rank = run.dp_rank;
+  lc.dp_size = cfg.parallel.dp;
   lc.shard_patterns = cfg.data.val;
   lc.seq_len = cfg.train.seq_len;
   lc.batch_size = cfg.train.micro_batch;
@@ -64,7 +71,8 @@ double evaluate(TransformerLM& model, const ExperimentConfig& cfg, Device device
   }
   LATTE_REQUIRE(n > 0, "validation data ", cfg.data.val.empty() ? std::string("(none)") : cfg.data.val[0],
                 " holds no full window of seq_len + 1 = ", cfg.train.seq_len + 1, " tokens");
-  return total / static_cast<double>(n);
+  const double mean = total / static_cast<double>(n);
+  return run.dp_group() ? run.dp_group()->all_reduce_scalar(mean, dist::ReduceOp::Avg) : mean;
 }
 
 }  // namespace
@@ -78,11 +86,15 @@ void request_stop() { g_stop_requested.store(true); }
 
 TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   g_stop_requested.store(false);
-  RunSetup run = setup_run(cfg);
+  RunSetup run = setup_run(cfg, options.local_only);
   const TrainConfig& tc = cfg.train;
   const Device device = run.device;
-  fs::create_directories(tc.out_dir);
-  write_file_atomic((fs::path(tc.out_dir) / "config.yaml").string(), YAML::Dump(cfg.resolved) + "\n");
+  LATTE_REQUIRE(!cfg.parallel.zero1, cfg.source, ": parallel.zero1 is implemented in distributed/zero1.h but not wired "
+                                     "into the trainer yet; set parallel.zero1: false");
+  if (run.is_logging_rank) {
+    fs::create_directories(tc.out_dir);
+    write_file_atomic((fs::path(tc.out_dir) / "config.yaml").string(), YAML::Dump(cfg.resolved) + "\n");
+  }
 
   // ---- model and optimizer --------------------------------------------------------------------------
   TransformerLM model(cfg.model, tc.seed, run.dtype, device);
@@ -92,6 +104,17 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
     params.push_back({name, tensor, tc.decay_norms_and_embeddings || !is_norm_or_embedding});
   }
   AdamW optimizer(params, {tc.beta1, tc.beta2, tc.eps, tc.weight_decay});
+  // Data parallelism: bucketed gradient all-reduce over the DP group, overlapped with the backward.
+  std::unique_ptr<dist::GradSync> grad_sync;
+  if (run.dp_group() && cfg.parallel.dp > 1) {
+    std::vector<Tensor> tensors;
+    std::vector<std::string> names;
+    for (const OptimParam& p : params) {
+      tensors.push_back(p.param);
+      names.push_back(p.name);
+    }
+    grad_sync = std::make_unique<dist::GradSync>(tensors, run.topology->dp_group(), dist::GradSyncOptions{}, names);
+  }
   LrSchedule schedule{tc.schedule, tc.lr, tc.min_lr_ratio, tc.warmup_steps, tc.steps, tc.wsd_decay_fraction};
 
   // ---- data -----------------------------------------------------------------------------------------
@@ -135,10 +158,18 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   }
   data::DataLoader loader(lc, loader_state);
 
+  // Rank 0 makes the staging directory; the first DP replica of each TP rank writes the model shard,
+  // every rank its optimizer state; rank 0 writes state.json and commits once everyone is done.
   auto save_checkpoint = [&](int64_t step) {
-    const std::string staging = store.begin(step);
-    save_state(model, (fs::path(staging) / rank_file("model", run)).string());
+    const std::string staging = run.is_logging_rank ? store.begin(step) : store.step_dir(step) + ".partial";
+    run.barrier();
+    if (run.dp_rank == 0) save_state(model, (fs::path(staging) / rank_file("model", run)).string());
     write_safetensors((fs::path(staging) / rank_file("optimizer", run)).string(), optimizer.state());
+    run.barrier();
+    if (!run.is_logging_rank) {
+      run.barrier();
+      return;
+    }
     nlohmann::json state = {{"step", step},
                             {"tokens_seen", tokens_seen},
                             {"optimizer_step", optimizer.steps_taken()},
@@ -150,10 +181,12 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
     write_file_atomic((fs::path(staging) / "config.yaml").string(), YAML::Dump(cfg.resolved) + "\n");
     store.commit(step, staging);
     log::info("saved checkpoint ", store.step_dir(step));
+    run.barrier();
   };
 
   // ---- loop -----------------------------------------------------------------------------------------
   MetricsLog metrics(tc.out_dir, start_step, run.is_logging_rank);
+  run.barrier();  // every rank has read the checkpoint state before anyone writes
   const int64_t accum = cfg.grad_accum_steps();
   const int64_t tokens_per_step = cfg.tokens_per_micro_batch() * accum * cfg.parallel.dp;
   const double flops = flops_per_token(cfg.model, tc.seq_len);
@@ -170,9 +203,13 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   int64_t step = start_step;
   for (; step < end_step; ++step) {
     const auto t0 = Clock::now();
-    for (auto& p : params) p.param.zero_grad();
+    if (grad_sync)
+      grad_sync->zero_grad();
+    else
+      for (auto& p : params) p.param.zero_grad();
     double loss_sum = 0;
     for (int64_t micro = 0; micro < accum; ++micro) {
+      if (grad_sync) grad_sync->set_sync_enabled(micro == accum - 1);  // all-reduce once per optimizer step
       const data::Batch* batch = loader.next();
       Tensor ids = batch_tensor(batch->inputs, batch->batch_size, batch->seq_len, device);
       Tensor targets = batch_tensor(batch->targets, batch->batch_size, batch->seq_len, device);
@@ -180,7 +217,9 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
       scale(loss, 1.0 / static_cast<double>(accum)).backward();
       loss_sum += loss.item();
     }
-    const double loss = loss_sum / static_cast<double>(accum);
+    if (grad_sync) grad_sync->finish();  // gradients are now averaged over the DP group
+    double loss = loss_sum / static_cast<double>(accum);
+    if (run.dp_group()) loss = run.dp_group()->all_reduce_scalar(loss, dist::ReduceOp::Avg);
     const double grad_norm = global_grad_norm(params);
     const double lr = schedule.at(step);
 
@@ -212,7 +251,7 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
     const bool eval_now = !cfg.data.val.empty() && ((cfg.eval.every > 0 && (step + 1) % cfg.eval.every == 0) ||
                                                     (step + 1 == tc.steps));
     if (eval_now) {
-      const double val = evaluate(model, cfg, device, cfg.eval.batches);
+      const double val = evaluate(model, cfg, run, cfg.eval.batches);
       row["val_loss"] = val;
       row["val_ppl"] = std::exp(val);
       result.last_val_loss = val;
@@ -229,7 +268,9 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
                     tokens_per_s, 100 * mfu, memory_summary(device).c_str(), format_duration(eta).c_str());
       log::info(line);
     }
-    const bool stop_now = g_stop_requested.load();
+    bool stop_now = g_stop_requested.load();
+    if (run.world_group())  // every rank stops at the same step when any one was signalled
+      stop_now = run.world_group()->all_reduce_scalar(stop_now ? 1.0 : 0.0, dist::ReduceOp::Max) > 0;
     if ((cfg.checkpoint.every > 0 && (step + 1) % cfg.checkpoint.every == 0) || last || stop_now) save_checkpoint(step + 1);
     if (stop_now) {
       log::info("stop requested: saved at step ", step + 1, ", exiting");

@@ -14,6 +14,7 @@ namespace latte {
 struct TrainOptions {
   std::string resume;        // "" (fresh unless a checkpoint exists: then refuse), "auto", or a checkpoint dir
   bool quiet = false;        // no console lines (tests)
+  bool local_only = false;   // one process even inside an MPI job (tests compute references this way)
 };
 
 struct TrainResult {

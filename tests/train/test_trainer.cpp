@@ -96,7 +96,9 @@ TEST(Trainer, ResumeIsBitwiseIdentical) {
     EXPECT_EQ(a[i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>()) << "step " << i + 1;
     EXPECT_EQ(a[i]["lr"].get<double>(), b[i]["lr"].get<double>());
     EXPECT_EQ(a[i].contains("val_loss"), b[i].contains("val_loss"));
-    if (a[i].contains("val_loss")) EXPECT_EQ(a[i]["val_loss"].get<double>(), b[i]["val_loss"].get<double>());
+    if (a[i].contains("val_loss")) {
+      EXPECT_EQ(a[i]["val_loss"].get<double>(), b[i]["val_loss"].get<double>());
+    }
   }
 }
 

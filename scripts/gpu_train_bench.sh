@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# End-to-end training on the GPU machine, in one call: builds latte (sm_90a), trains the 125m EG-MLA,
+# MLA and MHA configs for a few hundred steps and the 1b3 configs for a few dozen on the KJV corpus,
+# times the PyTorch reference (scripts/reference/train_bench.py) on the same model and batch, and prints
+# a table last. Needs data/kjv (scripts/prepare_data.sh small; carry it). Logs and metrics go to $OUT.
+#   STEPS_125M=200 STEPS_1B3=30 VARIANTS="egmla mla mha" bash scripts/gpu_train_bench.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/latte-out}
+mkdir -p "$OUT"
+STEPS_125M=${STEPS_125M:-200}
+STEPS_1B3=${STEPS_1B3:-30}
+VARIANTS=${VARIANTS:-"egmla mla mha"}
+BUILD=${LATTE_BUILD_DIR:-build-gpu}
+export NCCL_NVLS_ENABLE=0
+
+if [ ! -x "$BUILD/latte" ] || [ "${REBUILD:-1}" = 1 ]; then
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+  cmake --build "$BUILD" -j "$(nproc)" --target latte_cli > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
+fi
+"$BUILD/latte" version
+
+run_config() {  # variant size steps batch seq
+  local v=$1 size=$2 steps=$3 batch=$4 seq=$5 name="$1-$2"
+  cat > "/tmp/$name.yaml" <<YAML
+base: $PWD/configs/models/$v-$size.yaml
+model: {max_seq_len: $seq}
+train: {steps: $steps, micro_batch: $batch, seq_len: $seq, lr: 6.0e-4, warmup_steps: $((steps / 10)), out_dir: /tmp/runs/$name}
+data: {train: $PWD/data/kjv/kjv_train_*.bin, val: $PWD/data/kjv/kjv_val_*.bin}
+checkpoint: {every: 0, keep_last: 1}
+eval: {every: 0, batches: 4}
+log: {every: 25}
+YAML
+  rm -rf "/tmp/runs/$name"
+  "$BUILD/latte" train "/tmp/$name.yaml" > "$OUT/train-$name.log" 2>&1 || { echo "train $name failed:"; tail -20 "$OUT/train-$name.log"; }
+  cp "/tmp/runs/$name/metrics.jsonl" "$OUT/metrics-$name.jsonl" 2>/dev/null
+  python3 scripts/reference/train_bench.py "configs/models/$v-$size.yaml" --batch "$batch" --seq "$seq" --steps 15 \
+    > "$OUT/torch-$name.jsonl" 2> "$OUT/torch-$name.err" || tail -5 "$OUT/torch-$name.err"
+}
+
+for v in $VARIANTS; do run_config "$v" 125m "$STEPS_125M" 16 1024; done
+for v in $VARIANTS; do run_config "$v" 1b3 "$STEPS_1B3" 4 2048; done
+
+python3 - "$OUT" <<'PY'
+import json, glob, os, statistics, sys
+out = sys.argv[1]
+rows = []
+for m in sorted(glob.glob(f"{out}/metrics-*.jsonl")):
+    name = os.path.basename(m)[8:-6]
+    recs = [json.loads(l) for l in open(m) if l.strip()]
+    if not recs: continue
+    tail = recs[len(recs) // 3:]  # skip warm-up steps
+    tps = statistics.median(r["tokens_per_s"] for r in tail)
+    mfu = statistics.median(r["mfu"] for r in tail)
+    torch_rows = {}
+    tp = f"{out}/torch-{name}.jsonl"
+    if os.path.exists(tp):
+        for l in open(tp):
+            if l.strip().startswith("{"):
+                r = json.loads(l); torch_rows[r["mode"]] = r
+    e, c = torch_rows.get("eager", {}).get("tokens_per_s"), torch_rows.get("compile", {}).get("tokens_per_s")
+    rows.append((name, len(recs), recs[0]["loss"], recs[-1]["loss"], tps, mfu, e, c))
+print(f"{'run':12} {'steps':>5} {'loss0':>7} {'lossN':>7} {'latte tok/s':>12} {'MFU':>6} {'torch eager':>12} {'torch compile':>14} {'vs compile':>10}")
+for name, n, l0, ln, tps, mfu, e, c in rows:
+    ratio = f"{tps / c:.2f}x" if c else "-"
+    print(f"{name:12} {n:5d} {l0:7.3f} {ln:7.3f} {tps:12.0f} {100*mfu:5.1f}% {e or 0:12.0f} {c or 0:14.0f} {ratio:>10}")
+PY
