@@ -1,0 +1,479 @@
+// Decode attention (one query token per sequence, a long cache), flash-decoding style: split-K over the cache.
+//   GQA:    q (B, Hq, Dqk), k (B, S, Hk, Dqk), v (B, S, Hk, Dv)                 -> out (B, Hq, Dv)
+//   latent: q_abs (B, H, Dc), q_rope (B, H, Dr), c (B, S, Dc), kr (B, S, Dr)    -> z (B, H, Dc) = softmax(...) @ c
+// Both are one kernel: a "key" row is [k1 | k2] (k | -, or c | kr), a query row [q1 | q2], and the value row is
+// either its own tensor (GQA) or the first Dv channels of the key row (latent: V = c, read from shared memory
+// again instead of from device memory). The rows of a block are the query heads that share the cache row: the
+// Hq/Hk heads of a kv group, or all H heads of a latent cache, 16 per tile (tensor-core rows; smaller groups
+// pad). Why tensor cores for a memory-bound kernel: a latent cache row serves every head, 2 H (Dc + Dr + Dc)
+// FLOPs per (Dc + Dr) * 2 bytes (about 30 FLOP/byte at H = 16), above the CUDA cores' ridge on H100.
+// Pass 1, block = (split of the cache, batch x kv group, head tile), 4 warps, key tiles of 64 (cp.async,
+// double-buffered): S = Q K^T (warp w: keys 16w..16w+15) -> shared memory -> every warp takes the 16 rows'
+// running max / sum and P = exp2(S - m) for its own quarter of the value columns, O = O 2^(m-m') + P V.
+// Writes the unnormalised O, m and l of its split (fp32). Pass 2 combines the splits per (b, head).
+// Splits: enough blocks for ~4 per SM, keeping each split >= one key tile.
+// Floor: bytes = B S Hk (Dqk + Dv) 2 (GQA) or B S (Dc + Dr) 2 (latent) at the copy bandwidth: at B=4, S=32k,
+// Hk=8, D=128 that is 537 MB, 0.18 ms at 3 TB/s; latent Dc=512, Dr=64: 151 MB, 50 us.
+#include "kernels/cuda/decode_attention.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/flash_attention_impl.cuh"
+
+namespace latte::cuda {
+
+namespace {
+
+using flash::bf16;
+using namespace flash;  // PTX primitives
+
+constexpr int kDecKT = 64;  // keys per tile
+constexpr int kDecSS = kDecKT + 4;  // score row stride (floats)
+
+struct DecodeParams {
+  const bf16* q1;  // (B, H, D1) rows: b * q1_sb + h * q1_sh
+  const bf16* q2;  // (B, H, D2)
+  const bf16* k1;  // (B, S, Hk, D1): b * k1_sb + s * k1_ss + kvh * k1_sh
+  const bf16* k2;  // (B, S, Hk, D2)
+  const bf16* v;   // (B, S, Hk, DV) (unused when v_is_k1)
+  int64_t q1_sb, q1_sh, q2_sb, q2_sh;
+  int64_t k1_sb, k1_ss, k1_sh, k2_sb, k2_ss, k2_sh, v_sb, v_ss, v_sh;
+  int D1, D2, DV;
+  int B, S, H, Hk, G;  // head h reads kv head h / G
+  int splits, keys_per_split;
+  float scale_log2;
+  bool v_is_k1;
+  float* part_o;   // (splits, B, H, DV)
+  float* part_ml;  // (splits, B, H, 2): m (log2 units), l
+  bf16* out;       // (B, H, DV): b * o_sb + h * o_sh
+  int64_t o_sb, o_sh;
+  float* lse;  // (B, H) or null
+};
+
+// Loads `rows` rows of a "two-part" matrix into shared memory (row stride D1 + D2 + 8): row r is
+// [a + r * a_rs (D1) | b + r * b_rs (D2)]; rows >= nvalid are zero-filled. One warp per row, lanes over its
+// 16-byte chunks (coalesced, no integer division).
+__device__ __forceinline__ void load_rows2(bf16* s, int rows, const bf16* a, int64_t a_rs, int D1, const bf16* b,
+                                           int64_t b_rs, int D2, int nvalid, const bf16* safe, int warp, int lane,
+                                           int nwarps) {
+  const int width = D1 + D2, stride = width + 8;
+  for (int r = warp; r < rows; r += nwarps) {
+    const bool valid = r < nvalid;
+    for (int col = lane * 8; col < width; col += 256) {
+      const bf16* src = safe;
+      if (valid) src = col < D1 ? a + r * a_rs + col : b + r * b_rs + (col - D1);
+      cp_async16(smem_u32(s + r * stride + col), src, valid);
+    }
+  }
+}
+
+// WARPS (4 or 8) split the key tile for S and the value columns for P V; NTV = n8 tiles of value columns per
+// warp (Dv = 8 WARPS NTV).
+template <int WARPS, int NTV>
+__global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodeParams p) {
+  constexpr int KT = kDecKT, DV = 8 * WARPS * NTV, KPW = KT / WARPS;  // keys per warp in the S phase
+  static_assert(KPW == 8 || KPW == 16, "4 or 8 warps");
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int DK = p.D1 + p.D2, KS = DK + 8, VS = p.v_is_k1 ? KS : DV + 8;
+  bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // (16, DK+8)
+  bf16* sK = sQ + 16 * KS;                        // 2 x (KT, DK+8)
+  bf16* sV = sK + 2 * KT * KS;                    // 2 x (KT, DV+8), absent when v_is_k1
+  float* sS = reinterpret_cast<float*>(sV + (p.v_is_k1 ? 0 : 2 * KT * (DV + 8)));  // (16, KT+4)
+  if (p.v_is_k1) sV = sK;
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, tq = lane & 3;
+  const int split = blockIdx.x;
+  const int b = blockIdx.y / p.Hk, kvh = blockIdx.y - b * p.Hk;
+  const int h0 = kvh * p.G + blockIdx.z * 16;                 // first head of this tile
+  const int nrows = min(16, kvh * p.G + p.G - h0);            // heads in this tile
+  const int s_begin = split * p.keys_per_split, s_end = min(p.S, s_begin + p.keys_per_split);
+  const int n_tiles = (s_end - s_begin + KT - 1) / KT;
+
+  const bf16* k1g = p.k1 + b * p.k1_sb + kvh * p.k1_sh;
+  const bf16* k2g = p.k2 + b * p.k2_sb + kvh * p.k2_sh;
+  const bf16* vg = p.v + b * p.v_sb + kvh * p.v_sh;
+  auto load_kv = [&](int tile, int buf) {
+    const int s0 = s_begin + tile * KT;
+    load_rows2(sK + buf * KT * KS, KT, k1g + int64_t(s0) * p.k1_ss, p.k1_ss, p.D1, k2g + int64_t(s0) * p.k2_ss,
+               p.k2_ss, p.D2, s_end - s0, p.k1, warp, lane, WARPS);
+    if (!p.v_is_k1)
+      load_rows2(sV + buf * KT * VS, KT, vg + int64_t(s0) * p.v_ss, p.v_ss, DV, vg, 0, 0, s_end - s0, p.v, warp, lane,
+                 WARPS);
+  };
+  load_rows2(sQ, 16, p.q1 + b * p.q1_sb + h0 * p.q1_sh, p.q1_sh, p.D1, p.q2 + b * p.q2_sb + h0 * p.q2_sh, p.q2_sh,
+             p.D2, nrows, p.q1, warp, lane, WARPS);
+  load_kv(0, 0);
+  cp_async_commit();
+
+  float o[NTV][4];
+#pragma unroll
+  for (int n = 0; n < NTV; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+  const int vcol0 = warp * (DV / WARPS);  // this warp's value columns
+
+  for (int j = 0; j < n_tiles; ++j) {
+    if (j + 1 < n_tiles) {
+      load_kv(j + 1, (j + 1) & 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const bf16* sKj = sK + (j & 1) * KT * KS;
+    const bf16* sVj = sV + (j & 1) * KT * VS;
+    const int s0 = s_begin + j * KT;
+
+    {  // S = Q K^T for this warp's KPW keys, in log2 units, masked past the split's end.
+      constexpr int NB = KPW / 8;  // n8 tiles per warp
+      // Two accumulator sets (even / odd k steps) halve the chain of dependent mma.
+      float s[NB][4], s2[NB][4];
+#pragma unroll
+      for (int n = 0; n < NB; ++n)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) s[n][c] = s2[n][c] = 0.f;
+      const uint32_t qa = smem_u32(sQ + (lane & 15) * KS + (lane >> 4) * 8);
+      int kk = 0;
+      if constexpr (NB == 2) {
+        const uint32_t ka =
+            smem_u32(sKj + (warp * 16 + (lane & 7) + ((lane >> 4) << 3)) * KS + ((lane >> 3) & 1) * 8);
+        for (; kk + 2 <= DK / 16; kk += 2) {
+          uint32_t a[4], kb[4], a2[4], kb2[4];
+          ldmatrix_x4(a, qa + kk * 32);
+          ldmatrix_x4(kb, ka + kk * 32);
+          ldmatrix_x4(a2, qa + kk * 32 + 32);
+          ldmatrix_x4(kb2, ka + kk * 32 + 32);
+          mma_bf16(s[0], a, kb[0], kb[1]);
+          mma_bf16(s[1], a, kb[2], kb[3]);
+          mma_bf16(s2[0], a2, kb2[0], kb2[1]);
+          mma_bf16(s2[1], a2, kb2[2], kb2[3]);
+        }
+        if (kk < DK / 16) {
+          uint32_t a[4], kb[4];
+          ldmatrix_x4(a, qa + kk * 32);
+          ldmatrix_x4(kb, ka + kk * 32);
+          mma_bf16(s[0], a, kb[0], kb[1]);
+          mma_bf16(s[1], a, kb[2], kb[3]);
+        }
+      } else {
+        // 8 keys: one x4 load gives b0, b1 of two consecutive k steps (columns 32 wide).
+        const uint32_t ka = smem_u32(sKj + (warp * 8 + (lane & 7)) * KS + (lane >> 3) * 8);
+        for (; kk + 2 <= DK / 16; kk += 2) {
+          uint32_t a[4], a2[4], kb[4];
+          ldmatrix_x4(a, qa + kk * 32);
+          ldmatrix_x4(a2, qa + kk * 32 + 32);
+          ldmatrix_x4(kb, ka + kk * 32);
+          mma_bf16(s[0], a, kb[0], kb[1]);
+          mma_bf16(s2[0], a2, kb[2], kb[3]);
+        }
+        if (kk < DK / 16) {
+          uint32_t a[4], kb[2];
+          ldmatrix_x4(a, qa + kk * 32);
+          ldmatrix_x2(kb, smem_u32(sKj + (warp * 8 + (lane & 7)) * KS + kk * 16 + ((lane >> 3) & 1) * 8));
+          mma_bf16(s[0], a, kb[0], kb[1]);
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < NB; ++n)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int col = warp * KPW + n * 8 + 2 * tq;
+          float2 v2;
+          v2.x = s0 + col < s_end ? (s[n][2 * h] + s2[n][2 * h]) * p.scale_log2 : -INFINITY;
+          v2.y = s0 + col + 1 < s_end ? (s[n][2 * h + 1] + s2[n][2 * h + 1]) * p.scale_log2 : -INFINITY;
+          *reinterpret_cast<float2*>(sS + (g + 8 * h) * kDecSS + col) = v2;
+        }
+    }
+    __syncthreads();
+
+    // Running max per row (each quad lane scans 16 of the 64 keys), then O += P V on this warp's columns.
+    float m_use[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float* srow = sS + (g + 8 * h) * kDecSS + tq * 16;
+      float mx = m_run[h];
+#pragma unroll
+      for (int e = 0; e < 16; e += 4) {
+        const float4 x = *reinterpret_cast<const float4*>(srow + e);
+        mx = fmaxf(mx, fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w)));
+      }
+      mx = quad_max(mx);
+      m_use[h] = mx == -INFINITY ? 0.f : mx;
+      const float alpha = exp2f(m_run[h] - m_use[h]);
+      m_run[h] = mx;
+      l_run[h] *= alpha;
+#pragma unroll
+      for (int n = 0; n < NTV; ++n) {
+        o[n][2 * h] *= alpha;
+        o[n][2 * h + 1] *= alpha;
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < KT / 16; ++kk) {
+      float pr[2][4];  // [row half][a0 lo, a0 hi, a2 lo, a2 hi]
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float* srow = sS + (g + 8 * h) * kDecSS + kk * 16 + 2 * tq;
+        const float2 x0 = *reinterpret_cast<const float2*>(srow);
+        const float2 x1 = *reinterpret_cast<const float2*>(srow + 8);
+        pr[h][0] = exp2f(x0.x - m_use[h]);
+        pr[h][1] = exp2f(x0.y - m_use[h]);
+        pr[h][2] = exp2f(x1.x - m_use[h]);
+        pr[h][3] = exp2f(x1.y - m_use[h]);
+        l_run[h] += (pr[h][0] + pr[h][1]) + (pr[h][2] + pr[h][3]);
+      }
+      uint32_t a[4];
+      a[0] = pack_bf16(pr[0][0], pr[0][1]);
+      a[1] = pack_bf16(pr[1][0], pr[1][1]);
+      a[2] = pack_bf16(pr[0][2], pr[0][3]);
+      a[3] = pack_bf16(pr[1][2], pr[1][3]);
+#pragma unroll
+      for (int n = 0; n < NTV; ++n) {
+        uint32_t vb[2];
+        ldmatrix_x2_trans(vb, smem_u32(sVj + (kk * 16 + (lane & 15)) * VS + vcol0 + n * 8));
+        mma_bf16(o[n], a, vb[0], vb[1]);
+      }
+    }
+    __syncthreads();  // sS and this K/V buffer are overwritten next
+  }
+
+  // Partial results of this split: unnormalised O, m, l per head.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float l = quad_sum(l_run[h]);
+    const int row = g + 8 * h;
+    if (row < nrows) {
+      const int64_t at = (int64_t(split) * p.B + b) * p.H + h0 + row;
+      float* po = p.part_o + at * DV + vcol0 + 2 * tq;
+#pragma unroll
+      for (int n = 0; n < NTV; ++n) *reinterpret_cast<float2*>(po + n * 8) = make_float2(o[n][2 * h], o[n][2 * h + 1]);
+      if (warp == 0 && tq == 0) *reinterpret_cast<float2*>(p.part_ml + at * 2) = make_float2(m_run[h], l);
+    }
+  }
+}
+
+// out[b, h] = sum_s 2^(m_s - M) O_s / sum_s 2^(m_s - M) l_s. One block (8 warps) per (b, h): the weights go to
+// shared memory, warp w sums splits w, w+8, ... for 4 columns per lane (independent 16-byte loads in flight),
+// then the 8 partial sums are added in a fixed order (deterministic).
+constexpr int kCombineWarps = 8;
+__global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(const DecodeParams p) {
+  extern __shared__ float sw[];  // (splits) weights, then (kCombineWarps, DV) partial sums
+  __shared__ float red[32];
+  const int bh = blockIdx.x, b = bh / p.H, h = bh - b * p.H;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int64_t stride = int64_t(p.B) * p.H;
+  float M = -INFINITY;
+  for (int s = tid; s < p.splits; s += blockDim.x) M = fmaxf(M, p.part_ml[(s * stride + bh) * 2]);
+  M = block_max(M, red);
+  const float Mu = M == -INFINITY ? 0.f : M;
+  float L = 0.f;
+  for (int s = tid; s < p.splits; s += blockDim.x) {
+    const float2 ml = *reinterpret_cast<const float2*>(p.part_ml + (s * stride + bh) * 2);
+    const float w = exp2f(ml.x - Mu);
+    sw[s] = w;
+    L += w * ml.y;
+  }
+  L = block_sum(L, red);  // ends with a barrier: sw is complete
+  float* part = sw + p.splits;
+  for (int d0 = lane * 4; d0 < p.DV; d0 += 128) {
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
+    for (int s = warp; s < p.splits; s += kCombineWarps) {
+      const float w = sw[s];
+      const float4 o = *reinterpret_cast<const float4*>(p.part_o + (s * stride + bh) * p.DV + d0);
+      acc.x += w * o.x, acc.y += w * o.y, acc.z += w * o.z, acc.w += w * o.w;
+    }
+    *reinterpret_cast<float4*>(part + warp * p.DV + d0) = acc;
+  }
+  __syncthreads();
+  const float inv = L > 0.f ? 1.f / L : 0.f;
+  bf16* orow = p.out + b * p.o_sb + h * p.o_sh;
+  for (int d = tid; d < p.DV; d += blockDim.x) {
+    float acc = 0.f;
+#pragma unroll
+    for (int w = 0; w < kCombineWarps; ++w) acc += part[w * p.DV + d];
+    orow[d] = __float2bfloat16_rn(acc * inv);
+  }
+  if (p.lse && tid == 0) p.lse[bh] = L > 0.f ? (Mu + log2f(L)) * kLn2 : -INFINITY;
+}
+
+template <int WARPS, int NTV>
+void launch_split(const DecodeParams& p, dim3 grid, int smem, cudaStream_t stream) {
+  static int configured = 0;  // largest dynamic shared memory size set so far for this instantiation
+  if (smem > configured) {
+    CUDA_CHECK(cudaFuncSetAttribute(decode_split_kernel<WARPS, NTV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    smem));
+    configured = smem;
+  }
+  decode_split_kernel<WARPS, NTV><<<grid, WARPS * 32, smem, stream>>>(p);
+  CUDA_CHECK_LAUNCH("decode_split_kernel");
+}
+
+bool row_ok(const Tensor& t, int dims_min, int dims_max) {
+  if (!t.defined() || !t.device().is_cuda() || t.dtype() != DType::BF16) return false;
+  if (t.dim() < dims_min || t.dim() > dims_max || t.stride(-1) != 1 || !aligned16(t.data_ptr())) return false;
+  for (int d = 0; d + 1 < t.dim(); ++d)
+    if (t.size(d) > 1 && t.stride(d) % 8 != 0) return false;
+  return true;
+}
+
+bool dv_supported(int64_t dv) { return dv == 64 || dv == 96 || dv == 128 || dv == 192 || dv == 256 || dv == 512; }
+
+// (B, H, D) view of a (B, H, D) or (B, 1, H, D) tensor: strides of b and h.
+struct Rows3 {
+  int64_t B, H, D, sb, sh;
+};
+Rows3 rows3(const Tensor& t, const char* op, const char* name) {
+  if (t.dim() == 3) return {t.size(0), t.size(1), t.size(2), t.stride(0), t.stride(1)};
+  LATTE_CHECK(t.dim() == 4 && t.size(1) == 1, op, ": ", name, " must be (B, H, D) or (B, 1, H, D), got ", t.str());
+  return {t.size(0), t.size(2), t.size(3), t.stride(0), t.stride(2)};
+}
+
+// Runs both passes; p has the tensors, dims and strides filled in, rows = heads per kv group.
+void run_decode(DecodeParams& p, const Device& dev, const char* op) {
+  const int row_tiles = (p.G + 15) / 16;
+  const int64_t base = int64_t(p.B) * p.Hk * row_tiles;
+  LATTE_CHECK(int64_t(p.B) * p.Hk <= 65535 && row_tiles <= 65535, op, ": too many (batch, kv head) pairs");
+  const int DK = p.D1 + p.D2;
+  const int smem = (16 * (DK + 8) + 2 * kDecKT * (DK + 8) + (p.v_is_k1 ? 0 : 2 * kDecKT * (p.DV + 8))) * 2 +
+                   16 * kDecSS * 4;
+  LATTE_CHECK(smem <= static_cast<int>(device_properties(dev.index).sharedMemPerBlockOptin), op,
+              ": head dims too large for shared memory (", smem, " bytes)");
+  // Splits: fill one wave of resident blocks (blocks per SM from the shared memory a block takes), but keep
+  // each split at least 4 key tiles long and its fp32 partial output under 1/8 of the cache bytes it reads.
+  const cudaDeviceProp& prop = device_properties(dev.index);
+  const int per_sm = std::max<int>(1, std::min<int>(16, int(prop.sharedMemPerMultiprocessor / (smem + 1024))));
+  const int64_t capacity = int64_t(prop.multiProcessorCount) * per_sm;
+  const int tiles = std::max(1, (p.S + kDecKT - 1) / kDecKT);
+  const int64_t row_bytes = int64_t(p.v_is_k1 ? DK : DK + p.DV) * 2;  // cache bytes per key (per kv head)
+  const int64_t min_keys = std::max<int64_t>(4 * kDecKT, 8 * std::min(p.G, 16) * int64_t(p.DV) * 4 / row_bytes);
+  const int max_splits = std::max<int>(1, int(p.S / min_keys));
+  const int splits = static_cast<int>(std::clamp<int64_t>(capacity / base, 1, max_splits));
+  p.keys_per_split = ((tiles + splits - 1) / splits) * kDecKT;
+  p.splits = std::max(1, (p.S + p.keys_per_split - 1) / p.keys_per_split);
+  Tensor part_o = Tensor::empty({p.splits, p.B, p.H, p.DV}, DType::F32, dev);
+  Tensor part_ml = Tensor::empty({p.splits, p.B, p.H, 2}, DType::F32, dev);
+  p.part_o = part_o.data<float>();
+  p.part_ml = part_ml.data<float>();
+  const cudaStream_t stream = current_stream();
+  const dim3 grid(p.splits, p.B * p.Hk, row_tiles);
+  switch (p.DV) {  // 8 warps where the value width splits into 64-column slices, else 4
+    case 64: launch_split<8, 1>(p, grid, smem, stream); break;
+    case 96: launch_split<4, 3>(p, grid, smem, stream); break;
+    case 128: launch_split<8, 2>(p, grid, smem, stream); break;
+    case 192: launch_split<8, 3>(p, grid, smem, stream); break;
+    case 256: launch_split<8, 4>(p, grid, smem, stream); break;
+    case 512: launch_split<8, 8>(p, grid, smem, stream); break;
+    default: LATTE_FAIL(op, ": unsupported value width ", p.DV);
+  }
+  const size_t combine_smem = sizeof(float) * (size_t(p.splits) + size_t(kCombineWarps) * p.DV);
+  if (combine_smem > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(decode_combine_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(combine_smem)));
+  decode_combine_kernel<<<p.B * p.H, kCombineWarps * 32, combine_smem, stream>>>(p);
+  CUDA_CHECK_LAUNCH("decode_combine_kernel");
+}
+
+void check_lse(const Tensor& lse, int64_t B, int64_t H, const Device& dev, const char* op) {
+  if (!lse.defined()) return;
+  LATTE_CHECK(lse.dtype() == DType::F32 && lse.is_contiguous() && lse.numel() == B * H && lse.device() == dev, op,
+              ": lse must be contiguous f32 with B*H elements on the device, got ", lse.str());
+}
+
+}  // namespace
+
+bool decode_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out) {
+  if (!row_ok(q, 3, 4) || !row_ok(k, 4, 4) || !row_ok(v, 4, 4) || !row_ok(out, 3, 4)) return false;
+  if (k.device() != q.device() || v.device() != q.device() || out.device() != q.device()) return false;
+  const int64_t dqk = q.size(-1);
+  return dqk % 16 == 0 && dqk <= 512 && k.size(3) == dqk && dv_supported(v.size(3)) && out.size(-1) == v.size(3);
+}
+
+void decode_attention(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                      double softmax_scale) {
+  const char* op = "decode_attention";
+  LATTE_CHECK(decode_attention_supported(q, k, v, out), op, ": unsupported tensors q ", q.str(), " k ", k.str(), " v ",
+              v.str(), " out ", out.str());
+  const Rows3 qr = rows3(q, op, "q"), orr = rows3(out, op, "out");
+  const int64_t B = qr.B, Hq = qr.H, S = k.size(1), Hk = k.size(2);
+  LATTE_CHECK(k.size(0) == B && v.size(0) == B && v.size(1) == S && v.size(2) == Hk && Hk >= 1 && Hq % Hk == 0, op,
+              ": q ", q.shape().str(), " k ", k.shape().str(), " v ", v.shape().str());
+  LATTE_CHECK(orr.B == B && orr.H == Hq && orr.D == v.size(3), op, ": out ", out.shape().str());
+  LATTE_CHECK(softmax_scale > 0, op, ": softmax scale must be positive");
+  check_lse(lse, B, Hq, q.device(), op);
+  if (B == 0 || Hq == 0) return;
+  LATTE_CHECK(S >= 1, op, ": empty cache");
+  DeviceGuard guard(q.device().index);
+  DecodeParams p{};
+  p.q1 = static_cast<const bf16*>(q.data_ptr()), p.q1_sb = qr.sb, p.q1_sh = qr.sh;
+  p.q2 = p.q1;
+  p.k1 = static_cast<const bf16*>(k.data_ptr()), p.k1_sb = k.stride(0), p.k1_ss = k.stride(1), p.k1_sh = k.stride(2);
+  p.k2 = p.k1;
+  p.v = static_cast<const bf16*>(v.data_ptr()), p.v_sb = v.stride(0), p.v_ss = v.stride(1), p.v_sh = v.stride(2);
+  p.D1 = static_cast<int>(q.size(-1)), p.D2 = 0, p.DV = static_cast<int>(v.size(3));
+  p.B = static_cast<int>(B), p.S = static_cast<int>(S), p.H = static_cast<int>(Hq), p.Hk = static_cast<int>(Hk);
+  p.G = static_cast<int>(Hq / Hk);
+  p.scale_log2 = static_cast<float>(softmax_scale * 1.4426950408889634);
+  p.v_is_k1 = false;
+  p.out = static_cast<bf16*>(out.data_ptr()), p.o_sb = orr.sb, p.o_sh = orr.sh;
+  p.lse = lse.defined() ? lse.data<float>() : nullptr;
+  run_decode(p, q.device(), op);
+}
+
+bool decode_attention_latent_supported(const Tensor& q_abs, const Tensor& q_rope, const Tensor& c, const Tensor& kr,
+                                       const Tensor& z) {
+  if (!row_ok(q_abs, 3, 4) || !row_ok(c, 3, 3) || !row_ok(z, 3, 4)) return false;
+  const bool rope = q_rope.defined();
+  if (rope != kr.defined()) return false;
+  if (rope && (!row_ok(q_rope, 3, 4) || !row_ok(kr, 3, 3))) return false;
+  const int64_t dc = c.size(2), dr = rope ? kr.size(2) : 0;
+  if (!dv_supported(dc) || dr % 16 != 0 || dc + dr > 640 || q_abs.size(-1) != dc || z.size(-1) != dc) return false;
+  if (rope && q_rope.size(-1) != dr) return false;
+  for (const Tensor* t : {&q_rope, &c, &kr, &z})
+    if (t->defined() && t->device() != q_abs.device()) return false;
+  return true;
+}
+
+void decode_attention_latent(const Tensor& z, const Tensor& lse, const Tensor& q_abs, const Tensor& q_rope,
+                             const Tensor& c, const Tensor& kr, double softmax_scale) {
+  const char* op = "decode_attention_latent";
+  LATTE_CHECK(decode_attention_latent_supported(q_abs, q_rope, c, kr, z), op, ": unsupported tensors q_abs ",
+              q_abs.str(), " c ", c.str(), " z ", z.str());
+  const Rows3 qa = rows3(q_abs, op, "q_abs"), zr = rows3(z, op, "z");
+  const int64_t B = qa.B, H = qa.H, S = c.size(1);
+  LATTE_CHECK(c.size(0) == B && zr.B == B && zr.H == H, op, ": q_abs ", q_abs.shape().str(), " c ", c.shape().str(),
+              " z ", z.shape().str());
+  Rows3 qp{B, H, 0, 0, 0};
+  if (q_rope.defined()) {
+    qp = rows3(q_rope, op, "q_rope");
+    LATTE_CHECK(qp.B == B && qp.H == H && kr.size(0) == B && kr.size(1) == S, op, ": q_rope ", q_rope.shape().str(),
+                " kr ", kr.shape().str());
+  }
+  LATTE_CHECK(softmax_scale > 0, op, ": softmax scale must be positive");
+  check_lse(lse, B, H, q_abs.device(), op);
+  if (B == 0 || H == 0) return;
+  LATTE_CHECK(S >= 1, op, ": empty cache");
+  DeviceGuard guard(q_abs.device().index);
+  DecodeParams p{};
+  p.q1 = static_cast<const bf16*>(q_abs.data_ptr()), p.q1_sb = qa.sb, p.q1_sh = qa.sh;
+  p.k1 = static_cast<const bf16*>(c.data_ptr()), p.k1_sb = c.stride(0), p.k1_ss = c.stride(1), p.k1_sh = 0;
+  if (q_rope.defined()) {
+    p.q2 = static_cast<const bf16*>(q_rope.data_ptr()), p.q2_sb = qp.sb, p.q2_sh = qp.sh;
+    p.k2 = static_cast<const bf16*>(kr.data_ptr()), p.k2_sb = kr.stride(0), p.k2_ss = kr.stride(1), p.k2_sh = 0;
+  } else {
+    p.q2 = p.q1, p.k2 = p.k1;
+  }
+  p.v = p.k1;
+  p.D1 = static_cast<int>(c.size(2)), p.D2 = static_cast<int>(qp.D), p.DV = p.D1;
+  p.B = static_cast<int>(B), p.S = static_cast<int>(S), p.H = static_cast<int>(H), p.Hk = 1, p.G = static_cast<int>(H);
+  p.scale_log2 = static_cast<float>(softmax_scale * 1.4426950408889634);
+  p.v_is_k1 = true;
+  p.out = static_cast<bf16*>(z.data_ptr()), p.o_sb = zr.sb, p.o_sh = zr.sh;
+  p.lse = lse.defined() ? lse.data<float>() : nullptr;
+  run_decode(p, q_abs.device(), op);
+}
+
+}  // namespace latte::cuda

@@ -1,0 +1,141 @@
+// Shared pieces of the flash-attention kernels (included by kernels/cuda/flash_attention*.cu and
+// decode_attention.cu only): the parameter block, the tensor-core and async-copy primitives (inline PTX for
+// sm_80+: mma.sync m16n8k16 bf16 -> fp32, ldmatrix, cp.async), and the tile loader.
+//
+// Fragment layouts of mma.m16n8k16 (g = lane / 4, c = lane % 4), used throughout:
+//   A 16x16 row-major, 4 regs of bf16x2: a0 (g, 2c..2c+1)  a1 (g+8, 2c..)  a2 (g, 2c+8..)  a3 (g+8, 2c+8..)
+//   B 16x8 (k x n), 2 regs:               b0 (k 2c..2c+1, n g)   b1 (k 2c+8.., n g)
+//   C 16x8 fp32, 4 regs:                  c0,c1 (g, 2c..2c+1)   c2,c3 (g+8, 2c..2c+1)
+// A C tile converts to an A fragment in registers (P = softmax(S) feeds P V without a trip through shared
+// memory). Shared-memory tiles are row-major with each row padded by 8 elements (16 bytes): with rows of
+// D + 8 elements (D a multiple of 16) the 8 row addresses of an ldmatrix hit 8 distinct 16-byte bank groups,
+// so loads are conflict-free without a swizzle, and 16-byte cp.async chunks stay aligned.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace latte::cuda::flash {
+
+using bf16 = __nv_bfloat16;
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// Everything a flash kernel needs, by value. Element strides; rows are 16-byte aligned (checked on the host).
+struct Params {
+  const bf16* q;     // (B, T, Hq, Dqk)
+  const bf16* k;     // (B, S, R*Hk, Dqk)
+  const bf16* v;     // (B, S, R*Hk, Dv)
+  const bf16* o;     // (B, T, R*Hq, Dv)   forward output (backward input)
+  const bf16* dout;  // (B, T, R*Hq, Dv)
+  bf16* out;         // (B, T, R*Hq, Dv)   forward output
+  float* lse;        // (B, R*Hq, T)       natural log
+  float* delta;      // (B, R*Hq, T)       rowsum(dO * O), backward scratch
+  float* dq_accum;   // (B, T, Hq, Dqk)    fp32, atomic dQ path
+  bf16* dq;          // (B, T, Hq, Dqk)    contiguous
+  bf16* dk;          // (B, S, R*Hk, Dqk)  contiguous
+  bf16* dv;          // (B, S, R*Hk, Dv)   contiguous
+  int64_t q_sb, q_st, q_sh, k_sb, k_st, k_sh, v_sb, v_st, v_sh;
+  int64_t o_sb, o_st, o_sh, do_sb, do_st, do_sh;  // out (forward) or o (backward); dout
+  int B, T, S, Hq, Hk, R, G;                      // G = Hq / Hk
+  float scale, scale_log2;                        // softmax scale, and scale * log2(e)
+  bool causal;
+  bool atomic_dq;
+  int sm90_pingpong;  // warpgroup ping-pong scheduling in the wgmma forward (flash_attention_fwd_sm90.cu)
+};
+
+// Host launchers, one per pass (each file instantiates the supported head dims).
+void launch_fwd(const Params& p, int dqk, int dv, cudaStream_t stream);
+void launch_bwd_dkdv(const Params& p, int dqk, int dv, cudaStream_t stream);
+void launch_bwd_dq(const Params& p, int dqk, int dv, cudaStream_t stream);
+bool fwd_sm90_supported(int dqk, int dv);
+void launch_fwd_sm90(const Params& p, int dqk, int dv, cudaStream_t stream);  // sm_90a wgmma forward
+
+// ---- PTX primitives -------------------------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte async copy global -> shared; zero-fills the 16 bytes when !valid (nothing is read then).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  const int n = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t (&r)[2], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
+}
+
+// d += a b  (16x8x16, bf16 in, fp32 accumulate)
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats -> bf16x2 (lo in the low half: the lower column index of a fragment pair).
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+// 2^x on the special-function unit (flush-to-zero; 2^-inf = 0).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// Async copy of a (ROWS, D) bf16 tile into shared memory (row stride D + 8): row r of the tile is at
+// g + r * row_stride; rows >= nvalid are zero-filled (their source is never read; `safe` is a valid address
+// given to the copy instead). NT threads share the work.
+template <int ROWS, int D, int NT>
+__device__ __forceinline__ void load_tile(bf16* s, const bf16* g, int64_t row_stride, int nvalid, const bf16* safe,
+                                          int tid) {
+  constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  constexpr int kTotal = ROWS * kChunks;
+#pragma unroll
+  for (int it = 0; it < (kTotal + NT - 1) / NT; ++it) {
+    const int c = it * NT + tid;
+    if (kTotal % NT == 0 || c < kTotal) {
+      const int r = c / kChunks, ch = c - r * kChunks;
+      const bool valid = r < nvalid;
+      const bf16* src = valid ? g + r * row_stride + ch * 8 : safe;
+      cp_async16(smem_u32(s + r * (D + 8) + ch * 8), src, valid);
+    }
+  }
+}
+
+}  // namespace latte::cuda::flash

@@ -1,0 +1,25 @@
+// cuBLAS entry points beyond the kernel contract's matmul (kernels/op_decls.inc): a GEMM with a bias
+// epilogue, and the per-device library handles other CUDA files share (attention's batched GEMMs).
+#pragma once
+#include <cublasLt.h>
+#include <cublas_v2.h>
+
+#include <cstddef>
+
+#include "core/tensor.h"
+
+namespace latte::cuda {
+
+// out = op(a) @ op(b) + bias, bias (N) broadcast over the rows (and batches) of out: the contract's
+// matmul with alpha 1, beta 0 and cuBLASLt's bias epilogue fused (no second pass over out).
+// bias is bf16 or f32 on the same device; other rules as matmul.
+void matmul_bias(const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& bias, bool trans_a, bool trans_b);
+
+// GEMM plans (descriptors + heuristic algorithm) cached on the current device; for tests.
+size_t matmul_plan_count();
+
+// Per-device handles bound to nothing: set the stream before use (cublasSetStream).
+cublasLtHandle_t lt_handle();
+cublasHandle_t blas_handle();  // bound to current_stream() and a cached 32 MiB workspace on return
+
+}  // namespace latte::cuda
