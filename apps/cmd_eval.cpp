@@ -189,9 +189,12 @@ int cmd_eval(int argc, char** argv) {
   if (!data.empty()) {
     // The original single-set form: its keys stay at the top level.
     PerplexityOptions po{seq_len, batch, max_batches};
-    line.start();
     const int64_t window = po.seq_len > 0 ? po.seq_len : src.config.max_seq_len;
     SetResult r = evaluate_set(*model, {"data", data}, po, [&](int64_t done, int64_t total, double loss) {
+      if (done == 0) {
+        line.start();
+        return;
+      }
       const double dt = line.elapsed();
       char buf[200];
       std::snprintf(buf, sizeof(buf), "eval %lld/%lld batches | loss %.4f | %.0f tok/s | eta %s", static_cast<long long>(done),
@@ -207,7 +210,10 @@ int cmd_eval(int argc, char** argv) {
 
   SuiteProgress progress;
   progress.set = [&](const std::string& name, int64_t done, int64_t total, double loss) {
-    if (done == 1) line.start();
+    if (done == 0) {
+      line.start();
+      return;
+    }
     char buf[200];
     std::snprintf(buf, sizeof(buf), "%s: %lld/%lld batches | loss %.4f | eta %s", name.c_str(), static_cast<long long>(done),
                   static_cast<long long>(total), loss,

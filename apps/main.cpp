@@ -19,7 +19,7 @@ struct Command {
 const Command kCommands[] = {
     {"train", latte::apps::cmd_train, "train a model from a YAML experiment config (resumable)"},
     {"sweep", latte::apps::cmd_sweep, "run a grid or list of training runs from a sweep file (skips finished, resumes interrupted)"},
-    {"eval", latte::apps::cmd_eval, "loss and perplexity of a checkpoint on token shards"},
+    {"eval", latte::apps::cmd_eval, "validation perplexity (--data/--sets) and zero-shot accuracy (--tasks) of a checkpoint"},
     {"generate", latte::apps::cmd_generate, "sample text from a checkpoint with the KV cache"},
     {"kv-report", latte::apps::cmd_kv_report, "KV-cache size, parameters and FLOPs of a model config"},
     {"tokenize", latte::apps::cmd_tokenize, "GPT-2 BPE / byte tokenization: stdin ids, or corpora into shards"},

@@ -145,6 +145,27 @@ ExperimentConfig parse_experiment(const YAML::Node& resolved, const std::string&
   YamlReader e = top.child("eval");
   cfg.eval.every = e.get("every", cfg.eval.every);
   cfg.eval.batches = e.get("batches", cfg.eval.batches);
+  if (e.has("sets")) {
+    const YAML::Node sets = e.raw("sets");
+    if (!sets.IsMap()) e.fail("sets", "must map set names to shard globs, e.g. {wikipedia: data/val/wiki_*.bin, c4: [a.bin, b.bin]}");
+    for (const auto& kv : sets) {
+      const std::string name = kv.first.as<std::string>();
+      std::vector<std::string> globs;
+      if (kv.second.IsScalar()) {
+        globs.push_back(kv.second.as<std::string>());
+      } else if (kv.second.IsSequence()) {
+        for (const auto& g : kv.second) {
+          if (!g.IsScalar()) e.fail("sets." + name, "must be a shard glob or a list of globs");
+          globs.push_back(g.as<std::string>());
+        }
+      }
+      if (globs.empty() || globs.front().empty()) e.fail("sets." + name, "needs a shard glob or a list of globs");
+      cfg.eval.sets.emplace_back(name, std::move(globs));
+    }
+  }
+  cfg.eval.tasks = e.get_strings("tasks");
+  cfg.eval.task_limit = e.get("task_limit", cfg.eval.task_limit);
+  cfg.eval.task_batch = e.get("task_batch", cfg.eval.task_batch);
   e.finish();
 
   YamlReader l = top.child("log");
@@ -175,6 +196,8 @@ ExperimentConfig parse_experiment(const YAML::Node& resolved, const std::string&
   if (tr.warmup_steps < 0 || tr.warmup_steps > tr.steps)
     bad("train.warmup_steps", str("= ", tr.warmup_steps, " must be between 0 and train.steps = ", tr.steps));
   if (cfg.checkpoint.keep_last < 1) bad("checkpoint.keep_last", "must be >= 1");
+  if (cfg.eval.task_limit < 0) bad("eval.task_limit", str("must be >= 0 (0 = every item), got ", cfg.eval.task_limit));
+  if (cfg.eval.task_batch < 0) bad("eval.task_batch", str("must be >= 0 (0 = train.micro_batch), got ", cfg.eval.task_batch));
   return cfg;
 }
 

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "layers/model_config.h"
@@ -57,7 +58,13 @@ struct CheckpointConfig {
 
 struct EvalConfig {
   int64_t every = 0;                    // validation every N steps (0: only at the end)
-  int64_t batches = 20;                 // validation micro-batches per evaluation
+  int64_t batches = 20;                 // validation micro-batches per evaluation (data.val and each eval.sets entry)
+  // Named validation sets in YAML order, name -> shard globs (the MLRA paper averages 7); each is logged
+  // as val/<name>_loss and val/<name>_ppl, with val/avg_loss and val/avg_ppl (train/perplexity_suite.h).
+  std::vector<std::pair<std::string, std::vector<std::string>>> sets;
+  std::vector<std::string> tasks;       // zero-shot task files (JSONL, scripts/convert_tasks.py): task/<name>_acc
+  int64_t task_limit = 0;               // first N items of each task per evaluation (0 = all)
+  int64_t task_batch = 0;               // (context, choice) rows per scoring forward (0 = train.micro_batch)
 };
 
 struct LogConfig {

@@ -76,6 +76,7 @@ SetResult evaluate_set(const TransformerLM& model, const NamedSet& set, const Pe
   const Device device = model.device();
   double loss_sum = 0;
   int64_t n = 0;
+  if (progress) progress(0, total, 0.0);
   while (n < total) {
     const data::Batch* b = loader->next();
     if (!b) break;

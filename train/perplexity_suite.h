@@ -46,7 +46,7 @@ struct SetResult {
   int64_t seq_len = 0;
 };
 
-// Progress of one set: batches done of total, running mean loss.
+// Progress of one set: batches done of total (first called with done = 0), running mean loss.
 using BatchProgressFn = std::function<void(int64_t done, int64_t total, double mean_loss)>;
 
 SetResult evaluate_set(const TransformerLM& model, const NamedSet& set, const PerplexityOptions& options,

@@ -21,6 +21,7 @@
 #include "train/adamw.h"
 #include "train/checkpoint_store.h"
 #include "train/metrics.h"
+#include "train/perplexity_suite.h"
 #include "train/run_setup.h"
 #include "train/schedule.h"
 
@@ -158,6 +159,20 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   }
   data::DataLoader loader(lc, loader_state);
 
+  // ---- evaluation suite (eval.sets, eval.tasks) ------------------------------------------------------
+  // Built before the first step: task files are parsed and set globs expanded now, so that a typo stops
+  // the run here instead of at the first evaluation hours later. Every rank runs the whole suite on its
+  // (identical) replica; only the logging rank writes the metrics.
+  EvalSuiteConfig suite_config;
+  for (const auto& [name, globs] : cfg.eval.sets) suite_config.sets.push_back({name, globs});
+  suite_config.perplexity = {tc.seq_len, tc.micro_batch, cfg.eval.batches};
+  suite_config.task_files = cfg.eval.tasks;
+  suite_config.zero_shot.batch_rows = cfg.eval.task_batch > 0 ? cfg.eval.task_batch : tc.micro_batch;
+  suite_config.zero_shot.limit = cfg.eval.task_limit;
+  suite_config.tokenizer = cfg.data.tokenizer;
+  suite_config.tokenizer_dir = cfg.data.tokenizer_dir;
+  const EvalSuite suite(suite_config);
+
   // Rank 0 makes the staging directory; the first DP replica of each TP rank writes the model shard,
   // every rank its optimizer state; rank 0 writes state.json and commits once everyone is done.
   auto save_checkpoint = [&](int64_t step) {
@@ -248,9 +263,14 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
     result.last_loss = loss;
 
     const bool last = step + 1 == end_step;
-    const bool eval_now = !cfg.data.val.empty() && ((cfg.eval.every > 0 && (step + 1) % cfg.eval.every == 0) ||
-                                                    (step + 1 == tc.steps));
-    if (eval_now) {
+    const bool eval_now = (!cfg.data.val.empty() || !suite.empty()) &&
+                          ((cfg.eval.every > 0 && (step + 1) % cfg.eval.every == 0) || (step + 1 == tc.steps));
+    if (eval_now && !suite.empty()) {
+      const EvalReport report = suite.run(model);
+      add_metrics(report, row);  // val/<set>_loss, val/<set>_ppl, val/avg_*, task/<name>_acc, task/avg, ...
+      if (!options.quiet) log::info("step ", step + 1, ": ", summary_line(report));
+    }
+    if (eval_now && !cfg.data.val.empty()) {
       const double val = evaluate(model, cfg, run, cfg.eval.batches);
       row["val_loss"] = val;
       row["val_ppl"] = std::exp(val);
