@@ -53,15 +53,29 @@ struct DecodeParams {
 };
 
 // Loads `rows` rows of a "two-part" matrix into shared memory (row stride D1 + D2 + 8): row r is
-// [a + r * a_rs (D1) | b + r * b_rs (D2)]; rows >= nvalid are zero-filled. One warp per row, lanes over its
-// 16-byte chunks (coalesced, no integer division).
+// [a + r * a_rs (D1) | b + r * b_rs (D2)]; rows >= nvalid are zero-filled. Two schedules, each the one measured
+// faster where it is used (docs/attention_kernels.md, v2 and v3): WARP_ROWS = one warp per row with lanes over
+// its 16-byte chunks (wide latent rows, 8 warps); else the NT threads stride over all (row, chunk) pairs (narrow
+// GQA rows, 4 warps).
+template <bool WARP_ROWS>
 __device__ __forceinline__ void load_rows2(bf16* s, int rows, const bf16* a, int64_t a_rs, int D1, const bf16* b,
                                            int64_t b_rs, int D2, int nvalid, const bf16* safe, int warp, int lane,
                                            int nwarps) {
   const int width = D1 + D2, stride = width + 8;
-  for (int r = warp; r < rows; r += nwarps) {
-    const bool valid = r < nvalid;
-    for (int col = lane * 8; col < width; col += 256) {
+  if constexpr (WARP_ROWS) {
+    for (int r = warp; r < rows; r += nwarps) {
+      const bool valid = r < nvalid;
+      for (int col = lane * 8; col < width; col += 256) {
+        const bf16* src = safe;
+        if (valid) src = col < D1 ? a + r * a_rs + col : b + r * b_rs + (col - D1);
+        cp_async16(smem_u32(s + r * stride + col), src, valid);
+      }
+    }
+  } else {
+    const int chunks = width / 8, nt = nwarps * 32;
+    for (int c = warp * 32 + lane; c < rows * chunks; c += nt) {
+      const int r = c / chunks, col = (c - r * chunks) * 8;
+      const bool valid = r < nvalid;
       const bf16* src = safe;
       if (valid) src = col < D1 ? a + r * a_rs + col : b + r * b_rs + (col - D1);
       cp_async16(smem_u32(s + r * stride + col), src, valid);
@@ -95,16 +109,17 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
   const bf16* k1g = p.k1 + b * p.k1_sb + kvh * p.k1_sh;
   const bf16* k2g = p.k2 + b * p.k2_sb + kvh * p.k2_sh;
   const bf16* vg = p.v + b * p.v_sb + kvh * p.v_sh;
+  constexpr bool kWarpRows = WARPS == 8;
   auto load_kv = [&](int tile, int buf) {
     const int s0 = s_begin + tile * KT;
-    load_rows2(sK + buf * KT * KS, KT, k1g + int64_t(s0) * p.k1_ss, p.k1_ss, p.D1, k2g + int64_t(s0) * p.k2_ss,
-               p.k2_ss, p.D2, s_end - s0, p.k1, warp, lane, WARPS);
+    load_rows2<kWarpRows>(sK + buf * KT * KS, KT, k1g + int64_t(s0) * p.k1_ss, p.k1_ss, p.D1,
+                          k2g + int64_t(s0) * p.k2_ss, p.k2_ss, p.D2, s_end - s0, p.k1, warp, lane, WARPS);
     if (!p.v_is_k1)
-      load_rows2(sV + buf * KT * VS, KT, vg + int64_t(s0) * p.v_ss, p.v_ss, DV, vg, 0, 0, s_end - s0, p.v, warp, lane,
-                 WARPS);
+      load_rows2<kWarpRows>(sV + buf * KT * VS, KT, vg + int64_t(s0) * p.v_ss, p.v_ss, DV, vg, 0, 0, s_end - s0, p.v,
+                            warp, lane, WARPS);
   };
-  load_rows2(sQ, 16, p.q1 + b * p.q1_sb + h0 * p.q1_sh, p.q1_sh, p.D1, p.q2 + b * p.q2_sb + h0 * p.q2_sh, p.q2_sh,
-             p.D2, nrows, p.q1, warp, lane, WARPS);
+  load_rows2<kWarpRows>(sQ, 16, p.q1 + b * p.q1_sb + h0 * p.q1_sh, p.q1_sh, p.D1, p.q2 + b * p.q2_sb + h0 * p.q2_sh,
+                        p.q2_sh, p.D2, nrows, p.q1, warp, lane, WARPS);
   load_kv(0, 0);
   cp_async_commit();
 
@@ -360,10 +375,12 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
   p.part_ml = part_ml.data<float>();
   const cudaStream_t stream = current_stream();
   const dim3 grid(p.splits, p.B * p.Hk, row_tiles);
-  switch (p.DV) {  // 8 warps where the value width splits into 64-column slices, else 4
-    case 64: launch_split<8, 1>(p, grid, smem, stream); break;
+  // 4 warps for value widths up to 128 (GQA heads: 8 warps measured 25% slower, the per-warp softmax work is
+  // repeated while the P V work per warp halves), 8 warps for the wide latent values (measured 10% faster).
+  switch (p.DV) {
+    case 64: launch_split<4, 2>(p, grid, smem, stream); break;
     case 96: launch_split<4, 3>(p, grid, smem, stream); break;
-    case 128: launch_split<8, 2>(p, grid, smem, stream); break;
+    case 128: launch_split<4, 4>(p, grid, smem, stream); break;
     case 192: launch_split<8, 3>(p, grid, smem, stream); break;
     case 256: launch_split<8, 4>(p, grid, smem, stream); break;
     case 512: launch_split<8, 8>(p, grid, smem, stream); break;

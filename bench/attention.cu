@@ -1,0 +1,244 @@
+// Attention kernel benchmark (GPU only): latte's flash forward/backward at the training shape and the decode
+// kernels at a 32k context, each against its ceiling measured in the same run.
+//   training: B=4, T=S=4096, 16 heads (MHA), causal, (Dqk, Dv) in {(64,64), (128,128), (192,128)}
+//     FLOPs counted causal, as FlashAttention's benchmarks do: forward 2 B H T T (Dqk + Dv) / 2 (QK^T and PV,
+//     2 FLOPs a multiply-add, half the score matrix); backward 2.5x the forward (5 GEMMs instead of 2; the
+//     recomputed QK^T is not counted). TFLOP/s = FLOPs / median time.
+//   decode: one query token against S = 32768 cached positions; bytes = the cache read once (K and V, or the
+//     latent c and rope key kr) plus q and out; GB/s over the device-to-device copy bandwidth (bytes read +
+//     written) measured here. Caches are rotated so repeats do not hit L2.
+// Timing: CUDA events on latte's stream, warm-up, median of repeats. Prints "RESULT name value" lines (read by
+// scripts/attention_check.sh) and a table last. PyTorch's numbers come from scripts/reference/attention_bench.py.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "core/cuda_context.h"
+#include "core/device.h"
+#include "core/tensor.h"
+#include "kernels/cuda/decode_attention.h"
+#include "kernels/cuda/flash_attention.h"
+
+using namespace latte;
+
+namespace {
+
+template <class F>
+double median_ms(F&& f, int warmup, int reps) {
+  cudaStream_t s = cuda::current_stream();
+  for (int i = 0; i < warmup; ++i) f(i);
+  cudaEvent_t a, b;
+  CUDA_CHECK(cudaEventCreate(&a));
+  CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<float> ts;
+  for (int i = 0; i < reps; ++i) {
+    CUDA_CHECK(cudaEventRecord(a, s));
+    f(i);
+    CUDA_CHECK(cudaEventRecord(b, s));
+    CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    ts.push_back(ms);
+  }
+  CUDA_CHECK(cudaEventDestroy(a));
+  CUDA_CHECK(cudaEventDestroy(b));
+  std::sort(ts.begin(), ts.end());
+  return ts[ts.size() / 2];
+}
+
+struct Row {
+  std::string name, shape;
+  double ms, rate;
+  std::string unit;
+  double ratio;
+  std::string ratio_of;
+};
+std::vector<Row> rows;
+
+void result(const std::string& key, double v) { std::printf("RESULT %s %.4f\n", key.c_str(), v); }
+
+double copy_bandwidth_gbs() {
+  const size_t bytes = size_t(1) << 30;
+  Tensor a = Tensor::randn({int64_t(bytes / 2)}, 1, 0, 1.0, DType::BF16, Device::cuda());
+  Tensor b = Tensor::empty({int64_t(bytes / 2)}, DType::BF16, Device::cuda());
+  const double ms = median_ms(
+      [&](int) {
+        CUDA_CHECK(cudaMemcpyAsync(b.data_ptr(), a.data_ptr(), bytes, cudaMemcpyDeviceToDevice, cuda::current_stream()));
+      },
+      3, 20);
+  const double gbs = 2.0 * bytes / (ms * 1e-3) / 1e9;
+  rows.push_back({"copy (d2d, read+write)", "1 GiB", ms, gbs, "GB/s", 1.0, "copy"});
+  result("copy_gbs", gbs);
+  return gbs;
+}
+
+void bench_flash(int64_t dqk, int64_t dv) {
+  const int64_t B = 4, T = 4096, H = 16;
+  const Device dev = Device::cuda();
+  Tensor q = Tensor::randn({B, T, H, dqk}, 11, 0, 1.0, DType::BF16, dev);
+  Tensor k = Tensor::randn({B, T, H, dqk}, 12, 0, 1.0, DType::BF16, dev);
+  Tensor v = Tensor::randn({B, T, H, dv}, 13, 0, 1.0, DType::BF16, dev);
+  Tensor out = Tensor::empty({B, T, H, dv}, DType::BF16, dev), lse = Tensor::empty({B, H, T}, DType::F32, dev);
+  Tensor dout = Tensor::randn({B, T, H, dv}, 14, 0, 1.0, DType::BF16, dev);
+  Tensor dq = Tensor::empty(q.shape(), DType::BF16, dev), dk = Tensor::empty(k.shape(), DType::BF16, dev),
+         dvv = Tensor::empty(v.shape(), DType::BF16, dev);
+  const double scale = 1.0 / std::sqrt(double(dqk));
+  const double fwd_flops = 2.0 * B * H * double(T) * T * double(dqk + dv) / 2.0, bwd_flops = 2.5 * fwd_flops;
+  const std::string shape = "B4 T4096 H16 (" + std::to_string(dqk) + "," + std::to_string(dv) + ") causal";
+  const std::string tag = std::to_string(dqk) + "_" + std::to_string(dv);
+
+  // Forward with each kernel: mma.sync, then wgmma (sm_90a) with and without warpgroup ping-pong, checked
+  // against the mma.sync output on the first batch. The fastest correct one is the "latte fwd" result.
+  cuda::flash_attention_set_forward_kernel(cuda::FlashForwardKernel::kMmaSync);
+  const double m_ms = median_ms([&](int) { cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true); }, 3, 20);
+  const double m_tf = fwd_flops / (m_ms * 1e-3) / 1e12;
+  rows.push_back({"latte flash fwd (mma.sync)", shape, m_ms, m_tf, "TFLOP/s", m_tf / 989.0, "dense peak"});
+  result("latte_fwd_mma_" + tag, m_tf);
+  const std::vector<double> ref_out = out.narrow(0, 0, 1).contiguous().to(DType::F32).cpu().to_vector();
+  double f_ms = m_ms;
+  const bool wgmma_off = std::getenv("LATTE_FLASH_NO_WGMMA") != nullptr;
+  const bool pingpong_off = std::getenv("LATTE_FLASH_NO_PINGPONG") != nullptr;
+  for (int pp = pingpong_off ? 1 : 0; pp < (wgmma_off ? 0 : 2); ++pp) {
+    const bool pingpong = pp == 0;
+    cuda::flash_attention_set_forward_kernel(cuda::FlashForwardKernel::kWgmma);
+    cuda::flash_attention_set_sm90_pingpong(pingpong);
+    out.fill_(0.0);
+    cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);
+    const std::vector<double> o = out.narrow(0, 0, 1).contiguous().to(DType::F32).cpu().to_vector();
+    double num = 0, den = 0;
+    for (size_t x = 0; x < o.size(); ++x) num += (o[x] - ref_out[x]) * (o[x] - ref_out[x]), den += ref_out[x] * ref_out[x];
+    const double err = std::sqrt(num / den);
+    const double w_ms =
+        median_ms([&](int) { cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true); }, 3, 20);
+    const double w_tf = fwd_flops / (w_ms * 1e-3) / 1e12;
+    const std::string name = std::string("latte flash fwd (wgmma") + (pingpong ? ", ping-pong)" : ")");
+    std::printf("%s %s: rel. diff vs mma.sync %.3g, %.1f TFLOP/s\n", name.c_str(), shape.c_str(), err, w_tf);
+    if (err < 1e-2) {
+      f_ms = std::min(f_ms, w_ms);
+      rows.push_back({name, shape, w_ms, w_tf, "TFLOP/s", w_tf / 989.0, "dense peak"});
+      result(std::string("latte_fwd_wgmma") + (pingpong ? "_pp_" : "_") + tag, w_tf);
+    }
+  }
+  cuda::flash_attention_set_sm90_pingpong(true);
+  cuda::flash_attention_set_forward_kernel(cuda::FlashForwardKernel::kMmaSync);
+  cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);  // the backward's inputs from the reference kernel
+  cuda::flash_attention_set_forward_kernel(cuda::FlashForwardKernel::kAuto);
+  const double b_ms = median_ms(
+      [&](int) { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, false); }, 3, 20);
+  const double d_ms = median_ms(
+      [&](int) { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, true); }, 2, 10);
+  const double f_tf = fwd_flops / (f_ms * 1e-3) / 1e12, b_tf = bwd_flops / (b_ms * 1e-3) / 1e12,
+               d_tf = bwd_flops / (d_ms * 1e-3) / 1e12;
+  rows.push_back({"latte flash bwd", shape, b_ms, b_tf, "TFLOP/s", b_tf / 989.0, "dense peak"});
+  rows.push_back({"latte flash bwd (deterministic)", shape, d_ms, d_tf, "TFLOP/s", d_tf / 989.0, "dense peak"});
+  result("latte_fwd_" + tag, f_tf);
+  result("latte_bwd_" + tag, b_tf);
+  result("latte_bwd_det_" + tag, d_tf);
+}
+
+// Decode: GQA over (B, S, Hk, D) caches, or latent over (B, S, Dc) + (B, S, Dr).
+void bench_decode_gqa(int64_t B, int64_t Hq, int64_t Hk, int64_t D, double copy_gbs) {
+  const int64_t S = 32768;
+  const Device dev = Device::cuda();
+  const double cache_bytes = 2.0 * B * S * Hk * D * 2;
+  const int n = std::max(2, int(std::ceil(200e6 / cache_bytes)));  // rotate past the 50 MB L2
+  std::vector<Tensor> ks, vs;
+  for (int i = 0; i < n; ++i) {
+    ks.push_back(Tensor::randn({B, S, Hk, D}, 100 + i, 0, 1.0, DType::BF16, dev));
+    vs.push_back(Tensor::randn({B, S, Hk, D}, 200 + i, 0, 1.0, DType::BF16, dev));
+  }
+  Tensor q = Tensor::randn({B, Hq, D}, 7, 0, 1.0, DType::BF16, dev), out = Tensor::empty({B, Hq, D}, DType::BF16, dev);
+  const double ms = median_ms([&](int i) { cuda::decode_attention(out, Tensor(), q, ks[i % n], vs[i % n], 0.088); },
+                              5, 50);
+  const double bytes = cache_bytes + 2.0 * B * Hq * D * 2;
+  const double gbs = bytes / (ms * 1e-3) / 1e9;
+  const std::string shape =
+      "B" + std::to_string(B) + " S32k Hq" + std::to_string(Hq) + " Hk" + std::to_string(Hk) + " D" + std::to_string(D);
+  rows.push_back({"latte decode gqa", shape, ms, gbs, "GB/s", gbs / copy_gbs, "copy bw"});
+  result("decode_gqa_B" + std::to_string(B) + "_gbs", gbs);
+}
+
+void bench_decode_latent(int64_t B, int64_t H, int64_t Dc, int64_t Dr, double copy_gbs) {
+  const int64_t S = 32768;
+  const Device dev = Device::cuda();
+  const double cache_bytes = double(B) * S * (Dc + Dr) * 2;
+  const int n = std::max(2, int(std::ceil(200e6 / cache_bytes)));
+  std::vector<Tensor> cs, krs;
+  for (int i = 0; i < n; ++i) {
+    cs.push_back(Tensor::randn({B, S, Dc}, 300 + i, 0, 1.0, DType::BF16, dev));
+    krs.push_back(Tensor::randn({B, S, Dr}, 400 + i, 0, 1.0, DType::BF16, dev));
+  }
+  Tensor qa = Tensor::randn({B, H, Dc}, 8, 0, 1.0, DType::BF16, dev), qr = Tensor::randn({B, H, Dr}, 9, 0, 1.0, DType::BF16, dev);
+  Tensor z = Tensor::empty({B, H, Dc}, DType::BF16, dev);
+  const double ms = median_ms(
+      [&](int i) { cuda::decode_attention_latent(z, Tensor(), qa, qr, cs[i % n], krs[i % n], 0.072); }, 5, 50);
+  const double bytes = cache_bytes + double(B) * H * (2 * Dc + Dr) * 2;
+  const double gbs = bytes / (ms * 1e-3) / 1e9;
+  const std::string shape = "B" + std::to_string(B) + " S32k H" + std::to_string(H) + " Dc" + std::to_string(Dc) +
+                            " Dr" + std::to_string(Dr);
+  rows.push_back({"latte decode latent", shape, ms, gbs, "GB/s", gbs / copy_gbs, "copy bw"});
+  result("decode_latent_B" + std::to_string(B) + "_H" + std::to_string(H) + "_gbs", gbs);
+}
+
+}  // namespace
+
+// `bench_attention --profile NAME` runs one kernel a few times for a profiler (scripts/attention_check.sh --ncu):
+// NAME = latent (decode, B=4, H=16, Dc=512, Dr=64, 32k), gqa (decode, B=4, Hq=32, Hk=8, D=128, 32k),
+// bwd (flash backward, B=4, T=4096, 16 heads, (192,128)), fwd (flash forward, same shape).
+int profile(const std::string& what) {
+  const Device dev = Device::cuda();
+  if (what == "latent" || what == "gqa") {
+    const bool lat = what == "latent";
+    const int64_t B = 4, S = 32768, H = lat ? 16 : 32, Hk = 8, Dc = lat ? 512 : 128, Dr = 64;
+    Tensor q = Tensor::randn({B, H, Dc}, 1, 0, 1.0, DType::BF16, dev), qr = Tensor::randn({B, H, Dr}, 2, 0, 1.0, DType::BF16, dev);
+    Tensor c = lat ? Tensor::randn({B, S, Dc}, 3, 0, 1.0, DType::BF16, dev) : Tensor::randn({B, S, Hk, Dc}, 3, 0, 1.0, DType::BF16, dev);
+    Tensor kr = lat ? Tensor::randn({B, S, Dr}, 4, 0, 1.0, DType::BF16, dev) : Tensor::randn({B, S, Hk, Dc}, 4, 0, 1.0, DType::BF16, dev);
+    Tensor z = Tensor::empty({B, H, Dc}, DType::BF16, dev);
+    for (int i = 0; i < 5; ++i) {
+      if (lat)
+        cuda::decode_attention_latent(z, Tensor(), q, qr, c, kr, 0.07);
+      else
+        cuda::decode_attention(z, Tensor(), q, c, kr, 0.07);
+    }
+  } else {
+    const int64_t B = 4, T = 4096, H = 16, dqk = 192, dv = 128;
+    Tensor q = Tensor::randn({B, T, H, dqk}, 11, 0, 1.0, DType::BF16, dev), k = Tensor::randn({B, T, H, dqk}, 12, 0, 1.0, DType::BF16, dev);
+    Tensor v = Tensor::randn({B, T, H, dv}, 13, 0, 1.0, DType::BF16, dev), dout = Tensor::randn({B, T, H, dv}, 14, 0, 1.0, DType::BF16, dev);
+    Tensor out = Tensor::empty({B, T, H, dv}, DType::BF16, dev), lse = Tensor::empty({B, H, T}, DType::F32, dev);
+    Tensor dq = Tensor::empty(q.shape(), DType::BF16, dev), dk = Tensor::empty(k.shape(), DType::BF16, dev),
+           dvv = Tensor::empty(v.shape(), DType::BF16, dev);
+    for (int i = 0; i < 3; ++i) {
+      cuda::flash_attention_forward(out, lse, q, k, v, 1, 0.072, true);
+      if (what == "bwd") cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, 0.072, true, false);
+    }
+  }
+  CUDA_CHECK(cudaDeviceSynchronize());
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  if (!cuda_available()) {
+    std::printf("bench_attention: no CUDA device\n");
+    return 0;
+  }
+  if (argc == 3 && std::string(argv[1]) == "--profile") return profile(argv[2]);
+  const cudaDeviceProp& prop = cuda::device_properties();
+  std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  const double copy = copy_bandwidth_gbs();
+  for (auto [dqk, dv] : {std::pair<int64_t, int64_t>{64, 64}, {128, 128}, {192, 128}}) bench_flash(dqk, dv);
+  bench_decode_gqa(1, 32, 8, 128, copy);
+  bench_decode_gqa(4, 32, 8, 128, copy);
+  bench_decode_latent(1, 16, 512, 64, copy);
+  bench_decode_latent(4, 16, 512, 64, copy);
+  bench_decode_latent(1, 128, 512, 64, copy);
+  std::printf("\n%-34s %-36s %10s %12s %-8s %8s %s\n", "kernel", "shape", "ms", "rate", "unit", "ratio", "of");
+  for (const Row& r : rows)
+    std::printf("%-34s %-36s %10.4f %12.1f %-8s %8.3f %s\n", r.name.c_str(), r.shape.c_str(), r.ms, r.rate,
+                r.unit.c_str(), r.ratio, r.ratio_of.c_str());
+  return 0;
+}

@@ -1,0 +1,167 @@
+// Decode attention kernels (kernels/cuda/decode_attention.h) against the CPU reference attention in f64:
+//  - MHA/GQA/MQA decode over a cache that is a strided view of a larger buffer equals full attention of one
+//    query (T = 1, causal, S cached positions) on the same cache;
+//  - the absorbed latent kernel equals plain MQA attention with k = [c | kr], v = c;
+//  - and, after the wkv_b expansion (k^N_h = W_UK,h c, v_h = W_UV,h c), o_h = W_UV,h z_h equals plain MLA
+//    attention of q = [q^N | q^R] (spec/attention.md, "Absorbed decode").
+// Outputs are poisoned with NaN first; bf16 relative error < 1e-2.
+#include "tests/cuda/cuda_test_util.h"
+
+#ifdef LATTE_WITH_CUDA
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cuda/decode_attention.h"
+
+using namespace latte;
+using namespace latte::cudatest;
+
+namespace {
+
+// Concatenates the last dims of two CPU tensors of equal leading shape (f64 out).
+Tensor cat_last(const Tensor& a, const Tensor& b) {
+  const int64_t da = a.size(-1), db = b.size(-1), rows = a.numel() / da;
+  std::vector<double> va = a.contiguous().to_vector(), vb = b.contiguous().to_vector(), out;
+  out.reserve(static_cast<size_t>(rows * (da + db)));
+  for (int64_t r = 0; r < rows; ++r) {
+    out.insert(out.end(), va.begin() + r * da, va.begin() + (r + 1) * da);
+    out.insert(out.end(), vb.begin() + r * db, vb.begin() + (r + 1) * db);
+  }
+  std::vector<int64_t> dims;
+  for (int d = 0; d < a.dim() - 1; ++d) dims.push_back(a.size(d));
+  dims.push_back(da + db);
+  return Tensor::from_vector(out, Shape(dims), DType::F64);
+}
+
+struct GqaCase {
+  int64_t B, S, Smax, Hq, Hk, Dqk, Dv;
+};
+
+TEST(DecodeAttention, GqaMatchesFullAttention) {
+  if (!latte::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const GqaCase cases[] = {
+      {2, 1, 8, 4, 4, 64, 64},        {1, 1000, 1100, 8, 2, 128, 128}, {3, 777, 800, 4, 1, 128, 128},
+      {1, 4097, 4200, 32, 8, 128, 128}, {2, 130, 200, 6, 3, 192, 128},   {1, 65, 65, 16, 1, 96, 64},
+  };
+  uint64_t seed = 7000;
+  for (const GqaCase& c : cases) {
+    SCOPED_TRACE(testing::Message() << "B=" << c.B << " S=" << c.S << " Hq=" << c.Hq << " Hk=" << c.Hk
+                                    << " Dqk=" << c.Dqk << " Dv=" << c.Dv);
+    const DType t = DType::BF16;
+    Tensor q = rnd({c.B, c.Hq, c.Dqk}, seed += 10, t);
+    Tensor kbuf = rnd({c.B, c.Smax, c.Hk, c.Dqk}, seed + 1, t), vbuf = rnd({c.B, c.Smax, c.Hk, c.Dv}, seed + 2, t);
+    Tensor k = kbuf.narrow(1, 0, c.S), v = vbuf.narrow(1, 0, c.S);  // the filled part of the cache
+    ASSERT_TRUE(cuda::decode_attention_supported(q, k, v, poisoned({c.B, c.Hq, c.Dv}, t)));
+    const double scale = 1.0 / std::sqrt(static_cast<double>(c.Dqk));
+    Tensor out = poisoned({c.B, c.Hq, c.Dv}, t), lse = poisoned({c.B, c.Hq}, DType::F32);
+    cuda::decode_attention(out, lse, q, k, v, scale);
+    Tensor eout = Tensor::empty({c.B, 1, c.Hq, c.Dv}, DType::F64), else_ = Tensor::empty({c.B, c.Hq, 1}, DType::F64);
+    cpu::attention_forward(eout, else_, ref(q).view({c.B, 1, c.Hq, c.Dqk}), ref(k), ref(v), 1, scale, true);
+    EXPECT_CLOSE(out, eout.view({c.B, c.Hq, c.Dv}), t);
+    const double e = rel_err(lse, else_.view({c.B, c.Hq}));
+    EXPECT_LT(e, 1e-4) << "lse rel. error " << e;
+  }
+}
+
+struct LatentCase {
+  int64_t B, S, H, Dc, Dr, Dn, Dv;
+};
+
+TEST(DecodeAttention, LatentEqualsPlainAttention) {
+  if (!latte::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const LatentCase cases[] = {
+      {2, 1, 4, 64, 16, 32, 32},     {1, 1000, 16, 512, 64, 128, 128}, {2, 333, 12, 96, 32, 64, 64},
+      {1, 2049, 20, 256, 32, 64, 64}, {3, 129, 8, 128, 0, 64, 64},      {1, 700, 4, 192, 64, 64, 64},
+  };
+  uint64_t seed = 8000;
+  for (const LatentCase& c : cases) {
+    SCOPED_TRACE(testing::Message() << "B=" << c.B << " S=" << c.S << " H=" << c.H << " Dc=" << c.Dc
+                                    << " Dr=" << c.Dr);
+    const DType t = DType::BF16;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(c.Dn + c.Dr));
+    Tensor cbuf = rnd({c.B, c.S + 5, c.Dc}, seed += 10, t);  // latent cache, a view of a longer buffer
+    Tensor cc = cbuf.narrow(1, 0, c.S);
+    Tensor kr, q_rope;
+    if (c.Dr > 0) {
+      kr = rnd({c.B, c.S, c.Dr}, seed + 1, t);
+      q_rope = rnd({c.B, c.H, c.Dr}, seed + 2, t);
+    }
+    // Absorb: q_abs,h = W_UK,h^T q^N_h with W_UK,h (Dn, Dc) from a random wkv_b, computed on the CPU.
+    Tensor w_uk = Tensor::randn({c.H, c.Dn, c.Dc}, seed + 3, 0, 1.0 / std::sqrt(static_cast<double>(c.Dc)), DType::F64);
+    Tensor w_uv = Tensor::randn({c.H, c.Dv, c.Dc}, seed + 4, 0, 1.0 / std::sqrt(static_cast<double>(c.Dc)), DType::F64);
+    Tensor q_nope = Tensor::randn({c.B, c.H, c.Dn}, seed + 5, 0, 1.0, DType::F64);
+    std::vector<double> uk = w_uk.to_vector(), uv = w_uv.to_vector(), qn = q_nope.to_vector();
+    std::vector<double> qa(static_cast<size_t>(c.B * c.H * c.Dc), 0.0);
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t h = 0; h < c.H; ++h)
+        for (int64_t n = 0; n < c.Dn; ++n)
+          for (int64_t d = 0; d < c.Dc; ++d)
+            qa[(b * c.H + h) * c.Dc + d] += uk[(h * c.Dn + n) * c.Dc + d] * qn[(b * c.H + h) * c.Dn + n];
+    Tensor q_abs = Tensor::from_vector(qa, {c.B, c.H, c.Dc}, DType::F64).to(t).to(gpu());
+
+    ASSERT_TRUE(cuda::decode_attention_latent_supported(q_abs, q_rope, cc, kr, poisoned({c.B, c.H, c.Dc}, t)));
+    Tensor z = poisoned({c.B, c.H, c.Dc}, t), lse = poisoned({c.B, c.H}, DType::F32);
+    cuda::decode_attention_latent(z, lse, q_abs, q_rope, cc, kr, scale);
+
+    // (1) plain MQA attention on the same cache: q = [q_abs | q_rope], k = [c | kr], v = c.
+    Tensor rc = ref(cc), rqa = ref(q_abs);
+    Tensor q1 = c.Dr > 0 ? cat_last(rqa, ref(q_rope)) : rqa;
+    Tensor k1 = c.Dr > 0 ? cat_last(rc, ref(kr)) : rc;
+    const int64_t dk = c.Dc + c.Dr;
+    Tensor ez = Tensor::empty({c.B, 1, c.H, c.Dc}, DType::F64), el = Tensor::empty({c.B, c.H, 1}, DType::F64);
+    cpu::attention_forward(ez, el, q1.view({c.B, 1, c.H, dk}), k1.view({c.B, c.S, 1, dk}), rc.view({c.B, c.S, 1, c.Dc}),
+                           1, scale, true);
+    EXPECT_CLOSE(z, ez.view({c.B, c.H, c.Dc}), t);
+    const double e = rel_err(lse, el.view({c.B, c.H}));
+    EXPECT_LT(e, 1e-4) << "lse rel. error " << e;
+
+    // (2) the plain MLA path after the wkv_b expansion: k^N = W_UK c, v = W_UV c per head, q = [q^N | q^R].
+    std::vector<double> cv = rc.contiguous().to_vector();
+    std::vector<double> kn(static_cast<size_t>(c.B * c.S * c.H * c.Dn)), vv(static_cast<size_t>(c.B * c.S * c.H * c.Dv));
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t s = 0; s < c.S; ++s)
+        for (int64_t h = 0; h < c.H; ++h) {
+          const double* cr = cv.data() + (b * c.S + s) * c.Dc;
+          for (int64_t n = 0; n < c.Dn; ++n) {
+            double acc = 0;
+            for (int64_t d = 0; d < c.Dc; ++d) acc += uk[(h * c.Dn + n) * c.Dc + d] * cr[d];
+            kn[((b * c.S + s) * c.H + h) * c.Dn + n] = acc;
+          }
+          for (int64_t n = 0; n < c.Dv; ++n) {
+            double acc = 0;
+            for (int64_t d = 0; d < c.Dc; ++d) acc += uv[(h * c.Dv + n) * c.Dc + d] * cr[d];
+            vv[((b * c.S + s) * c.H + h) * c.Dv + n] = acc;
+          }
+        }
+    Tensor kN = Tensor::from_vector(kn, {c.B, c.S, c.H, c.Dn}, DType::F64);
+    Tensor vP = Tensor::from_vector(vv, {c.B, c.S, c.H, c.Dv}, DType::F64);
+    Tensor qP = q_nope, kP = kN;
+    if (c.Dr > 0) {
+      qP = cat_last(q_nope, ref(q_rope));
+      std::vector<double> krv = ref(kr).contiguous().to_vector(), kcat;
+      std::vector<double> knv = kN.to_vector();
+      for (int64_t bs = 0; bs < c.B * c.S; ++bs)
+        for (int64_t h = 0; h < c.H; ++h) {
+          kcat.insert(kcat.end(), knv.begin() + (bs * c.H + h) * c.Dn, knv.begin() + (bs * c.H + h + 1) * c.Dn);
+          kcat.insert(kcat.end(), krv.begin() + bs * c.Dr, krv.begin() + (bs + 1) * c.Dr);
+        }
+      kP = Tensor::from_vector(kcat, {c.B, c.S, c.H, c.Dn + c.Dr}, DType::F64);
+    }
+    Tensor eo = Tensor::empty({c.B, 1, c.H, c.Dv}, DType::F64), el2 = Tensor::empty({c.B, c.H, 1}, DType::F64);
+    cpu::attention_forward(eo, el2, qP.view({c.B, 1, c.H, c.Dn + c.Dr}), kP, vP, 1, scale, true);
+    std::vector<double> zv = z.to(DType::F64).cpu().to_vector(), ov(static_cast<size_t>(c.B * c.H * c.Dv));
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t h = 0; h < c.H; ++h)
+        for (int64_t n = 0; n < c.Dv; ++n) {
+          double acc = 0;
+          for (int64_t d = 0; d < c.Dc; ++d) acc += uv[(h * c.Dv + n) * c.Dc + d] * zv[(b * c.H + h) * c.Dc + d];
+          ov[(b * c.H + h) * c.Dv + n] = acc;
+        }
+    const double e2 = rel_err(Tensor::from_vector(ov, {c.B, c.H, c.Dv}, DType::F64), eo.view({c.B, c.H, c.Dv}));
+    EXPECT_LT(e2, 1e-2) << "absorbed vs plain MLA rel. error " << e2;
+  }
+}
+
+}  // namespace
+#endif  // LATTE_WITH_CUDA
