@@ -36,8 +36,7 @@ int cmd_export(int argc, char** argv) {
   }
   LATTE_REQUIRE(!source_path.empty() && !out.empty(), "usage: latte export <checkpoint dir> --out model.safetensors");
   ModelSource src = resolve_model_source(source_path);
-  SafetensorsFile weights = read_safetensors(src.weights);
-  NamedTensors tensors = weights.tensors;
+  NamedTensors tensors = read_source_weights(src);  // TP shards merged
   if (!dtype_name_arg.empty()) {
     const DType target = dtype_from_name(dtype_name_arg);
     for (auto& [name, t] : tensors) t = t.to(target);

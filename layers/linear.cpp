@@ -6,27 +6,41 @@
 namespace latte {
 
 Linear::Linear(int64_t in_features, int64_t out_features, const ParamOptions& options, InitRule init,
-               TensorParallel parallel)
-    : in_(in_features), out_(out_features), parallel_(parallel) {
-  weight_ = register_parameter("weight", {out_features, in_features}, options, init);
+               TensorParallel parallel, const TensorParallelContext& tp, int64_t groups)
+    : in_(in_features), out_(out_features), parallel_(parallel), tp_(tp) {
+  ParamShard shard{ShardLayout::replicated(), tp.tp_rank, tp.tp_size};
+  if (parallel == TensorParallel::Column) shard.layout = ShardLayout::split_dim(0, groups);
+  if (parallel == TensorParallel::Row) shard.layout = ShardLayout::split_dim(1, groups);
+  const Shape full{out_features, in_features};
+  const Shape local = tp.enabled() ? shard_shape(full, shard.layout, tp.tp_size) : full;
+  weight_ = register_parameter("weight", local, options, init, shard);
 }
 
-Tensor Linear::forward(const Tensor& x) const { return linear(x, weight_); }
+Tensor Linear::forward(const Tensor& x) const {
+  Tensor y = linear(x, weight_);
+  return parallel_ == TensorParallel::Row ? tp_.exit(y) : y;
+}
 
 BlockLinear::BlockLinear(int64_t blocks, int64_t in_features, int64_t out_features, const ParamOptions& options,
-                         InitRule init, TensorParallel parallel)
-    : blocks_(blocks), in_(in_features), out_(out_features), parallel_(parallel) {
-  weight_ = register_parameter("weight", {blocks, in_features, out_features}, options, init);
+                         InitRule init, TensorParallel parallel, const TensorParallelContext& tp)
+    : blocks_(blocks), in_(in_features), parallel_(parallel) {
+  LATTE_CHECK(parallel != TensorParallel::Row, "BlockLinear is replicated or column-parallel");
+  ParamShard shard{parallel == TensorParallel::Column ? ShardLayout::split_dim(2) : ShardLayout::replicated(), tp.tp_rank,
+                   tp.tp_size};
+  const Shape local = tp.enabled() ? shard_shape({blocks, in_features, out_features}, shard.layout, tp.tp_size)
+                                   : Shape{blocks, in_features, out_features};
+  out_local_ = local[2];
+  weight_ = register_parameter("weight", local, options, init, shard);
 }
 
 Tensor BlockLinear::forward(const Tensor& x) const {
   LATTE_CHECK(x.dim() >= 2 && x.size(-2) == blocks_ && x.size(-1) == in_, "BlockLinear: bad input ", x.str());
   Shape out_shape = x.shape();
-  out_shape[out_shape.ndim() - 1] = out_;
+  out_shape[out_shape.ndim() - 1] = out_local_;
   const int64_t rows = x.numel() / (blocks_ * in_);
   // (rows, L, in) -> (L, rows, in): the block index becomes the matmul batch (a strided view, no copy).
   Tensor xb = x.reshape({rows, blocks_, in_}).transpose(0, 1);
-  Tensor y = matmul(xb, weight_);  // (L, rows, out)
+  Tensor y = matmul(xb, weight_);  // (L, rows, out_local)
   return y.transpose(0, 1).reshape(out_shape);
 }
 

@@ -1,11 +1,18 @@
 // Linear layers. Weights are stored [out, in] and applied as y = x W^T (nn.Linear), the layout the
 // spec names in safetensors. Each linear carries its tensor-parallel role (spec: "Tensor
-// parallelism"): column-parallel layers will own a slice of the output rows, row-parallel ones a
-// slice of the input columns followed by an all-reduce, replicated ones the full weight with a
-// summed gradient. Only tp = 1 is implemented: the role is recorded so the later TP issue changes
-// the layer, not every caller.
+// parallelism") and, Megatron-Core style, owns its shard:
+//   Replicated  the full weight on every TP rank; used inside a TP region its gradient is a partial
+//               sum, all-reduced over TP after the backward (layers/tensor_parallel.h).
+//   Column      this rank holds out/tp rows (its heads / channels / vocabulary rows); the output is
+//               this rank's slice of the features. The input must already be inside a TP region (the
+//               block opens it with copy_to_tp once for all of its column-parallel consumers).
+//   Row         this rank holds in/tp columns and consumes its slice of the features; the forward
+//               closes the region with reduce_from_tp (all-reduce of the partial products).
+// Sizes given to the constructors are the full (tp = 1) ones. `groups` > 1 splits each of `groups`
+// consecutive groups of rows (Column) or columns (Row) separately (layers/tp_layout.h: MLRA-2's heads).
 #pragma once
 #include "layers/module.h"
+#include "layers/tensor_parallel.h"
 
 namespace latte {
 
@@ -18,30 +25,32 @@ enum class TensorParallel {
 class Linear : public Module {
  public:
   Linear(int64_t in_features, int64_t out_features, const ParamOptions& options, InitRule init,
-         TensorParallel parallel = TensorParallel::Replicated);
-  Tensor forward(const Tensor& x) const;  // (..., in) -> (..., out)
-  const Tensor& weight() const { return weight_; }  // (out, in)
-  int64_t in_features() const { return in_; }
+         TensorParallel parallel = TensorParallel::Replicated, const TensorParallelContext& tp = {}, int64_t groups = 1);
+  Tensor forward(const Tensor& x) const;  // (..., in_local) -> (..., out_local); Row: all-reduced (..., out)
+  const Tensor& weight() const { return weight_; }  // (out_local, in_local)
+  int64_t in_features() const { return in_; }      // full sizes
   int64_t out_features() const { return out_; }
   TensorParallel parallel() const { return parallel_; }
 
  private:
   int64_t in_, out_;
   TensorParallel parallel_;
+  TensorParallelContext tp_;
   Tensor weight_;
 };
 
 // L independent linears applied blockwise WITHOUT transposition: weight (L, in, out), x (..., L, in)
-// -> (..., L, out) with y_b = x_b @ W_b. MLRA's wkv_b (spec stores it [L, d_l, H_b (d_n+d_v)]).
+// -> (..., L, out) with y_b = x_b @ W_b. MLRA's wkv_b (spec stores it [L, d_l, H_b (d_n+d_v)]); Column
+// splits the out dim (heads inside each block), so this rank holds (L, in, out/tp).
 class BlockLinear : public Module {
  public:
   BlockLinear(int64_t blocks, int64_t in_features, int64_t out_features, const ParamOptions& options, InitRule init,
-              TensorParallel parallel = TensorParallel::Column);
-  Tensor forward(const Tensor& x) const;  // (..., L, in) -> (..., L, out)
-  const Tensor& weight() const { return weight_; }  // (L, in, out)
+              TensorParallel parallel = TensorParallel::Column, const TensorParallelContext& tp = {});
+  Tensor forward(const Tensor& x) const;  // (..., L, in) -> (..., L, out_local)
+  const Tensor& weight() const { return weight_; }  // (L, in, out_local)
 
  private:
-  int64_t blocks_, in_, out_;
+  int64_t blocks_, in_, out_local_;
   TensorParallel parallel_;
   Tensor weight_;
 };

@@ -4,6 +4,9 @@
 // Parameters are registered with an init rule and filled by `initialize(seed)`, which draws each
 // one from a Philox stream whose offset is a hash of its full name: the values depend on
 // (seed, name) only, never on construction order, device or which other parameters exist.
+// Under tensor parallelism a parameter is registered with its local (shard) shape and a ShardLayout
+// (layers/tp_layout.h); initialize() then gives it exactly its slice of the full tensor's stream, so
+// the full weights are the same for every tp.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -12,6 +15,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "layers/tp_layout.h"
 
 namespace latte {
 
@@ -28,6 +32,14 @@ struct InitRule {
   static InitRule normal(double std) { return {Normal, std}; }
   static InitRule zeros() { return {Zeros, 0.0}; }
   static InitRule ones() { return {Ones, 0.0}; }
+};
+
+// How a registered parameter is sharded: its layout over tp_size ranks and which shard this is.
+struct ParamShard {
+  ShardLayout layout;   // replicated by default
+  int64_t tp_rank = 0;
+  int64_t tp_size = 1;
+  bool sharded() const { return layout.split && tp_size > 1; }
 };
 
 struct NamedParameter {
@@ -50,6 +62,9 @@ class Module {
   bool has_parameter(const std::string& name) const;
   int64_t num_parameters() const;
   void zero_grad() const;
+  // Tensor-parallel layout of every parameter (replicated unless registered as a shard), by full name.
+  ShardLayouts shard_layouts() const;
+  ShardLayout shard_layout(const std::string& name) const;
   // Fills every parameter by its rule. Normal draws use Philox (seed, offset = name_offset(full name)).
   void initialize(uint64_t seed) const;
   // The Philox counter offset for a parameter name: high 32 bits of its FNV-1a hash, shifted up, so
@@ -57,8 +72,10 @@ class Module {
   static uint64_t name_offset(const std::string& name);
 
  protected:
-  // Registers a parameter (allocated zero, then filled by initialize()).
-  Tensor register_parameter(const std::string& name, const Shape& shape, const ParamOptions& options, InitRule rule);
+  // Registers a parameter (allocated zero, then filled by initialize()). `shape` is the local shape: for a
+  // sharded parameter, its shard of the full shape unshard_shape(shape, shard.layout, shard.tp_size).
+  Tensor register_parameter(const std::string& name, const Shape& shape, const ParamOptions& options, InitRule rule,
+                            const ParamShard& shard = {});
   template <typename M>
   M* register_module(const std::string& name, std::unique_ptr<M> module) {
     M* raw = module.get();
@@ -71,10 +88,11 @@ class Module {
     std::string name;
     Tensor parameter;                // set for a parameter entry
     InitRule rule;
+    ParamShard shard;
     std::unique_ptr<Module> child;   // set for a child entry
   };
   void add_child(const std::string& name, std::unique_ptr<Module> child);
-  void collect(const std::string& prefix, std::vector<NamedParameter>* out, std::vector<InitRule>* rules) const;
+  void collect(const std::string& prefix, std::vector<NamedParameter>* out, std::vector<const Entry*>* entries) const;
   std::vector<Entry> entries_;
 };
 

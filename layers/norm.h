@@ -1,8 +1,11 @@
 // Norm layers: RMSNorm (gain only, the decoder's pre-norms and the MLA latent norms) and GroupNorm
 // (LayerNorm or RMSNorm over equal groups of the last dim with per-channel affine: EG-MLA's gate
 // norms, per head for the kv position). Statistics are computed in fp32 by the kernels.
+// Under tensor parallelism norms are replicated, except a GroupNorm whose groups are heads (EG-MLA's
+// kv-position gate norms), which can be split by group: this rank then holds groups/tp groups.
 #pragma once
 #include "layers/module.h"
+#include "layers/tensor_parallel.h"
 
 namespace latte {
 
@@ -18,9 +21,11 @@ class RMSNorm : public Module {
 };
 
 // groups = 1 is a plain LayerNorm (or weight-only RMSNorm when rms). Bias only for the LayerNorm form.
+// dim and groups are the full sizes; split_by_group with tp > 1 keeps this rank's groups/tp groups.
 class GroupNorm : public Module {
  public:
-  GroupNorm(int64_t dim, int64_t groups, double eps, bool rms, const ParamOptions& options);
+  GroupNorm(int64_t dim, int64_t groups, double eps, bool rms, const ParamOptions& options,
+            const TensorParallelContext& tp = {}, bool split_by_group = false);
   Tensor forward(const Tensor& x) const;  // (..., groups * D/groups)
   const Tensor& weight() const { return weight_; }
   const Tensor& bias() const { return bias_; }  // undefined when rms

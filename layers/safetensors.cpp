@@ -210,17 +210,28 @@ void save_state(const Module& module, const std::string& path, const std::map<st
   write_safetensors(path, tensors, meta);
 }
 
-void load_state(const Module& module, const std::string& path) {
-  SafetensorsFile file = read_safetensors_header(path);
-  std::vector<NamedParameter> params = module.named_parameters();
+namespace {
+
+struct TensorMeta {
+  std::string name;
+  Shape shape;
+  DType dtype;
+};
+
+// Every missing, unexpected, wrongly shaped or wrongly typed tensor, in one error naming `source`.
+void check_against_module(const std::vector<NamedParameter>& params, const std::vector<TensorMeta>& found,
+                          const std::string& source) {
+  std::map<std::string, const TensorMeta*> by_name;
+  for (const TensorMeta& m : found) by_name[m.name] = &m;
   std::vector<std::string> problems;
   std::map<std::string, bool> used;
   for (const NamedParameter& p : params) {
-    const SafetensorsEntry* e = file.find(p.name);
-    if (!e) {
+    auto it = by_name.find(p.name);
+    if (it == by_name.end()) {
       problems.push_back("missing " + p.name + " " + p.tensor.shape().str());
       continue;
     }
+    const TensorMeta* e = it->second;
     used[p.name] = true;
     if (e->shape != p.tensor.shape())
       problems.push_back("wrong shape " + p.name + ": file " + e->shape.str() + ", model " + p.tensor.shape().str());
@@ -228,21 +239,42 @@ void load_state(const Module& module, const std::string& path) {
       problems.push_back(str("wrong dtype ", p.name, ": file ", safetensors_dtype_name(e->dtype), ", model ",
                              dtype_name(p.tensor.dtype()), " (only float dtypes convert)"));
   }
-  for (const SafetensorsEntry& e : file.entries)
+  for (const TensorMeta& e : found)
     if (!used.count(e.name)) problems.push_back("unexpected " + e.name + " " + e.shape.str());
   if (!problems.empty()) {
-    std::string msg = str(path, ": does not match the model (", problems.size(), " problem", problems.size() > 1 ? "s" : "",
+    std::string msg = str(source, ": does not match the model (", problems.size(), " problem", problems.size() > 1 ? "s" : "",
                           "; is --config the config the weights were trained with?)");
     for (const std::string& p : problems) msg += "\n  " + p;
     throw Error(msg);
   }
-  SafetensorsFile data = read_safetensors(path);
-  std::map<std::string, Tensor> by_name(data.tensors.begin(), data.tensors.end());
+}
+
+void copy_into(const std::vector<NamedParameter>& params, const NamedTensors& tensors) {
+  std::map<std::string, Tensor> by_name(tensors.begin(), tensors.end());
   autograd::NoGradGuard no_grad;
   for (const NamedParameter& p : params) {
     Tensor target = p.tensor;
     target.copy_(by_name.at(p.name));  // casts and moves devices
   }
+}
+
+}  // namespace
+
+void load_state(const Module& module, const std::string& path) {
+  SafetensorsFile file = read_safetensors_header(path);
+  std::vector<NamedParameter> params = module.named_parameters();
+  std::vector<TensorMeta> found;
+  for (const SafetensorsEntry& e : file.entries) found.push_back({e.name, e.shape, e.dtype});
+  check_against_module(params, found, path);
+  copy_into(params, read_safetensors(path).tensors);
+}
+
+void load_state(const Module& module, const NamedTensors& tensors, const std::string& source) {
+  std::vector<NamedParameter> params = module.named_parameters();
+  std::vector<TensorMeta> found;
+  for (const auto& [name, t] : tensors) found.push_back({name, t.shape(), t.dtype()});
+  check_against_module(params, found, source);
+  copy_into(params, tensors);
 }
 
 }  // namespace latte

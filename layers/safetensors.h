@@ -50,5 +50,8 @@ void save_state(const Module& module, const std::string& path, const std::map<st
 // are cast (e.g. F32 file into bf16 parameters). Throws one latte::Error naming the file and listing every
 // missing, unexpected, wrongly shaped or wrongly typed tensor; parameters are untouched on error.
 void load_state(const Module& module, const std::string& path);
+// The same from tensors in memory (e.g. read_merged_tp_shards() of a TP checkpoint, or split_to_tp() of a
+// full one); `source` names them in errors.
+void load_state(const Module& module, const NamedTensors& tensors, const std::string& source);
 
 }  // namespace latte

@@ -1,5 +1,5 @@
-// TransformerLM: forward, chunked LM-head loss, per-block recomputation and cached decoding
-// (layers/transformer.h).
+// TransformerLM: forward, chunked LM-head loss (vocab-parallel under TP), per-block recomputation and
+// cached decoding (layers/transformer.h).
 #include "layers/transformer.h"
 
 #include <cmath>
@@ -7,54 +7,83 @@
 #include "autograd/checkpoint.h"
 #include "autograd/functions.h"
 #include "autograd/node.h"
+#include "distributed/tp_mappings.h"
 #include "layers/lm_head_loss.h"
 
 namespace latte {
 
 // ---- block --------------------------------------------------------------------------------------------
 
-TransformerBlock::TransformerBlock(const ModelConfig& config, int64_t layer, const ParamOptions& options) {
+TransformerBlock::TransformerBlock(const ModelConfig& config, int64_t layer, const ParamOptions& options,
+                                   const TensorParallelContext& tp)
+    : tp_(tp) {
   attn_norm_ = register_module("attn_norm", std::make_unique<RMSNorm>(config.d_model, config.norm_eps, options));
-  attn_ = register_module("attn", make_attention(config, layer, options));
+  attn_ = register_module("attn", make_attention(config, layer, options, tp));
   mlp_norm_ = register_module("mlp_norm", std::make_unique<RMSNorm>(config.d_model, config.norm_eps, options));
   mlp_ = register_module("mlp", std::make_unique<SwiGLUMLP>(config.d_model, config.ffn_dim, config.init.std,
-                                                            config.init.zero_out_proj, options));
+                                                            config.init.zero_out_proj, options, tp));
 }
 
 Tensor TransformerBlock::forward(const Tensor& h, const AttentionContext& ctx) const {
-  Tensor x = add(h, attn_->forward(attn_norm_->forward(h), ctx));  // (B, T, d)
-  return add(x, mlp_->forward(mlp_norm_->forward(x)));             // (B, T, d)
+  // Under TP each sub-block is one region: copy_to_tp before the norm, reduce_from_tp inside wo / w_down.
+  Tensor x = add(h, attn_->forward(attn_norm_->forward(tp_.enter(h)), ctx));  // (B, T, d)
+  return add(x, mlp_->forward(mlp_norm_->forward(tp_.enter(x))));             // (B, T, d)
 }
 
-GateTable::GateTable(int64_t vocab_size, const AttentionConfig& egmla, double init_std, const ParamOptions& options) {
+GateTable::GateTable(int64_t vocab_size, const AttentionConfig& egmla, double init_std, const ParamOptions& options,
+                     const TensorParallelContext& tp) {
   // unit init: e_t ~ N(0, 1) so that the gate starts at unit scale (spec: "Gate init").
   const double std = egmla.gate.init == GateInit::Unit ? 1.0 : init_std;
-  embed_ = register_module("embed", std::make_unique<Embedding>(vocab_size, egmla.gate.embed_dim, options, InitRule::normal(std)));
+  embed_ = register_module("embed", std::make_unique<Embedding>(vocab_size, egmla.gate.embed_dim, options, InitRule::normal(std),
+                                                                tp, /*vocab_parallel=*/false));
 }
 
 // ---- model --------------------------------------------------------------------------------------------
 
-TransformerLM::TransformerLM(const ModelConfig& config, uint64_t seed, DType param_dtype, Device device)
-    : config_(config), options_{param_dtype, device} {
+TransformerLM::TransformerLM(const ModelConfig& config, uint64_t seed, DType param_dtype, Device device,
+                             const TensorParallelContext& tp)
+    : config_(config), options_{param_dtype, device}, tp_(tp) {
   config_.validate();
   LATTE_REQUIRE(is_floating(param_dtype), "model parameters must be a float dtype, got ", dtype_name(param_dtype));
+  check_tensor_parallel(config_, tp.tp_size);
   const int64_t d = config.d_model, V = config.vocab_size;
-  tok_embed_ = register_module("tok_embed", std::make_unique<Embedding>(V, d, options_, InitRule::normal(config.init.std)));
+  tok_embed_ = register_module("tok_embed", std::make_unique<Embedding>(V, d, options_, InitRule::normal(config.init.std), tp,
+                                                                        /*vocab_parallel=*/true));
   if (const AttentionConfig* eg = config.egmla_attention()) {
     auto gates = std::make_unique<ModuleList>();
     for (int64_t g : config.gate_groups())
-      gate_tables_[g] = gates->add_at(g, std::make_unique<GateTable>(V, *eg, config.init.std, options_));
+      gate_tables_[g] = gates->add_at(g, std::make_unique<GateTable>(V, *eg, config.init.std, options_, tp));
     register_module("gates", std::move(gates));
   }
   auto layers = std::make_unique<ModuleList>();
   for (int64_t i = 0; i < config.n_layers; ++i)
-    blocks_.push_back(layers->add(std::make_unique<TransformerBlock>(config, i, options_)));
+    blocks_.push_back(layers->add(std::make_unique<TransformerBlock>(config, i, options_, tp)));
   register_module("layers", std::move(layers));
   final_norm_ = register_module("final_norm", std::make_unique<RMSNorm>(d, config.norm_eps, options_));
   if (!config.tie_embeddings)
     lm_head_ = register_module("lm_head", std::make_unique<Linear>(d, V, options_, InitRule::normal(config.init.std),
-                                                                   TensorParallel::Column));
+                                                                   TensorParallel::Column, tp));  // by vocabulary
   initialize(seed);
+}
+
+std::vector<Tensor> TransformerLM::tp_sharded_parameters() const {
+  const ShardLayouts layouts = shard_layouts();
+  std::vector<Tensor> out;
+  for (const NamedParameter& p : named_parameters())
+    if (layouts.at(p.name).split) out.push_back(p.tensor);
+  return out;
+}
+
+std::vector<Tensor> TransformerLM::tp_replicated_parameters() const {
+  const ShardLayouts layouts = shard_layouts();
+  std::vector<Tensor> out;
+  for (const NamedParameter& p : named_parameters())
+    if (!layouts.at(p.name).split) out.push_back(p.tensor);
+  return out;
+}
+
+std::map<std::string, std::string> TransformerLM::tp_layout_metadata() const {
+  return {{kTpLayoutKey, shard_layouts_to_json(shard_layouts(), tp_.tp_rank, tp_.tp_size)}};
 }
 
 const Tensor& TransformerLM::output_weight() const { return lm_head_ ? lm_head_->weight() : tok_embed_->weight(); }
@@ -71,6 +100,8 @@ void TransformerLM::check_ids(const Tensor& ids, const char* what) const {
 }
 
 KVCache TransformerLM::make_cache(int64_t batch, int64_t capacity) const {
+  LATTE_REQUIRE(!tp_.enabled(), "decoding with a KV cache is not implemented for tensor parallelism (tp = ", tp_.tp_size,
+                "); merge the shards (read_merged_tp_shards) and decode with a tp = 1 model");
   return KVCache(config_, batch, capacity, options_.dtype, options_.device);
 }
 
@@ -120,12 +151,17 @@ Tensor TransformerLM::hidden(const Tensor& ids) const {
   check_ids(ids, "TransformerLM");
   LATTE_REQUIRE(ids.size(1) <= config_.max_seq_len, "sequence length ", ids.size(1), " exceeds model.max_seq_len ",
                 config_.max_seq_len);
-  Tensor h = tok_embed_->forward(ids);  // (B, T, d)
+  Tensor h = tok_embed_->forward(ids);  // (B, T, d) (vocab-parallel under TP: summed over the ranks)
   h = run_blocks(h, ids, nullptr, false);
-  return final_norm_->forward(h);       // (B, T, d)
+  return final_norm_->forward(tp_.enter(h));  // (B, T, d); the LM head's TP region opens before final_norm
 }
 
-Tensor TransformerLM::logits(const Tensor& ids) const { return linear(hidden(ids), output_weight()); }
+Tensor TransformerLM::local_logits(const Tensor& ids) const { return linear(hidden(ids), output_weight()); }
+
+Tensor TransformerLM::logits(const Tensor& ids) const {
+  Tensor local = local_logits(ids);  // (B, T, V/tp)
+  return tp_.enabled() ? dist::gather_from_tp(local, tp_.group("logits")) : local;  // (B, T, V)
+}
 
 Tensor TransformerLM::loss(const Tensor& ids, const Tensor& targets) const {
   LATTE_REQUIRE(targets.shape() == ids.shape() && targets.dtype() == DType::I32, "loss: targets must be i32 with the ids' shape ",
@@ -133,16 +169,22 @@ Tensor TransformerLM::loss(const Tensor& ids, const Tensor& targets) const {
   const int64_t N = ids.numel();
   Tensor flat_targets = targets.reshape({N});  // (N)
   // Counted on the host before the forward is queued, so the copy does not wait for the GPU.
+  const std::vector<double> host_targets = flat_targets.to_vector();
   int64_t counted = 0;
-  for (double t : flat_targets.to_vector()) counted += t != -1;
+  for (double t : host_targets) counted += t != -1;
   LATTE_REQUIRE(counted > 0, "loss: every target is -1 (ignored); the batch has nothing to learn from");
   Tensor h = hidden(ids);                          // (B, T, d)
   Tensor rows = h.reshape({N, config_.d_model});  // (N, d)
+  if (tp_.enabled())
+    return vocab_parallel_lm_head_cross_entropy(rows, output_weight(), flat_targets, host_targets, vocab_start(),
+                                                config_.vocab_size, counted, loss_chunk_rows(), tp_);
   return lm_head_cross_entropy(rows, output_weight(), flat_targets, counted, loss_chunk_rows());
 }
 
 Tensor TransformerLM::forward_cached(const Tensor& ids, KVCache& cache, bool absorbed) const {
   check_ids(ids, "forward_cached");
+  LATTE_REQUIRE(!tp_.enabled(), "forward_cached: decoding is not implemented for tensor parallelism (tp = ", tp_.tp_size,
+                "); merge the shards (read_merged_tp_shards) and decode with a tp = 1 model");
   autograd::NoGradGuard no_grad;
   cache.write_token_ids(ids);  // checks batch and capacity
   Tensor h = tok_embed_->forward(ids);  // (B, t_new, d)

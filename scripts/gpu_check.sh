@@ -5,7 +5,8 @@
 # with the benchmark table last. Logs go to $OUT when it is set (the device tool brings them back), else
 # to build-gpu/logs/. Exit code: non-zero when the build or any test failed.
 # Environment: LATTE_GPU_BUILD_DIR (build-gpu), LATTE_GPU_CHECK_BUDGET (seconds for the whole script, 450),
-#   LATTE_GPU_CHECK_SKIP_OTHERS=1 (CUDA suite and benchmark only).
+#   LATTE_GPU_CHECK_SKIP_OTHERS=1 (CUDA suite and benchmark only), LATTE_GPU_CHECK_SANITIZE=1 (then
+#   compute-sanitizer memcheck over the Cuda* tests with the time left).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${LATTE_GPU_BUILD_DIR:-build-gpu}
@@ -69,7 +70,7 @@ if [ "${LATTE_GPU_CHECK_SKIP_OTHERS:-0}" != 1 ] && [ "$(left)" -gt 60 ]; then
   rc=$?
   summary+=("build everything else (rc $rc, $(( $(date +%s) - t0 ))s)")
   if [ "$(left)" -gt 40 ]; then
-    timeout $(( $(left) - 15 )) ctest --test-dir "$BUILD" -j "$JOBS" -LE cuda --timeout 120 >"$LOG/ctest.log" 2>&1
+    timeout $(( $(left) - 15 )) ctest --test-dir "$BUILD" -j "$JOBS" -LE cuda --timeout 120 --output-on-failure >"$LOG/ctest.log" 2>&1
     rc=$?
     [ $rc -ne 0 ] && status=1
     summary+=("ctest other suites (rc $rc): $(grep -E 'tests passed|tests failed' "$LOG/ctest.log" | tail -1)")
@@ -77,6 +78,15 @@ if [ "${LATTE_GPU_CHECK_SKIP_OTHERS:-0}" != 1 ] && [ "$(left)" -gt 60 ]; then
   else
     summary+=("ctest other suites: skipped (out of time)")
   fi
+fi
+
+# Optional: compute-sanitizer memcheck over latte's CUDA suite (slow; last, with the time that is left).
+if [ "${LATTE_GPU_CHECK_SANITIZE:-0}" = 1 ] && [ "$(left)" -gt 90 ] && command -v compute-sanitizer >/dev/null; then
+  timeout $(( $(left) - 20 )) compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 "$BUILD/test_cuda" \
+    --gtest_filter='Cuda*' >"$LOG/memcheck.log" 2>&1
+  rc=$?
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && status=1
+  summary+=("memcheck test_cuda Cuda* (rc $rc): $(grep -E 'ERROR SUMMARY' "$LOG/memcheck.log" | tail -1) $(gtest_summary "$LOG/memcheck.log")")
 fi
 
 echo

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "layers/safetensors.h"
+#include "layers/tp_layout.h"
 #include "train/checkpoint_store.h"
 
 namespace fs = std::filesystem;
@@ -38,9 +39,11 @@ ModelSource resolve_model_source(const std::string& path, const std::string& con
     LATTE_REQUIRE(problem.empty(), step_dir, ": unusable checkpoint: ", problem);
     const fs::path shard = fs::path(step_dir) / "model-tp0.safetensors";
     LATTE_REQUIRE(fs::exists(shard), step_dir, ": holds no model-tp0.safetensors");
-    LATTE_REQUIRE(!fs::exists(fs::path(step_dir) / "model-tp1.safetensors"), step_dir,
-                  ": a tensor-parallel checkpoint; merge it first with latte export");
     src.weights = shard.string();
+    for (int r = 1; fs::exists(fs::path(step_dir) / ("model-tp" + std::to_string(r) + ".safetensors")); ++r) {
+      if (src.tp_shards.empty()) src.tp_shards.push_back(shard.string());
+      src.tp_shards.push_back((fs::path(step_dir) / ("model-tp" + std::to_string(r) + ".safetensors")).string());
+    }
     src.config_yaml = read_file((fs::path(step_dir) / "config.yaml").string());
     src.config = config_from_yaml_text(src.config_yaml, (fs::path(step_dir) / "config.yaml").string());
     src.description = step_dir;
@@ -61,9 +64,16 @@ ModelSource resolve_model_source(const std::string& path, const std::string& con
   return src;
 }
 
+NamedTensors read_source_weights(const ModelSource& source) {
+  return source.tp_shards.empty() ? read_safetensors(source.weights).tensors : read_merged_tp_shards(source.tp_shards);
+}
+
 std::unique_ptr<TransformerLM> load_model(const ModelSource& source, Device device, DType dtype) {
   auto model = std::make_unique<TransformerLM>(source.config, 0, dtype, device);
-  load_state(*model, source.weights);
+  if (source.tp_shards.empty())
+    load_state(*model, source.weights);
+  else  // a tensor-parallel checkpoint: merge the shards into the full (tp = 1) weights
+    load_state(*model, read_merged_tp_shards(source.tp_shards), source.description);
   return model;
 }
 

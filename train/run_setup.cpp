@@ -40,8 +40,6 @@ RunSetup setup_run(const ExperimentConfig& cfg, bool local_only) {
     run.dtype = dtype_from_name(dt);
   LATTE_REQUIRE(!(run.device.is_cpu() && run.dtype == DType::BF16), cfg.source,
                 ": train.dtype = bf16 needs a CUDA device; CPU kernels run in f32 or f64");
-  LATTE_REQUIRE(cfg.parallel.tp == 1, cfg.source, ": parallel.tp = ", cfg.parallel.tp,
-                ": tensor-parallel training is not wired into the trainer yet (data parallelism is); use parallel.tp: 1");
   if (!multi) return run;
   dist::World& world = process_world();
   run.topology = std::make_shared<dist::Topology>(world, cfg.parallel.dp, cfg.parallel.tp, run.device);

@@ -98,7 +98,9 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   }
 
   // ---- model and optimizer --------------------------------------------------------------------------
-  TransformerLM model(cfg.model, tc.seed, run.dtype, device);
+  // Tensor parallelism: each TP rank holds its shard of every split parameter (same seed everywhere).
+  dist::ProcessGroup* tp_group = run.topology && cfg.parallel.tp > 1 ? run.topology->tp_group().get() : nullptr;
+  TransformerLM model(cfg.model, tc.seed, run.dtype, device, TensorParallelContext::of(tp_group));
   std::vector<OptimParam> params;
   for (auto& [name, tensor] : model.named_parameters()) {
     const bool is_norm_or_embedding = tensor.dim() < 2 || name.find("embed") != std::string::npos;
@@ -172,13 +174,16 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   suite_config.tokenizer = cfg.data.tokenizer;
   suite_config.tokenizer_dir = cfg.data.tokenizer_dir;
   const EvalSuite suite(suite_config);
+  LATTE_REQUIRE(suite.empty() || !tp_group, cfg.source, ": eval.sets / eval.tasks score with the full LM head and "
+                                            "need parallel.tp = 1 for now; use data.val for validation under TP");
 
   // Rank 0 makes the staging directory; the first DP replica of each TP rank writes the model shard,
   // every rank its optimizer state; rank 0 writes state.json and commits once everyone is done.
   auto save_checkpoint = [&](int64_t step) {
     const std::string staging = run.is_logging_rank ? store.begin(step) : store.step_dir(step) + ".partial";
     run.barrier();
-    if (run.dp_rank == 0) save_state(model, (fs::path(staging) / rank_file("model", run)).string());
+    if (run.dp_rank == 0)
+      save_state(model, (fs::path(staging) / rank_file("model", run)).string(), model.tp_layout_metadata());
     write_safetensors((fs::path(staging) / rank_file("optimizer", run)).string(), optimizer.state());
     run.barrier();
     if (!run.is_logging_rank) {
@@ -233,9 +238,13 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
       loss_sum += loss.item();
     }
     if (grad_sync) grad_sync->finish();  // gradients are now averaged over the DP group
+    // Replicated parameters saw only this TP rank's part of the computation: sum their gradients over TP.
+    if (tp_group) dist::all_reduce_gradients(model.tp_replicated_parameters(), *tp_group);
     double loss = loss_sum / static_cast<double>(accum);
     if (run.dp_group()) loss = run.dp_group()->all_reduce_scalar(loss, dist::ReduceOp::Avg);
-    const double grad_norm = global_grad_norm(params);
+    const double grad_norm = tp_group ? dist::global_grad_norm(model.tp_sharded_parameters(),
+                                                                 model.tp_replicated_parameters(), *tp_group)
+                                      : global_grad_norm(params);
     const double lr = schedule.at(step);
 
     // NaN/spike guard: skip the update, and give up after max_bad_steps in a row.

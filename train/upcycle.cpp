@@ -6,9 +6,11 @@
 #include <Eigen/Dense>
 #include <Eigen/SVD>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <set>
+#include <thread>
 
 #include "core/error.h"
 
@@ -267,10 +269,10 @@ UpcycleResult upcycle(const ModelConfig& teacher, const NamedTensors& teacher_we
   // ---- decompositions ------------------------------------------------------------------------------
   const bool fixed_q = options.q_rank >= 0, fixed_kv = options.kv_rank > 0;
   const bool compress_q = fixed_q ? options.q_rank > 0 : (options.energy > 0 || target.q_rank > 0);
-  std::vector<LayerWork> work;
-  work.reserve(layers.size());
-  for (int64_t i : layers) {
-    LayerWork w;
+  std::vector<LayerWork> work(layers.size());
+  for (size_t li = 0; li < layers.size(); ++li) {
+    const int64_t i = layers[li];
+    LayerWork& w = work[li];
     w.layer = i;
     w.wq = to_matrix(weight(layer_name(i, "attn.wq.weight")));  // (n_h d_h, d)
     w.wk = to_matrix(weight(layer_name(i, "attn.wk.weight")));  // (n_kv d_h, d)
@@ -283,10 +285,20 @@ UpcycleResult upcycle(const ModelConfig& teacher, const NamedTensors& teacher_we
       w.w_kv.middleRows(h * dh, dh) = w.wk.middleRows((h / group) * dh, dh);
       w.w_kv.middleRows((H + h) * dh, dh) = wv.middleRows((h / group) * dh, dh);
     }
-    if (compress_q) w.q = factorize(w.wq);
-    w.kv = factorize(w.w_kv);
-    work.push_back(std::move(w));
   }
+  // The SVDs are independent per layer: spread them over the cores (Eigen's BDCSVD is single-threaded).
+  const size_t n_threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, work.size());
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t li = next++; li < work.size(); li = next++) {
+      if (compress_q) work[li].q = factorize(work[li].wq);
+      work[li].kv = factorize(work[li].w_kv);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < n_threads; ++t) threads.emplace_back(worker);
+  worker();
+  for (std::thread& t : threads) t.join();
 
   // ---- ranks ---------------------------------------------------------------------------------------
   const int64_t m = options.rank_multiple;

@@ -8,16 +8,26 @@
 
 namespace latte {
 
-Attention::Attention(const ModelConfig& model, const AttentionConfig& config)
-    : cfg_(config), d_model_(model.d_model), norm_eps_(model.norm_eps), init_(model.init), local_heads_(config.n_heads) {}
+Attention::Attention(const ModelConfig& model, const AttentionConfig& config, const TensorParallelContext& tp)
+    : cfg_(config),
+      d_model_(model.d_model),
+      norm_eps_(model.norm_eps),
+      init_(model.init),
+      tp_(tp),
+      local_heads_(config.n_heads / tp.tp_size),
+      head_groups_(config.kind == AttentionKind::MLRA ? config.head_groups() : 1) {
+  LATTE_CHECK(config.n_heads % tp.tp_size == 0, "n_heads ", config.n_heads, " over tp ", tp.tp_size,
+              " (check_tensor_parallel runs first)");
+}
 
-std::unique_ptr<Attention> make_attention(const ModelConfig& model, int64_t layer, const ParamOptions& options) {
+std::unique_ptr<Attention> make_attention(const ModelConfig& model, int64_t layer, const ParamOptions& options,
+                                          const TensorParallelContext& tp) {
   const AttentionConfig& a = model.layer_attention(layer);
   switch (a.kind) {
-    case AttentionKind::MHA: return std::make_unique<MultiHeadAttention>(model, a, options);
-    case AttentionKind::MLA: return std::make_unique<MultiHeadLatentAttention>(model, a, options);
-    case AttentionKind::EGMLA: return std::make_unique<EmbeddingGatedMLA>(model, a, options);
-    case AttentionKind::MLRA: return std::make_unique<MultiHeadLowRankAttention>(model, a, options);
+    case AttentionKind::MHA: return std::make_unique<MultiHeadAttention>(model, a, options, tp);
+    case AttentionKind::MLA: return std::make_unique<MultiHeadLatentAttention>(model, a, options, tp);
+    case AttentionKind::EGMLA: return std::make_unique<EmbeddingGatedMLA>(model, a, options, tp);
+    case AttentionKind::MLRA: return std::make_unique<MultiHeadLowRankAttention>(model, a, options, tp);
   }
   LATTE_FAIL("unknown attention kind");
 }

@@ -1,14 +1,17 @@
 // The interface every attention variant implements (spec/attention.md), and the factory that builds
 // the one a layer's config names. One forward serves training (no cache: attend within the call)
 // and decoding (a cache: append this call's entries, attend over everything cached, query rows
-// being the last positions). Modules are written in terms of a local head count so that the
-// tensor-parallel issue only has to shard the column-parallel projections by head (tp = 1 now).
+// being the last positions). Modules are written in terms of local head counts: under tensor
+// parallelism (layers/tensor_parallel.h) each rank holds n_heads / tp query heads and the matching
+// shards of the column-parallel projections and of the row-parallel wo; the input x is inside a TP
+// region (the block opened it) and the output is already all-reduced by wo. Decoding is tp = 1 only.
 #pragma once
 #include <memory>
 
 #include "layers/kv_cache.h"
 #include "layers/model_config.h"
 #include "layers/module.h"
+#include "layers/tensor_parallel.h"
 
 namespace latte {
 
@@ -23,7 +26,7 @@ struct AttentionContext {
 
 class Attention : public Module {
  public:
-  Attention(const ModelConfig& model, const AttentionConfig& config);
+  Attention(const ModelConfig& model, const AttentionConfig& config, const TensorParallelContext& tp = {});
   // x (B, T, d) -> (B, T, d)
   virtual Tensor forward(const Tensor& x, const AttentionContext& ctx) const = 0;
   const AttentionConfig& config() const { return cfg_; }
@@ -33,11 +36,16 @@ class Attention : public Module {
   int64_t d_model_;
   double norm_eps_;
   InitConfig init_;
-  // Heads held by this rank: n_heads / tp. Tensor parallelism shards heads; tp = 1 for now.
+  TensorParallelContext tp_;
+  // Heads held by this rank: n_heads / tp.
   int64_t local_heads_;
+  // Groups of heads whose slices each rank holds (ShardLayout::groups): MLRA's blocks / branches (the
+  // heads a block serves form one group), 1 otherwise.
+  int64_t head_groups_;
 };
 
-std::unique_ptr<Attention> make_attention(const ModelConfig& model, int64_t layer, const ParamOptions& options);
+std::unique_ptr<Attention> make_attention(const ModelConfig& model, int64_t layer, const ParamOptions& options,
+                                          const TensorParallelContext& tp = {});
 
 // Decoding helper: writes `fresh` (B, T, ...) into buffer (B, cap, ...) at [start, start + T) and returns
 // the valid prefix view (B, start + T, ...) of the buffer.

@@ -11,7 +11,8 @@ namespace latte {
 
 class EmbeddingGatedMLA : public MultiHeadLatentAttention {
  public:
-  EmbeddingGatedMLA(const ModelConfig& model, const AttentionConfig& config, const ParamOptions& options);
+  EmbeddingGatedMLA(const ModelConfig& model, const AttentionConfig& config, const ParamOptions& options,
+                    const TensorParallelContext& tp = {});
 
  protected:
   Tensor latent(const Tensor& c_raw, const AttentionContext& ctx) const override;
@@ -19,10 +20,10 @@ class EmbeddingGatedMLA : public MultiHeadLatentAttention {
   bool can_absorb() const override { return !cfg_.gate_on_kv(); }
 
  private:
-  Linear* wgate_ = nullptr;           // latent: replicated (d_c, d_e); kv: column-parallel (n_h (d_n + d_v), d_e)
-  GroupNorm* gate_norm_ = nullptr;    // latent position (d_c)
-  GroupNorm* gate_norm_k_ = nullptr;  // kv position, per head (n_h d_n)
-  GroupNorm* gate_norm_v_ = nullptr;  // kv position, per head (n_h d_v)
+  Linear* wgate_ = nullptr;           // latent: replicated (d_c, d_e); kv: column-parallel (n_h (d_n + d_v) / tp, d_e)
+  GroupNorm* gate_norm_ = nullptr;    // latent position, replicated (d_c)
+  GroupNorm* gate_norm_k_ = nullptr;  // kv position, per head, split by head (n_h d_n / tp)
+  GroupNorm* gate_norm_v_ = nullptr;  // kv position, per head, split by head (n_h d_v / tp)
 };
 
 }  // namespace latte

@@ -15,31 +15,36 @@ Tensor replicate_heads(const Tensor& x, int64_t branches) {
   return x.unsqueeze(2).expand({B, T, branches, H, D}).reshape({B, T, branches * H, D});
 }
 
-LatentAttention::LatentAttention(const ModelConfig& model, const AttentionConfig& config, const ParamOptions& options)
-    : Attention(model, config) {
+LatentAttention::LatentAttention(const ModelConfig& model, const AttentionConfig& config, const ParamOptions& options,
+                                 const TensorParallelContext& tp)
+    : Attention(model, config, tp) {
   inv_freq_ = rope_inv_freq(config.rope_dim, model.rope_base, model.rope_scaling, options.device);
 }
 
 void LatentAttention::build_query(const ParamOptions& options) {
   const InitRule normal = InitRule::normal(init_.std);
-  const int64_t q_out = local_heads_ * cfg_.qk_dim();
+  const int64_t q_out = cfg_.n_heads * cfg_.qk_dim();  // full; this rank keeps its heads' rows
   if (cfg_.q_rank == 0) {
-    wq_ = register_module("wq", std::make_unique<Linear>(d_model_, q_out, options, normal, TensorParallel::Column));
+    wq_ = register_module("wq", std::make_unique<Linear>(d_model_, q_out, options, normal, TensorParallel::Column, tp_,
+                                                         head_groups_));
     return;
   }
-  wq_a_ = register_module("wq_a", std::make_unique<Linear>(d_model_, cfg_.q_rank, options, normal, TensorParallel::Replicated));
+  wq_a_ = register_module("wq_a", std::make_unique<Linear>(d_model_, cfg_.q_rank, options, normal,
+                                                           TensorParallel::Replicated, tp_));
   if (cfg_.latent_norm) q_norm_ = register_module("q_norm", std::make_unique<RMSNorm>(cfg_.q_rank, norm_eps_, options));
-  wq_b_ = register_module("wq_b", std::make_unique<Linear>(cfg_.q_rank, q_out, options, normal, TensorParallel::Column));
+  wq_b_ = register_module("wq_b", std::make_unique<Linear>(cfg_.q_rank, q_out, options, normal, TensorParallel::Column, tp_,
+                                                           head_groups_));
 }
 
 void LatentAttention::build_wkv_a(const ParamOptions& options) {
   wkv_a_ = register_module("wkv_a", std::make_unique<Linear>(d_model_, cfg_.kv_rank + cfg_.rope_dim, options,
-                                                             InitRule::normal(init_.std), TensorParallel::Replicated));
+                                                             InitRule::normal(init_.std), TensorParallel::Replicated, tp_));
 }
 
 void LatentAttention::build_wo(const ParamOptions& options) {
   const InitRule rule = init_.zero_out_proj ? InitRule::zeros() : InitRule::normal(init_.std);
-  wo_ = register_module("wo", std::make_unique<Linear>(local_heads_ * cfg_.v_dim, d_model_, options, rule, TensorParallel::Row));
+  wo_ = register_module("wo", std::make_unique<Linear>(cfg_.n_heads * cfg_.v_dim, d_model_, options, rule, TensorParallel::Row,
+                                                       tp_, head_groups_));
 }
 
 double LatentAttention::latent_scale_for(int64_t width) const {
@@ -72,7 +77,7 @@ Tensor LatentAttention::forward(const Tensor& x, const AttentionContext& ctx) co
   const bool absorb = ctx.cache && ctx.absorbed && can_absorb();
   Tensor o = absorb ? attend_absorbed(q, c, k_rope) : attend_plain(q, c, k_rope, ctx);  // (B, T, R n_h, d_v)
   if (cfg_.branches > 1) o = branch_sum(o, cfg_.branches, 1.0 / std::sqrt(static_cast<double>(cfg_.branches)));
-  return wo_->forward(o.reshape({B, T, H * cfg_.v_dim}));  // (B, T, d)
+  return wo_->forward(o.reshape({B, T, H * cfg_.v_dim}));  // (B, T, d), all-reduced over TP
 }
 
 Tensor LatentAttention::attend_plain(const Tensor& q, const Tensor& c, const Tensor& k_rope,

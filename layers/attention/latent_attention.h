@@ -8,6 +8,9 @@
 //             o = W_UV z. Every (branch, head) pair is a virtual head j = r n_h + i whose latent block
 //             is j / H_b, which is exactly attention()'s GQA mapping with one kv head per block.
 // Variants supply the latent c_t (norm / gate / scale), the K^N/V expansion and W_UK/W_UV.
+// Tensor parallelism: the query projection (wq / wq_b) and wo are split by head (MLRA: by head inside
+// each head group, see head_groups_); the latent path (wq_a, q_norm, wkv_a, the latent norms) and the
+// shared rope key are replicated: every rank computes c_t and k^R_t in full and expands only its heads.
 #pragma once
 #include "layers/attention/attention.h"
 #include "layers/linear.h"
@@ -17,7 +20,8 @@ namespace latte {
 
 class LatentAttention : public Attention {
  public:
-  LatentAttention(const ModelConfig& model, const AttentionConfig& config, const ParamOptions& options);
+  LatentAttention(const ModelConfig& model, const AttentionConfig& config, const ParamOptions& options,
+                  const TensorParallelContext& tp);
   Tensor forward(const Tensor& x, const AttentionContext& ctx) const override;
 
  protected:
@@ -40,12 +44,12 @@ class LatentAttention : public Attention {
 
   Tensor inv_freq_;          // (d_r / 2) f32
   // Query: wq (d_cq = 0) or wq_a -> q_norm -> wq_b.
-  Linear* wq_ = nullptr;     // column-parallel (n_h (d_n + d_r), d)
+  Linear* wq_ = nullptr;     // column-parallel (n_h (d_n + d_r) / tp, d)
   Linear* wq_a_ = nullptr;   // replicated (d_cq, d)
   RMSNorm* q_norm_ = nullptr;  // replicated (d_cq); absent when latent_norm is false
-  Linear* wq_b_ = nullptr;   // column-parallel (n_h (d_n + d_r), d_cq)
+  Linear* wq_b_ = nullptr;   // column-parallel (n_h (d_n + d_r) / tp, d_cq)
   Linear* wkv_a_ = nullptr;  // replicated (d_c + d_r, d)
-  Linear* wo_ = nullptr;     // row-parallel (d, n_h d_v)
+  Linear* wo_ = nullptr;     // row-parallel (d, n_h d_v / tp)
 
  private:
   Tensor query(const Tensor& x) const;  // (B, T, d) -> (B, T, n_h (d_n + d_r))

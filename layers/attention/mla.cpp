@@ -6,18 +6,19 @@
 namespace latte {
 
 MultiHeadLatentAttention::MultiHeadLatentAttention(const ModelConfig& model, const AttentionConfig& config,
-                                                   const ParamOptions& options)
-    : MultiHeadLatentAttention(model, config, options, true) {}
+                                                   const ParamOptions& options, const TensorParallelContext& tp)
+    : MultiHeadLatentAttention(model, config, options, tp, true) {}
 
 MultiHeadLatentAttention::MultiHeadLatentAttention(const ModelConfig& model, const AttentionConfig& config,
-                                                   const ParamOptions& options, bool with_kv_norm)
-    : LatentAttention(model, config, options) {
+                                                   const ParamOptions& options, const TensorParallelContext& tp,
+                                                   bool with_kv_norm)
+    : LatentAttention(model, config, options, tp) {
   build_query(options);
   build_wkv_a(options);
   if (with_kv_norm && config.latent_norm)
     kv_norm_ = register_module("kv_norm", std::make_unique<RMSNorm>(config.kv_rank, norm_eps_, options));
-  wkv_b_ = register_module("wkv_b", std::make_unique<Linear>(config.kv_rank, local_heads_ * (config.nope_dim + config.v_dim),
-                                                             options, InitRule::normal(init_.std), TensorParallel::Column));
+  wkv_b_ = register_module("wkv_b", std::make_unique<Linear>(config.kv_rank, config.n_heads * (config.nope_dim + config.v_dim),
+                                                             options, InitRule::normal(init_.std), TensorParallel::Column, tp));
   build_wo(options);
 }
 
@@ -28,9 +29,9 @@ Tensor MultiHeadLatentAttention::latent(const Tensor& c_raw, const AttentionCont
 
 void MultiHeadLatentAttention::expand_kv(const Tensor& c, const AttentionContext&, Tensor* k_nope, Tensor* value) const {
   const int64_t B = c.size(0), S = c.size(1), dn = cfg_.nope_dim, dv = cfg_.v_dim;
-  Tensor kv = wkv_b_->forward(c).view({B, S, local_heads_, dn + dv});  // (B, S, n_h, d_n + d_v)
-  *k_nope = kv.narrow(3, 0, dn);                                        // (B, S, n_h, d_n)
-  *value = kv.narrow(3, dn, dv);                                        // (B, S, n_h, d_v)
+  Tensor kv = wkv_b_->forward(c).view({B, S, local_heads_, dn + dv});  // (B, S, n_h/tp, d_n + d_v)
+  *k_nope = kv.narrow(3, 0, dn);                                        // (B, S, n_h/tp, d_n)
+  *value = kv.narrow(3, dn, dv);                                        // (B, S, n_h/tp, d_v)
 }
 
 void MultiHeadLatentAttention::absorbed_weights(Tensor* w_uk, Tensor* w_uv) const {

@@ -7,18 +7,19 @@ namespace latte {
 
 class MultiHeadLatentAttention : public LatentAttention {
  public:
-  MultiHeadLatentAttention(const ModelConfig& model, const AttentionConfig& config, const ParamOptions& options);
+  MultiHeadLatentAttention(const ModelConfig& model, const AttentionConfig& config, const ParamOptions& options,
+                           const TensorParallelContext& tp = {});
 
  protected:
   // For EG-MLA: with_kv_norm = false leaves kv_norm out (the latent-position gate norm replaces it).
   MultiHeadLatentAttention(const ModelConfig& model, const AttentionConfig& config, const ParamOptions& options,
-                           bool with_kv_norm);
+                           const TensorParallelContext& tp, bool with_kv_norm);
   Tensor latent(const Tensor& c_raw, const AttentionContext& ctx) const override;
   void expand_kv(const Tensor& c, const AttentionContext& ctx, Tensor* k_nope, Tensor* value) const override;
   void absorbed_weights(Tensor* w_uk, Tensor* w_uv) const override;
 
   RMSNorm* kv_norm_ = nullptr;  // replicated (d_c); absent when latent_norm is false
-  Linear* wkv_b_ = nullptr;     // column-parallel by head (n_h (d_n + d_v), d_c), per-head rows [k^N | v]
+  Linear* wkv_b_ = nullptr;     // column-parallel by head (n_h (d_n + d_v) / tp, d_c), per-head rows [k^N | v]
 };
 
 }  // namespace latte

@@ -6,8 +6,8 @@
 namespace latte {
 
 MultiHeadLowRankAttention::MultiHeadLowRankAttention(const ModelConfig& model, const AttentionConfig& config,
-                                                     const ParamOptions& options)
-    : LatentAttention(model, config, options), local_heads_per_block_(config.heads_per_block()) {
+                                                     const ParamOptions& options, const TensorParallelContext& tp)
+    : LatentAttention(model, config, options, tp), local_heads_per_block_(config.heads_per_block() / tp.tp_size) {
   build_query(options);
   build_wkv_a(options);
   if (config.latent_norm) {
@@ -16,8 +16,9 @@ MultiHeadLowRankAttention::MultiHeadLowRankAttention(const ModelConfig& model, c
       kv_norm_list_.push_back(kv_norms_->add(std::make_unique<RMSNorm>(config.block_dim(), norm_eps_, options)));
   }
   wkv_b_ = register_module("wkv_b", std::make_unique<BlockLinear>(config.blocks, config.block_dim(),
-                                                                  local_heads_per_block_ * (config.nope_dim + config.v_dim),
-                                                                  options, InitRule::normal(init_.std), TensorParallel::Column));
+                                                                  config.heads_per_block() * (config.nope_dim + config.v_dim),
+                                                                  options, InitRule::normal(init_.std), TensorParallel::Column,
+                                                                  tp));
   build_wo(options);
 }
 

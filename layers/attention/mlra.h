@@ -11,7 +11,8 @@ namespace latte {
 
 class MultiHeadLowRankAttention : public LatentAttention {
  public:
-  MultiHeadLowRankAttention(const ModelConfig& model, const AttentionConfig& config, const ParamOptions& options);
+  MultiHeadLowRankAttention(const ModelConfig& model, const AttentionConfig& config, const ParamOptions& options,
+                            const TensorParallelContext& tp = {});
 
  protected:
   Tensor latent(const Tensor& c_raw, const AttentionContext& ctx) const override;
@@ -22,7 +23,7 @@ class MultiHeadLowRankAttention : public LatentAttention {
   int64_t local_heads_per_block_;   // H_b / tp (heads are split inside each block under TP)
   ModuleList* kv_norms_ = nullptr;  // replicated: kv_norms.b (d_l) for b < L; absent when latent_norm is false
   std::vector<RMSNorm*> kv_norm_list_;
-  BlockLinear* wkv_b_ = nullptr;    // column-parallel by head inside each block: (L, d_l, H_b (d_n + d_v))
+  BlockLinear* wkv_b_ = nullptr;    // column-parallel by head inside each block: (L, d_l, H_b (d_n + d_v) / tp)
 };
 
 }  // namespace latte
