@@ -4,6 +4,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "kernels/attention_backend.h"
 #include "train/yaml_reader.h"
 
 namespace fs = std::filesystem;
@@ -121,6 +122,8 @@ ExperimentConfig parse_experiment(const YAML::Node& resolved, const std::string&
   tr.max_bad_steps = t.get("max_bad_steps", tr.max_bad_steps);
   tr.spike_factor = t.get("spike_factor", tr.spike_factor);
   tr.stop_after = t.get("stop_after", tr.stop_after);
+  tr.attention_backend = t.get("attention_backend", tr.attention_backend);
+  parse_attention_backend(tr.attention_backend, source + ": train.attention_backend");
   t.finish();
 
   YamlReader d = top.child("data");

@@ -35,6 +35,7 @@ struct TrainConfig {
   int64_t max_bad_steps = 5;            // NaN/spike guard: stop after this many skipped steps in a row
   double spike_factor = 0.0;            // skip a step whose loss exceeds factor * running mean; 0 = NaN/inf only
   int64_t stop_after = 0;               // end this invocation after N steps with a checkpoint (schedule untouched)
+  std::string attention_backend = "auto";  // auto | latte | cudnn | reference (kernels/attention_backend.h)
 };
 
 struct DataConfig {

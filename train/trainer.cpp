@@ -16,6 +16,7 @@
 #include "distributed/data_parallel.h"
 #include "distributed/process_group.h"
 #include "distributed/topology.h"
+#include "kernels/attention_backend.h"
 #include "layers/safetensors.h"
 #include "layers/transformer.h"
 #include "train/adamw.h"
@@ -88,6 +89,7 @@ void request_stop() { g_stop_requested.store(true); }
 TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   g_stop_requested.store(false);
   RunSetup run = setup_run(cfg, options.local_only);
+  set_attention_backend(parse_attention_backend(cfg.train.attention_backend, cfg.source + ": train.attention_backend"));
   const TrainConfig& tc = cfg.train;
   const Device device = run.device;
   LATTE_REQUIRE(!cfg.parallel.zero1, cfg.source, ": parallel.zero1 is implemented in distributed/zero1.h but not wired "

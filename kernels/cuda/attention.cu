@@ -24,8 +24,10 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/attention_backend.h"
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/flash_attention.h"
 #include "kernels/cuda/matmul.h"
 
 namespace latte::cuda {
@@ -176,11 +178,28 @@ int64_t chunk_heads(const Dims& d, int64_t bytes_per_score) {
 
 }  // namespace
 
+// The fused flash kernels serve the shapes they support unless the reference path was asked for
+// (kernels/attention_backend.h).
+static bool use_flash(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const char* op) {
+  const AttentionBackend backend = attention_backend();
+  LATTE_REQUIRE(backend != AttentionBackend::Cudnn, op, ": attention_backend cudnn is not available in this build "
+                                                     "(cuDNN SDPA is not implemented yet); use auto");
+  if (backend == AttentionBackend::Reference) return false;
+  const bool supported = flash_attention_supported(q, k, v, out);
+  LATTE_REQUIRE(supported || backend == AttentionBackend::Auto, op, ": attention_backend latte does not support q ",
+                q.shape().str(), " v ", v.shape().str(), " ", dtype_name(q.dtype()), "; use auto");
+  return supported;
+}
+
 void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                        int64_t branches, double softmax_scale, bool causal) {
   const char* op = "attention_forward";
   const Dims d = check_dims(q, k, v, out, lse, branches, causal, op);
   if (d.VH() == 0 || d.T == 0) return;
+  if (use_flash(q, k, v, out, op)) {
+    flash_attention_forward(out, lse, q, k, v, branches, softmax_scale, causal);
+    return;
+  }
   const bool bf16 = q.dtype() == DType::BF16;
   const cudaDataType_t dt = cu_type(q.dtype());
   const int64_t C = chunk_heads(d, bf16 ? 6 : 4);
@@ -236,6 +255,11 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                   dk.is_contiguous() && dv.is_contiguous(),
               op, ": dq/dk/dv must be contiguous with q/k/v's shapes");
   LATTE_CHECK(dq.dtype() == q.dtype() && dk.dtype() == q.dtype() && dv.dtype() == q.dtype(), op, ": mixed dtypes");
+  if (use_flash(q, k, v, out, op)) {
+    flash_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, branches, softmax_scale, causal,
+                             deterministic_attention());
+    return;
+  }
   const Device dev = q.device();
   // fp32 accumulators: the outputs themselves when f32.
   const bool bf16 = q.dtype() == DType::BF16;

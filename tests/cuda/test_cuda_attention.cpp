@@ -6,6 +6,7 @@
 #ifdef LATTE_WITH_CUDA
 #include <cmath>
 
+#include "kernels/attention_backend.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -68,9 +69,15 @@ TEST(CudaAttention, MatchesCpu) {
       {"non-causal", 2, 11, 23, 2, 1, 1, 16, 16, false},
       {"longer", 1, 300, 300, 2, 2, 1, 64, 64, true},
   };
-  uint64_t seed = 500;
-  for (DType t : {DType::F32, DType::BF16})
-    for (const Case& c : cases) run_case(c, t, seed += 10);
+  // The reference (batched-cuBLAS) path, then the dispatcher's auto choice (the flash kernels for the
+  // bf16 shapes they support) through the same entry points.
+  for (AttentionBackend backend : {AttentionBackend::Reference, AttentionBackend::Auto}) {
+    set_attention_backend(backend);
+    uint64_t seed = 500;
+    for (DType t : {DType::F32, DType::BF16})
+      for (const Case& c : cases) run_case(c, t, seed += 10);
+  }
+  set_attention_backend(AttentionBackend::Auto);
 }
 
 }  // namespace
