@@ -12,6 +12,8 @@ int cmd_export(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_kv_report(int argc, char** argv);
 int cmd_dump(int argc, char** argv);
+int cmd_import_hf(int argc, char** argv);
+int cmd_upcycle(int argc, char** argv);
 int cmd_sweep(int argc, char** argv);
 
 }  // namespace latte::apps

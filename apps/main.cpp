@@ -25,6 +25,8 @@ const Command kCommands[] = {
     {"tokenize", latte::apps::cmd_tokenize, "GPT-2 BPE / byte tokenization: stdin ids, or corpora into shards"},
     {"export", latte::apps::cmd_export, "merge a checkpoint into one safetensors file with its config"},
     {"dump", latte::apps::cmd_dump, "write logits and one step's gradients (PyTorch parity checks)"},
+    {"import-hf", latte::apps::cmd_import_hf, "convert a Hugging Face Llama checkpoint into a latte model directory"},
+    {"upcycle", latte::apps::cmd_upcycle, "MHA/GQA -> MLA by SVD initialisation (X-EcoMLA), ready to distill"},
     {"version", latte::apps::cmd_version, "print the version and the backends this build has"},
 };
 

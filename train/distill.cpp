@@ -262,6 +262,8 @@ Distiller::~Distiller() = default;
 DistillLoss Distiller::loss(const TransformerLM& student, const Tensor& ids, const Tensor& targets) {
   LATTE_REQUIRE(targets.shape() == ids.shape() && targets.dtype() == DType::I32, "distillation: targets must be i32 with the ids' shape ",
                 ids.shape().str(), ", got ", targets.str());
+  LATTE_REQUIRE(!student.tensor_parallel().enabled(), "train.distill with parallel.tp > 1: the vocab-parallel KL (spec) is "
+                "not implemented yet; distill with tp 1 and scale with dp");
   const int64_t N = ids.numel();
   Tensor flat_targets = targets.reshape({N});  // (N)
   const int64_t counted = count_targets(flat_targets);  // on the host, before the forward is queued
@@ -292,6 +294,8 @@ std::pair<double, double> Distiller::take_stats() {
 // ---- train.init_from -------------------------------------------------------------------------------
 
 void init_from_weights(const TransformerLM& model, const std::string& path) {
+  LATTE_REQUIRE(!model.tensor_parallel().enabled(), "train.init_from ", path, " with parallel.tp > 1: loading full weights "
+                "into tensor-parallel shards is not implemented yet; start with tp 1, or resume a tp checkpoint");
   const ModelSource src = resolve_model_dir(path);
   YAML::Node mine = model.config().to_yaml(), theirs = src.config.to_yaml();
   std::string differences;

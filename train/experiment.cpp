@@ -122,6 +122,8 @@ ExperimentConfig parse_experiment(const YAML::Node& resolved, const std::string&
   tr.max_bad_steps = t.get("max_bad_steps", tr.max_bad_steps);
   tr.spike_factor = t.get("spike_factor", tr.spike_factor);
   tr.stop_after = t.get("stop_after", tr.stop_after);
+  tr.init_from = t.get("init_from", tr.init_from);
+  tr.distill = parse_distill_config(t.raw("distill"), t.path("distill"), source);
   tr.attention_backend = t.get("attention_backend", tr.attention_backend);
   parse_attention_backend(tr.attention_backend, source + ": train.attention_backend");
   t.finish();

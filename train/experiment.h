@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "layers/model_config.h"
+#include "train/distill.h"
 
 namespace latte {
 
@@ -35,6 +36,8 @@ struct TrainConfig {
   int64_t max_bad_steps = 5;            // NaN/spike guard: stop after this many skipped steps in a row
   double spike_factor = 0.0;            // skip a step whose loss exceeds factor * running mean; 0 = NaN/inf only
   int64_t stop_after = 0;               // end this invocation after N steps with a checkpoint (schedule untouched)
+  std::string init_from;                // start from these weights (import-hf / upcycle dir, exported file, checkpoint); "" = seeded init
+  DistillConfig distill;                // train.distill: teacher, temperature, kl_weight, ce_weight (off without a teacher)
   std::string attention_backend = "auto";  // auto | latte | cudnn | reference (kernels/attention_backend.h)
 };
 

@@ -7,6 +7,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -32,8 +33,8 @@ int64_t get_int(const json& cfg, const char* key, const std::string& where, cons
     return *fallback;
   }
   const json& v = cfg.at(key);
-  LATTE_REQUIRE(v.is_number_integer() || (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>()))),
-                where, ": ", key, " must be an integer, got ", v.dump());
+  const bool integral = v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>());
+  LATTE_REQUIRE(integral, where, ": ", key, " must be an integer, got ", v.dump());
   return v.is_number_integer() ? v.get<int64_t>() : static_cast<int64_t>(v.get<double>());
 }
 

@@ -21,6 +21,7 @@
 #include "layers/transformer.h"
 #include "train/adamw.h"
 #include "train/checkpoint_store.h"
+#include "train/distill.h"
 #include "train/metrics.h"
 #include "train/perplexity_suite.h"
 #include "train/run_setup.h"
@@ -103,6 +104,10 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   // Tensor parallelism: each TP rank holds its shard of every split parameter (same seed everywhere).
   dist::ProcessGroup* tp_group = run.topology && cfg.parallel.tp > 1 ? run.topology->tp_group().get() : nullptr;
   TransformerLM model(cfg.model, tc.seed, run.dtype, device, TensorParallelContext::of(tp_group));
+  // Before AdamW copies its fp32 masters; a resume below overwrites these weights from the checkpoint.
+  if (!tc.init_from.empty()) init_from_weights(model, tc.init_from);
+  std::unique_ptr<Distiller> distiller;  // the teacher (no grad, same device and dtype), when train.distill is set
+  if (tc.distill.enabled()) distiller = std::make_unique<Distiller>(tc.distill, cfg.model, device, run.dtype);
   std::vector<OptimParam> params;
   for (auto& [name, tensor] : model.named_parameters()) {
     const bool is_norm_or_embedding = tensor.dim() < 2 || name.find("embed") != std::string::npos;
@@ -235,7 +240,7 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
       const data::Batch* batch = loader.next();
       Tensor ids = batch_tensor(batch->inputs, batch->batch_size, batch->seq_len, device);
       Tensor targets = batch_tensor(batch->targets, batch->batch_size, batch->seq_len, device);
-      Tensor loss = model.loss(ids, targets);
+      Tensor loss = distiller ? distiller->loss(model, ids, targets).loss : model.loss(ids, targets);
       scale(loss, 1.0 / static_cast<double>(accum)).backward();
       loss_sum += loss.item();
     }
@@ -243,6 +248,7 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
     // Replicated parameters saw only this TP rank's part of the computation: sum their gradients over TP.
     if (tp_group) dist::all_reduce_gradients(model.tp_replicated_parameters(), *tp_group);
     double loss = loss_sum / static_cast<double>(accum);
+    const auto [distill_kl, distill_ce] = distiller ? distiller->take_stats() : std::pair<double, double>{-1.0, -1.0};
     if (run.dp_group()) loss = run.dp_group()->all_reduce_scalar(loss, dist::ReduceOp::Avg);
     const double grad_norm = tp_group ? dist::global_grad_norm(model.tp_sharded_parameters(),
                                                                  model.tp_replicated_parameters(), *tp_group)
@@ -271,6 +277,10 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
     const double mfu = device.is_cuda() ? model_flops_utilization(flops, tokens_per_s, run.world_size) : 0.0;
     nlohmann::json row = {{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
                           {"tokens_per_s", tokens_per_s}, {"mfu", mfu}, {"tokens", tokens_seen}};
+    if (distiller) {  // this rank's mean KL (before tau^2) and student CE over the step's micro-batches
+      row["kl"] = distill_kl;
+      row["ce"] = distill_ce;
+    }
     result.last_loss = loss;
 
     const bool last = step + 1 == end_step;

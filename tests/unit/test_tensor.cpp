@@ -154,5 +154,7 @@ TEST(Device, ParseAndCudaAbsentMessage) {
   EXPECT_TRUE(Device::parse("cpu").is_cpu());
   EXPECT_EQ(Device::parse("cuda:1").index, 1);
   EXPECT_THROW(Device::parse("tpu"), Error);
-  if (!cuda_available()) EXPECT_THROW(Tensor::zeros({2}, DType::F32, Device::cuda()), Error);
+  if (!cuda_available()) {
+    EXPECT_THROW(Tensor::zeros({2}, DType::F32, Device::cuda()), Error);
+  }
 }
