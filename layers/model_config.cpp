@@ -3,6 +3,8 @@
 // the most common way a run fails before it starts.
 #include "layers/model_config.h"
 
+#include "core/text_match.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -35,18 +37,6 @@ AttentionKind parse_kind(const std::string& s, const std::string& path) {
   std::string hint;
   if (s == "gqa" || s == "mqa") hint = " (GQA and MQA are kind mha with n_kv_heads < n_heads)";
   LATTE_FAIL(path, ": unknown attention kind '", s, "'; expected one of mha, mla, egmla, mlra", hint);
-}
-
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
 }
 
 // A YAML mapping being read: typed getters that name the key path in errors, and a final check that
@@ -102,15 +92,10 @@ class Section {
     for (const auto& kv : node_) {
       const std::string key = kv.first.as<std::string>();
       if (std::find(known.begin(), known.end(), key) != known.end()) continue;
-      std::string best;
-      size_t best_d = 1000;
-      for (const std::string& k : known) {
-        const size_t d = edit_distance(key, k);
-        if (d < best_d) best_d = d, best = k;
-      }
+      const std::string best = closest_match(key, known);
       if (!msg.empty()) msg += "\n";
       msg += key_path(key) + ": unknown key";
-      if (best_d <= std::max<size_t>(2, key.size() / 3)) msg += "; did you mean " + best + "?";
+      if (!best.empty()) msg += "; did you mean " + best + "?";
       else {
         msg += "; known keys here:";
         for (const std::string& k : known) msg += " " + k;

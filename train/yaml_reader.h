@@ -35,7 +35,5 @@ class YamlReader {
   std::set<std::string> read_;
 };
 
-// Closest candidate by edit distance (for "did you mean"), empty when nothing is close.
-std::string closest_match(const std::string& word, const std::vector<std::string>& candidates);
 
 }  // namespace latte
