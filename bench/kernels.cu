@@ -306,6 +306,12 @@ void bench_memory_bound() {
             [&] { cuda::cross_entropy_forward_backward(losses, dlogits, logits, targets, -100, 1.0 / Nt); });
     mem_row("cross_entropy", "fwd only", "8192x50304", 2.0 * Nt * V,
             [&] { cuda::cross_entropy_forward_backward(losses, Tensor(), logits, targets, -100, 1.0); });
+    // one rank's vocabulary shard under 8-way tensor parallelism (narrower rows: several blocks per SM)
+    const int64_t Vs = V / 8;
+    Tensor shard = randn({Nt, Vs}, DType::BF16, 35, 2.f), dshard = Tensor::empty({Nt, Vs}, DType::BF16, kGpu);
+    Tensor shard_targets = random_ids(Nt, Vs, 36);
+    mem_row("cross_entropy", "fwd+bwd", "8192x6288 (TP=8 shard)", 4.0 * Nt * Vs,
+            [&] { cuda::cross_entropy_forward_backward(losses, dshard, shard, shard_targets, -100, 1.0 / Nt); });
   }
 }
 

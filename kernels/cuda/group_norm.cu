@@ -1,18 +1,40 @@
 // Group norm over the last dim: x (N, G*Dg) is normalised per (row, group) over its Dg channels —
 // LayerNorm (mean and variance) or RMSNorm (`rms`: mean square only) — then y = xhat w + b with optional
 // per-channel w, b (G*Dg). EG-MLA's gate norm uses it (G = 1 over d_c at the latent position; G = n_h
-// over d_n or d_v at the kv position). Floor: forward 2 N C elements, backward 3 N C.
+// over d_n or d_v at the kv position).
+//   LN:  dx = rstd (g - mean(g) - xhat mean(g xhat)),  RMS: dx = rstd (g - xhat mean(g xhat)),  g = dout w,
+//   dweight = sum_rows dout xhat,  dbias = sum_rows dout.
+// Floor: forward reads x and writes y (2 N C elements), backward reads x, dout and writes dx (3 N C); the
+// per-(row, group) mean/rstd (N G floats), w, b and the dweight/dbias partials are < 1% of that. At the bench
+// shapes in bf16 (32768 x 2048 and 131072 x 512, 128 MiB per tensor): 268 MB forward, 403 MB backward,
+// 0.090 ms and 0.135 ms at the 2.97 TB/s copy rate of the H100 here.
 //
-// Fast path (Dg <= 512): a "team" of L lanes (a power of two <= 32, L*8 >= Dg/2) owns one group g for
-// good and walks rows slot, slot + S, ... (S teams per group); each lane holds up to 16 channels of the
-// group in registers, so x (and dout) are read once, statistics come from shuffles inside the team, and
-// in the backward the lane's share of dweight/dbias stays in registers across rows. Each team slot then
-// writes one fp32 partial row that column_sum adds in order (deterministic, no atomics).
-//   LN:  dx = rstd (g - mean(g) - xhat mean(g xhat)),  RMS: dx = rstd (g - xhat mean(g xhat)),  g = dout w.
-// General path (wider groups): one warp per (row, group) re-reading the group from L1 per pass, and a
-// separate column reduction for dweight/dbias (re-reads x and dout). v1 used the general path for every
-// shape and measured 16% / 13% of copy bandwidth at G = 16, Dg = 128 (docs/performance.md).
+// Fast path (sm_90, Dg % 8 == 0, Dg <= 512, 16-byte aligned tensors): tiles of whole rows staged in shared
+// memory by the copy engine. A tile is `rows` consecutive rows (~16 KB of x: 4 rows at C = 2048, 16 at
+// C = 512), i.e. one contiguous range of x (and of dout, mean, rstd in the backward) that one thread loads with
+// bulk copies (cp.async.bulk) completing on the stage's mbarrier. A persistent grid of 2 blocks per SM walks
+// the tiles; each block keeps a ring of stages in ~100 KB of shared memory (6 x 16 KB forward, 3 x 33 KB
+// backward), so 60-160 KB of loads are in flight per SM whatever the registers. v2 was limited by exactly
+// that: its teams loaded from global memory into registers, 8-24 KB in flight per SM at 85-160 registers per
+// thread, where RMSNorm's kernels reach 72-87% with ~32 KB. Inside a block, "teams" of L lanes (a power of
+// two, L*8 >= Dg, or 32 lanes x 16 channels for Dg in (256, 512]) each own one group g for good (teams per
+// block are a multiple of G) and take the tile's rows slot, slot + S, ... (S teams per group); a lane reads
+// its channels from shared memory with 16-byte loads, the statistics come from shuffles inside the team, and
+// y / dx go to global memory with 16-byte stores. The backward keeps the lane's share of dweight/dbias in
+// registers across tiles (w is re-read from L1 per row instead: 105 registers rather than a spill), adds the
+// S teams of each group through shared memory at the end, and writes one fp32 partial row per block that
+// column_sum adds in order (deterministic, no atomics). A partial last tile (N not a multiple of `rows`) is
+// copied in by the block's threads. Compute per tile is a few hundred cycles per team, far under the tile's
+// share of DRAM time, so the kernels should sit at the copy engine's streaming rate.
+// v2 (teams reading global memory directly) measured G = 16: 69% / 54%, G = 1 (Dg = 512): 55% / 32% of copy
+// bandwidth (docs/performance.md).
+// General path (Dg % 8 != 0, Dg > 512, unaligned tensors, pre-Hopper GPUs): one warp per (row, group)
+// re-reading the group from L1 per pass, and a separate column reduction for dweight/dbias (re-reads x and
+// dout): 16% / 13% at G = 16 (v1).
 #include <algorithm>
+#include <mutex>
+#include <numeric>
+#include <vector>
 
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -147,10 +169,14 @@ __global__ void group_norm_dparams_kernel(float* pw, float* pb, const void* dout
   }
 }
 
-// ---- fast path: teams of L lanes ----------------------------------------------------------------------
+// ---- fast path: teams of L lanes over tiles staged in shared memory ------------------------------------
 
-constexpr int kTeamBlock = 256;
-constexpr int kMaxTeamDg = 512;  // 2 chunks of 8 channels per lane, 32 lanes
+constexpr int kMaxTeamDg = 512;          // 2 chunks of 8 channels per lane, 32 lanes
+constexpr int kTileMaxThreads = 512;     // launch bound: <= 128 registers per thread
+constexpr int kMaxStages = 8;
+constexpr int64_t kTileTarget = 16384;   // bytes of x per tile
+constexpr int64_t kRingBudget = 112640;  // bytes of stages per block: 2 blocks per SM (228 KB)
+constexpr uint32_t kCopyChunk = 32768;   // bytes per bulk copy instruction
 
 // Channel (within the group) of slot (k, e) of lane `lane` in a team of L: coalesced over the team.
 __device__ __forceinline__ int64_t team_channel(bool vec, int L, int lane, int k, int e) {
@@ -206,107 +232,277 @@ __device__ __forceinline__ float team_sum(float v, int L) {
   return v;
 }
 
-struct TeamGrid {
-  int64_t slots;  // teams per group; team = slot * G + g
-  int64_t iters;  // rows per slot, rounded up (uniform loop count, so that every lane reaches every shuffle)
-};
-
-template <int CPL>
-__global__ void __launch_bounds__(kTeamBlock, CPL == 1 ? 3 : 1) group_norm_forward_team_kernel(
-    void* out, int dto, float* mean, float* rstd, const void* x, int dtx, Affine af, int64_t N, int64_t G, int64_t Dg,
-    int L, TeamGrid tg, float eps, bool rms, bool vec) {
-  const int64_t team = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / L;
-  const int lane = threadIdx.x & (L - 1);
-  const int64_t g = team % G, slot = team / G;
-  const bool team_on = slot < tg.slots;
-  float w[CPL * 8], b[CPL * 8];
-  if (af.w) team_load<CPL>(af.w, af.dtw, g * Dg, Dg, L, lane, vec, team_on, w);
-  if (af.b) team_load<CPL>(af.b, af.dtb, g * Dg, Dg, L, lane, vec, team_on, b);
-  const float inv_dg = 1.f / static_cast<float>(Dg);
-  for (int64_t it = 0; it < tg.iters; ++it) {
-    const int64_t n = slot + it * tg.slots;
-    const bool on = team_on && n < N;
-    const int64_t base = (n * G + g) * Dg;
-    float v[CPL * 8];
-    team_load<CPL>(x, dtx, base, Dg, L, lane, vec, on, v);
-    float mu = 0.f;
-    if (!rms) {
-      float s = 0.f;
-#pragma unroll
-      for (int k = 0; k < CPL * 8; ++k) s += v[k];
-      mu = team_sum(s, L) * inv_dg;
-    }
-    float ss = 0.f;
-#pragma unroll
-    for (int k = 0; k < CPL; ++k)
-#pragma unroll
-      for (int e = 0; e < 8; ++e)
-        if (team_channel(vec, L, lane, k, e) < Dg) ss += (v[k * 8 + e] - mu) * (v[k * 8 + e] - mu);
-    const float r = 1.0f / sqrtf(team_sum(ss, L) * inv_dg + eps);
-#pragma unroll
-    for (int k = 0; k < CPL * 8; ++k) {
-      v[k] = (v[k] - mu) * r;
-      if (af.w) v[k] *= w[k];
-      if (af.b) v[k] += b[k];
-    }
-    team_store<CPL>(out, dto, base, Dg, L, lane, vec, on, v);
-    if (on && lane == 0) {
-      if (mean) mean[n * G + g] = mu;
-      rstd[n * G + g] = r;
-    }
-  }
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// pw, pb: (slots, C) partial sums of dout*xhat and dout (null when not wanted).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+}
+
+// The calling thread arrives on `bar` and tells it to expect `bytes` more from bulk copies.
+__device__ __forceinline__ void mbar_arrive_expect(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+}
+
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(done)
+        : "r"(smem_addr(bar)), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+
+// Global -> shared copy of `bytes` (a multiple of 16, both addresses 16-byte aligned) by the copy engine,
+// counted on `bar` (whose expected bytes the caller has raised).
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+  for (uint32_t off = 0; off < bytes; off += kCopyChunk) {
+    const uint32_t n = bytes - off < kCopyChunk ? bytes - off : kCopyChunk;
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                     smem_addr(static_cast<char*>(dst) + off)),
+                 "l"(static_cast<const char*>(src) + off), "r"(n), "r"(smem_addr(bar))
+                 : "memory");
+  }
+}
+#endif
+
+// Where each part of a tile lives in a stage, and the tile geometry.
+struct TileGeom {
+  int64_t N, G, Dg;
+  int L;          // lanes per team
+  int slots;      // teams per group in a block: team = slot * G + g
+  int rows;       // rows per tile, a multiple of slots (every team runs the same number of items)
+  int stages;     // ring depth
+  int64_t tiles;  // ceil(N / rows)
+  uint32_t stage_bytes;
+  uint32_t x_bytes, d_bytes, stat_bytes;  // per full tile: x, dout (backward), mean and rstd each (backward)
+  uint32_t d_off, mean_off, rstd_off;     // offsets in a stage (x at 0)
+};
+
+// The block's threads copy `bytes` (even; 16-byte aligned addresses) from global to shared memory.
+__device__ __forceinline__ void fill_stage(unsigned char* dst, const void* src, uint32_t bytes) {
+  const uint32_t n16 = bytes / 16;
+  for (uint32_t i = threadIdx.x; i < n16; i += blockDim.x)
+    reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
+  for (uint32_t i = n16 * 8 + threadIdx.x; i < bytes / 2; i += blockDim.x)
+    reinterpret_cast<uint16_t*>(dst)[i] = static_cast<const uint16_t*>(src)[i];
+}
+
+// Stages tile `tile` (rows [tile*rows, +rows), full tiles only) into stage s: thread 0 only. The backward
+// also stages dout and the rows' mean / rstd (null pointers are skipped).
+__device__ __forceinline__ void issue_tile(const TileGeom& tg, int64_t tile, int s, unsigned char* ring,
+                                          uint64_t* full, const void* x, const void* dout, const float* mean,
+                                          const float* rstd) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (tile >= tg.tiles || (tile + 1) * tg.rows > tg.N) return;  // past the end, or the partial last tile
+  unsigned char* st = ring + static_cast<int64_t>(s) * tg.stage_bytes;
+  mbar_arrive_expect(&full[s], tg.x_bytes + (dout ? tg.d_bytes : 0) + (mean ? tg.stat_bytes : 0) +
+                                   (rstd ? tg.stat_bytes : 0));
+  bulk_copy(st, static_cast<const char*>(x) + tile * tg.x_bytes, tg.x_bytes, &full[s]);
+  if (dout) bulk_copy(st + tg.d_off, static_cast<const char*>(dout) + tile * tg.d_bytes, tg.d_bytes, &full[s]);
+  if (mean) bulk_copy(st + tg.mean_off, mean + tile * tg.rows * tg.G, tg.stat_bytes, &full[s]);
+  if (rstd) bulk_copy(st + tg.rstd_off, rstd + tile * tg.rows * tg.G, tg.stat_bytes, &full[s]);
+#endif
+}
+
+// Initialises the stage barriers and stages the block's first tiles.
+__device__ __forceinline__ void start_ring(const TileGeom& tg, unsigned char* ring, uint64_t* full, const void* x,
+                                           const void* dout, const float* mean, const float* rstd) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < tg.stages; ++s) mbar_init(&full[s], 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    for (int s = 0; s < tg.stages; ++s)
+      issue_tile(tg, blockIdx.x + static_cast<int64_t>(s) * gridDim.x, s, ring, full, x, dout, mean, rstd);
+  }
+  __syncthreads();
+#endif
+}
+
+// Waits until stage s holds tile `tile` (rows row0 .. row0 + rows - 1): the mbarrier for a full tile, else
+// the block copies the partial last tile in itself. `parity` tracks each stage's phase.
+__device__ __forceinline__ void acquire_tile(const TileGeom& tg, int64_t row0, int rows, int s, uint32_t& parity,
+                                             unsigned char* st, uint64_t* full, const void* x, int esx,
+                                             const void* dout, int esd, const float* mean, const float* rstd) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const int64_t C = tg.G * tg.Dg;
+  if (rows == tg.rows) {
+    mbar_wait(&full[s], (parity >> s) & 1u);
+    parity ^= 1u << s;
+    return;
+  }
+  fill_stage(st, static_cast<const char*>(x) + row0 * C * esx, static_cast<uint32_t>(rows * C * esx));
+  if (dout) fill_stage(st + tg.d_off, static_cast<const char*>(dout) + row0 * C * esd, static_cast<uint32_t>(rows * C * esd));
+  if (mean) fill_stage(st + tg.mean_off, mean + row0 * tg.G, static_cast<uint32_t>(rows * tg.G * 4));
+  if (rstd) fill_stage(st + tg.rstd_off, rstd + row0 * tg.G, static_cast<uint32_t>(rows * tg.G * 4));
+  __syncthreads();
+#endif
+}
+
+// Every thread is done with stage s: thread 0 refills it with the block's tile `next`.
+__device__ __forceinline__ void release_stage(const TileGeom& tg, int64_t next, int s, unsigned char* ring,
+                                              uint64_t* full, const void* x, const void* dout, const float* mean,
+                                              const float* rstd) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    issue_tile(tg, next, s, ring, full, x, dout, mean, rstd);
+  }
+#endif
+}
+
+// out, x (N, C); mean, rstd (N, G) f32 outputs (mean may be null).
 template <int CPL>
-__global__ void __launch_bounds__(kTeamBlock, CPL == 1 ? 3 : 1) group_norm_backward_team_kernel(
+__global__ void __launch_bounds__(kTileMaxThreads) group_norm_forward_tile_kernel(
+    void* out, int dto, float* mean, float* rstd, const void* x, int dtx, Affine af, TileGeom tg, float eps, bool rms) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) unsigned char ring[];
+  __shared__ uint64_t full[kMaxStages];
+  const int L = tg.L, team = threadIdx.x / L, lane = threadIdx.x & (L - 1);
+  const int64_t G = tg.G, Dg = tg.Dg, C = G * Dg;
+  const int64_t g = team % G;
+  const int slot = static_cast<int>(team / G);
+  const int esx = dtx == kBF16 ? 2 : 4;
+  float w[CPL * 8], b[CPL * 8];
+  if (af.w) team_load<CPL>(af.w, af.dtw, g * Dg, Dg, L, lane, true, true, w);
+  if (af.b) team_load<CPL>(af.b, af.dtb, g * Dg, Dg, L, lane, true, true, b);
+  const float inv_dg = 1.f / static_cast<float>(Dg);
+  start_ring(tg, ring, full, x, nullptr, nullptr, nullptr);
+  uint32_t parity = 0;
+  int s = 0;
+  for (int64_t tile = blockIdx.x; tile < tg.tiles; tile += gridDim.x) {
+    unsigned char* st = ring + static_cast<int64_t>(s) * tg.stage_bytes;
+    const int64_t row0 = tile * tg.rows;
+    const int rows = static_cast<int>(min(static_cast<int64_t>(tg.rows), tg.N - row0));
+    acquire_tile(tg, row0, rows, s, parity, st, full, x, esx, nullptr, 0, nullptr, nullptr);
+    for (int r0 = 0; r0 < tg.rows; r0 += tg.slots) {
+      const int r = r0 + slot;
+      const bool on = r < rows;
+      float v[CPL * 8];
+      team_load<CPL>(st, dtx, r * C + g * Dg, Dg, L, lane, true, on, v);
+      float mu = 0.f;
+      if (!rms) {
+        float sum = 0.f;
+#pragma unroll
+        for (int k = 0; k < CPL * 8; ++k) sum += v[k];
+        mu = team_sum(sum, L) * inv_dg;
+      }
+      float ss = 0.f;
+#pragma unroll
+      for (int k = 0; k < CPL; ++k)
+#pragma unroll
+        for (int e = 0; e < 8; ++e)
+          if (team_channel(true, L, lane, k, e) < Dg) ss += (v[k * 8 + e] - mu) * (v[k * 8 + e] - mu);
+      const float rs = 1.0f / sqrtf(team_sum(ss, L) * inv_dg + eps);
+#pragma unroll
+      for (int k = 0; k < CPL * 8; ++k) {
+        v[k] = (v[k] - mu) * rs;
+        if (af.w) v[k] *= w[k];
+        if (af.b) v[k] += b[k];
+      }
+      const int64_t n = row0 + r;
+      team_store<CPL>(out, dto, n * C + g * Dg, Dg, L, lane, true, on, v);
+      if (on && lane == 0) {
+        if (mean) mean[n * G + g] = mu;
+        rstd[n * G + g] = rs;
+      }
+    }
+    release_stage(tg, tile + static_cast<int64_t>(tg.stages) * gridDim.x, s, ring, full, x, nullptr, nullptr, nullptr);
+    if (++s == tg.stages) s = 0;
+  }
+#endif
+}
+
+// dx, dout, x (N, C); mean (may be null), rstd (N, G) f32; pw, pb (gridDim.x, C): this block's sums of
+// dout*xhat and dout (null when not wanted).
+template <int CPL>
+__global__ void __launch_bounds__(kTileMaxThreads) group_norm_backward_tile_kernel(
     void* dx, int dtdx, float* pw, float* pb, const void* dout, int dtd, const void* x, int dtx, Affine af,
-    const float* mean, const float* rstd, int64_t N, int64_t G, int64_t Dg, int L, TeamGrid tg, bool rms, bool vec) {
-  const int64_t team = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / L;
-  const int lane = threadIdx.x & (L - 1);
-  const int64_t g = team % G, slot = team / G, C = G * Dg;
-  const bool team_on = slot < tg.slots;
-  float w[CPL * 8], accw[CPL * 8], accb[CPL * 8];
-  if (af.w) team_load<CPL>(af.w, af.dtw, g * Dg, Dg, L, lane, vec, team_on, w);
+    const float* mean, const float* rstd, TileGeom tg, bool rms) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) unsigned char ring[];
+  __shared__ uint64_t full[kMaxStages];
+  const int L = tg.L, team = threadIdx.x / L, lane = threadIdx.x & (L - 1);
+  const int64_t G = tg.G, Dg = tg.Dg, C = G * Dg;
+  const int64_t g = team % G;
+  const int slot = static_cast<int>(team / G);
+  const int esx = dtx == kBF16 ? 2 : 4, esd = dtd == kBF16 ? 2 : 4;
+  float accw[CPL * 8], accb[CPL * 8];
 #pragma unroll
   for (int k = 0; k < CPL * 8; ++k) accw[k] = accb[k] = 0.f;
   const float inv_dg = 1.f / static_cast<float>(Dg);
-  for (int64_t it = 0; it < tg.iters; ++it) {
-    const int64_t n = slot + it * tg.slots;
-    const bool on = team_on && n < N;
-    const int64_t base = (n * G + g) * Dg;
-    float v[CPL * 8], d[CPL * 8];
-    team_load<CPL>(x, dtx, base, Dg, L, lane, vec, on, v);
-    team_load<CPL>(dout, dtd, base, Dg, L, lane, vec, on, d);
-    const float mu = on && mean && !rms ? mean[n * G + g] : 0.f, r = on ? rstd[n * G + g] : 0.f;
-    float sg = 0.f, sgx = 0.f;
+  start_ring(tg, ring, full, x, dout, mean, rstd);
+  uint32_t parity = 0;
+  int s = 0;
+  for (int64_t tile = blockIdx.x; tile < tg.tiles; tile += gridDim.x) {
+    unsigned char* st = ring + static_cast<int64_t>(s) * tg.stage_bytes;
+    const int64_t row0 = tile * tg.rows;
+    const int rows = static_cast<int>(min(static_cast<int64_t>(tg.rows), tg.N - row0));
+    acquire_tile(tg, row0, rows, s, parity, st, full, x, esx, dout, esd, mean, rstd);
+    const float* smean = reinterpret_cast<const float*>(st + tg.mean_off);
+    const float* srstd = reinterpret_cast<const float*>(st + tg.rstd_off);
+    for (int r0 = 0; r0 < tg.rows; r0 += tg.slots) {
+      const int r = r0 + slot;
+      const bool on = r < rows;
+      float v[CPL * 8], d[CPL * 8];
+      team_load<CPL>(st, dtx, r * C + g * Dg, Dg, L, lane, true, on, v);
+      team_load<CPL>(st + tg.d_off, dtd, r * C + g * Dg, Dg, L, lane, true, on, d);
+      const float mu = on && mean ? smean[r * G + g] : 0.f, rs = on ? srstd[r * G + g] : 0.f;
+      float sg = 0.f, sgx = 0.f;
 #pragma unroll
-    for (int k = 0; k < CPL * 8; ++k) {
-      v[k] = (v[k] - mu) * r;  // xhat (garbage past Dg: d is 0 there)
-      const float gk = af.w ? d[k] * w[k] : d[k];
-      sg += gk;
-      sgx += gk * v[k];
-      accw[k] += d[k] * v[k];
-      accb[k] += d[k];
-    }
-    const float mg = rms ? 0.f : team_sum(sg, L) * inv_dg, mgx = team_sum(sgx, L) * inv_dg;
+      for (int k = 0; k < CPL * 8; ++k) {
+        v[k] = (v[k] - mu) * rs;  // xhat (garbage past Dg: d is 0 there)
+        accw[k] += d[k] * v[k];
+        accb[k] += d[k];
+      }
+      if (af.w) {  // g = dout w; w re-read per item (L1 hits) rather than held: registers
+        float w[CPL * 8];
+        team_load<CPL>(af.w, af.dtw, g * Dg, Dg, L, lane, true, true, w);
 #pragma unroll
-    for (int k = 0; k < CPL * 8; ++k) {
-      const float gk = af.w ? d[k] * w[k] : d[k];
-      d[k] = r * (gk - mg - v[k] * mgx);
+        for (int k = 0; k < CPL * 8; ++k) d[k] *= w[k];
+      }
+#pragma unroll
+      for (int k = 0; k < CPL * 8; ++k) {
+        sg += d[k];
+        sgx += d[k] * v[k];
+      }
+      const float mg = rms ? 0.f : team_sum(sg, L) * inv_dg, mgx = team_sum(sgx, L) * inv_dg;
+#pragma unroll
+      for (int k = 0; k < CPL * 8; ++k) d[k] = rs * (d[k] - mg - v[k] * mgx);
+      team_store<CPL>(dx, dtdx, (row0 + r) * C + g * Dg, Dg, L, lane, true, on, d);
     }
-    team_store<CPL>(dx, dtdx, base, Dg, L, lane, vec, on, d);
+    release_stage(tg, tile + static_cast<int64_t>(tg.stages) * gridDim.x, s, ring, full, x, dout, mean, rstd);
+    if (++s == tg.stages) s = 0;
   }
-  if (!team_on) return;
+  if (!pw && !pb) return;
+  // The ring is idle (every staged tile was consumed; release_stage ended with a barrier): add the S teams
+  // of each group through it, in slot order, into this block's partial rows.
+  float* red = reinterpret_cast<float*>(ring);  // (2, slots, C)
 #pragma unroll
   for (int k = 0; k < CPL; ++k)
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
-      const int64_t c = team_channel(vec, L, lane, k, e);
+      const int64_t c = team_channel(true, L, lane, k, e);
       if (c >= Dg) continue;
-      if (pw) pw[slot * C + g * Dg + c] = accw[k * 8 + e];
-      if (pb) pb[slot * C + g * Dg + c] = accb[k * 8 + e];
+      red[slot * C + g * Dg + c] = accw[k * 8 + e];
+      red[(tg.slots + slot) * C + g * Dg + c] = accb[k * 8 + e];
     }
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    float sw = 0.f, sb = 0.f;
+    for (int t = 0; t < tg.slots; ++t) {
+      sw += red[t * C + c];
+      sb += red[(tg.slots + t) * C + c];
+    }
+    if (pw) pw[blockIdx.x * C + c] = sw;
+    if (pb) pb[blockIdx.x * C + c] = sb;
+  }
+#endif
 }
 
 // Team shape for Dg: L lanes (power of two) and CPL chunks of 8 per lane; false when Dg is too wide.
@@ -319,19 +515,95 @@ bool team_shape(int64_t Dg, int* L, int* cpl) {
   return true;
 }
 
-// Blocks so that the teams fill the GPU (or cover every (row, group)), with S = teams / G slots per group.
+// Tile geometry for the staged kernels (esd = 0: forward, no dout; stats: mean/rstd staged per tile, with
+// `has_mean`), the block size and the dynamic shared memory; false when the fast path cannot take the shape.
+bool plan_tiles(int64_t N, int64_t G, int64_t Dg, int esx, int esd, bool stats, bool has_mean, TileGeom* tg,
+                int* threads, int* cpl, size_t* smem) {
+  const cudaDeviceProp& prop = device_properties();
+  int L;
+  if (prop.major < 9 || !team_shape(Dg, &L, cpl)) return false;
+  // Teams per block: a multiple of G (a team keeps its group); threads a multiple of 32, ~256 of them.
+  int64_t slots = 0;
+  for (int64_t k = 1; L * G * k <= kTileMaxThreads; ++k)
+    if (L * G * k % 32 == 0) {
+      slots = k;
+      if (L * G * k >= 256) break;
+    }
+  if (slots == 0) return false;
+  const int64_t C = G * Dg;
+  // Rows per tile: a multiple of slots, of what makes the tile's bytes a multiple of 16 (bulk copies), and
+  // of what makes the staged mean/rstd 16-byte multiples.
+  int64_t q = std::lcm(slots, 16 / std::gcd<int64_t>(C * esx, 16));
+  if (esd) q = std::lcm(q, 16 / std::gcd<int64_t>(C * esd, 16));
+  if (stats) q = std::lcm(q, 4 / std::gcd<int64_t>(G, 4));
+  int64_t rows = std::max<int64_t>(1, kTileTarget / (C * esx));
+  rows = (rows + q - 1) / q * q;
+  const int64_t x_bytes = rows * C * esx, d_bytes = rows * C * esd, stat_bytes = stats ? rows * G * 4 : 0;
+  const int64_t stage = x_bytes + d_bytes + (has_mean ? stat_bytes : 0) + stat_bytes;
+  const int64_t stages = std::clamp<int64_t>(kRingBudget / stage, 2, kMaxStages);
+  const int64_t red = esd ? 2 * slots * C * 4 : 0;  // backward: the end-of-kernel reduction reuses the ring
+  const int64_t bytes = std::max(stages * stage, red);
+  if (bytes + 1024 > static_cast<int64_t>(prop.sharedMemPerBlockOptin) || rows > (1 << 20)) return false;
+  tg->N = N;
+  tg->G = G;
+  tg->Dg = Dg;
+  tg->L = L;
+  tg->slots = static_cast<int>(slots);
+  tg->rows = static_cast<int>(rows);
+  tg->stages = static_cast<int>(stages);
+  tg->tiles = (N + rows - 1) / rows;
+  tg->stage_bytes = static_cast<uint32_t>(stage);
+  tg->x_bytes = static_cast<uint32_t>(x_bytes);
+  tg->d_bytes = static_cast<uint32_t>(d_bytes);
+  tg->stat_bytes = static_cast<uint32_t>(stat_bytes);
+  tg->d_off = static_cast<uint32_t>(x_bytes);
+  tg->mean_off = static_cast<uint32_t>(x_bytes + d_bytes);
+  tg->rstd_off = static_cast<uint32_t>(x_bytes + d_bytes + (has_mean ? stat_bytes : 0));
+  *threads = static_cast<int>(L * G * slots);
+  *smem = static_cast<size_t>(bytes);
+  return true;
+}
+
+// Blocks of `kernel` resident per SM at this block size and dynamic shared memory, after raising the kernel's
+// shared-memory limit to at least `smem` (never lowering it: a cached launch with more must still fit).
+// Cached per device, since the host work before a launch shows in a 0.1 ms kernel's time.
 template <typename K>
-TeamGrid team_grid(K kernel, int64_t N, int64_t G, int L, unsigned* blocks) {
+int blocks_per_sm(K kernel, int threads, size_t smem) {
+  struct Entry {
+    const void* fn;
+    int device, threads;  // threads 0: the kernel's shared-memory limit, in smem
+    size_t smem;
+    int per_sm;
+  };
+  static std::mutex mu;
+  static std::vector<Entry> cache;
+  const void* fn = reinterpret_cast<const void*>(kernel);
+  const int device = current_device();
+  std::lock_guard<std::mutex> lock(mu);
+  for (const Entry& e : cache)
+    if (e.fn == fn && e.device == device && e.threads == threads && e.smem == smem) return e.per_sm;
+  Entry* limit = nullptr;
+  for (Entry& e : cache)
+    if (e.fn == fn && e.device == device && e.threads == 0) limit = &e;
+  if (!limit || limit->smem < smem) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    if (limit)
+      limit->smem = smem;
+    else
+      cache.push_back({fn, device, 0, smem, 0});
+  }
   int per_sm = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kTeamBlock, 0));
-  const int64_t teams_per_block = kTeamBlock / L;
-  const int64_t want = (N * G + teams_per_block - 1) / teams_per_block;
-  const int64_t b = std::max<int64_t>(1, std::min<int64_t>(want, static_cast<int64_t>(std::max(per_sm, 1)) * sm_count()));
-  *blocks = static_cast<unsigned>(b);
-  TeamGrid tg;
-  tg.slots = std::min<int64_t>(N, b * teams_per_block / G);
-  tg.iters = tg.slots > 0 ? (N + tg.slots - 1) / tg.slots : 0;
-  return tg;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  per_sm = std::max(per_sm, 1);
+  cache.push_back({fn, device, threads, smem, per_sm});
+  return per_sm;
+}
+
+// Persistent grid for a staged kernel: as many blocks as fit on the GPU at once, at most one per tile.
+template <typename K>
+unsigned tile_grid(K kernel, int threads, size_t smem, int64_t tiles) {
+  const int64_t resident = static_cast<int64_t>(blocks_per_sm(kernel, threads, smem)) * sm_count();
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(tiles, resident)));
 }
 
 Affine make_affine(const Tensor& w, const Tensor& b, int64_t C, const char* op) {
@@ -373,34 +645,24 @@ void group_norm_forward(const Tensor& out, const Tensor& mean, const Tensor& rst
   Affine af = make_affine(weight, bias, C, op);
   const int64_t items = N * groups;
   if (items == 0 || Dg == 0) return;
+  const int dto = float_code(out, op), dtx = float_code(x, op);
+  float* pm = mean.defined() ? mean.data<float>() : nullptr;
+  cudaStream_t stream = current_stream();
+  TileGeom tg;
+  int threads, cpl;
+  size_t smem;
   const bool vec = vec_ok(Dg, {&out, &x, &weight, &bias});
-  int L, cpl;
-  if (team_shape(Dg, &L, &cpl)) {
-    unsigned blocks;
-    float* pm = mean.defined() ? mean.data<float>() : nullptr;
-    if (cpl == 1) {
-      TeamGrid tg = team_grid(group_norm_forward_team_kernel<1>, N, groups, L, &blocks);
-      if (tg.slots > 0) {
-        group_norm_forward_team_kernel<1><<<blocks, kTeamBlock, 0, current_stream()>>>(
-            out.data_ptr(), float_code(out, op), pm, rstd.data<float>(), x.data_ptr(), float_code(x, op), af, N, groups,
-            Dg, L, tg, static_cast<float>(eps), rms, vec);
-        CUDA_CHECK_LAUNCH("group_norm_forward_team_kernel");
-        return;
-      }
-    } else {
-      TeamGrid tg = team_grid(group_norm_forward_team_kernel<2>, N, groups, L, &blocks);
-      if (tg.slots > 0) {
-        group_norm_forward_team_kernel<2><<<blocks, kTeamBlock, 0, current_stream()>>>(
-            out.data_ptr(), float_code(out, op), pm, rstd.data<float>(), x.data_ptr(), float_code(x, op), af, N, groups,
-            Dg, L, tg, static_cast<float>(eps), rms, vec);
-        CUDA_CHECK_LAUNCH("group_norm_forward_team_kernel");
-        return;
-      }
-    }
+  if (vec && plan_tiles(N, groups, Dg, dtx == kBF16 ? 2 : 4, 0, false, false, &tg, &threads, &cpl, &smem)) {
+    auto kernel = cpl == 1 ? group_norm_forward_tile_kernel<1> : group_norm_forward_tile_kernel<2>;
+    const unsigned grid = tile_grid(kernel, threads, smem, tg.tiles);
+    kernel<<<grid, threads, smem, stream>>>(out.data_ptr(), dto, pm, rstd.data<float>(), x.data_ptr(), dtx, af, tg,
+                                            static_cast<float>(eps), rms);
+    CUDA_CHECK_LAUNCH("group_norm_forward_tile_kernel");
+    return;
   }
-  group_norm_forward_kernel<<<blocks_for(items, 8), 256, 0, current_stream()>>>(
-      out.data_ptr(), float_code(out, op), mean.defined() ? mean.data<float>() : nullptr, rstd.data<float>(),
-      x.data_ptr(), float_code(x, op), af, items, groups, Dg, static_cast<float>(eps), rms, vec);
+  group_norm_forward_kernel<<<blocks_for(items, 8), 256, 0, stream>>>(
+      out.data_ptr(), dto, pm, rstd.data<float>(), x.data_ptr(), dtx, af, items, groups, Dg, static_cast<float>(eps),
+      rms, vec);
   CUDA_CHECK_LAUNCH("group_norm_forward_kernel");
 }
 
@@ -421,34 +683,30 @@ void group_norm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& 
   if (items == 0 || Dg == 0) return;
   cudaStream_t stream = current_stream();
   const float* pmean = use_mean ? mean.data<float>() : nullptr;
+  const int dtdx = float_code(dx, op), dtd = float_code(dout, op), dtx = float_code(x, op);
   const bool vec = vec_ok(Dg, {&dx, &dout, &x, &weight});
   if (dweight.defined())
     LATTE_CHECK(dweight.numel() == C && dweight.is_contiguous(), op, ": dweight ", dweight.shape().str());
   if (dbias.defined()) LATTE_CHECK(dbias.numel() == C && dbias.is_contiguous(), op, ": dbias ", dbias.shape().str());
-  int L, cpl;
-  if (team_shape(Dg, &L, &cpl)) {
-    unsigned blocks;
-    TeamGrid tg = cpl == 1 ? team_grid(group_norm_backward_team_kernel<1>, N, groups, L, &blocks)
-                           : team_grid(group_norm_backward_team_kernel<2>, N, groups, L, &blocks);
-    if (tg.slots > 0) {
-      Tensor pw, pb;
-      if (dweight.defined()) pw = Tensor::empty({tg.slots, C}, DType::F32, x.device());
-      if (dbias.defined()) pb = Tensor::empty({tg.slots, C}, DType::F32, x.device());
-      float* ppw = pw.defined() ? pw.data<float>() : nullptr;
-      float* ppb = pb.defined() ? pb.data<float>() : nullptr;
-      if (cpl == 1)
-        group_norm_backward_team_kernel<1><<<blocks, kTeamBlock, 0, stream>>>(
-            dx.data_ptr(), float_code(dx, op), ppw, ppb, dout.data_ptr(), float_code(dout, op), x.data_ptr(),
-            float_code(x, op), af, pmean, rstd.data<float>(), N, groups, Dg, L, tg, rms, vec);
-      else
-        group_norm_backward_team_kernel<2><<<blocks, kTeamBlock, 0, stream>>>(
-            dx.data_ptr(), float_code(dx, op), ppw, ppb, dout.data_ptr(), float_code(dout, op), x.data_ptr(),
-            float_code(x, op), af, pmean, rstd.data<float>(), N, groups, Dg, L, tg, rms, vec);
-      CUDA_CHECK_LAUNCH("group_norm_backward_team_kernel");
-      if (pw.defined()) column_sum(dweight.data_ptr(), float_code(dweight, op), ppw, tg.slots, C, true, stream);
-      if (pb.defined()) column_sum(dbias.data_ptr(), float_code(dbias, op), ppb, tg.slots, C, true, stream);
-      return;
-    }
+  TileGeom tg;
+  int threads, cpl;
+  size_t smem;
+  if (vec && aligned16(rstd.data_ptr()) && (!pmean || aligned16(pmean)) &&
+      plan_tiles(N, groups, Dg, dtx == kBF16 ? 2 : 4, dtd == kBF16 ? 2 : 4, true, pmean != nullptr, &tg, &threads, &cpl,
+                 &smem)) {
+    auto kernel = cpl == 1 ? group_norm_backward_tile_kernel<1> : group_norm_backward_tile_kernel<2>;
+    const unsigned grid = tile_grid(kernel, threads, smem, tg.tiles);
+    Tensor pw, pb;  // (grid, C) partial sums, one row per block
+    if (dweight.defined()) pw = Tensor::empty({static_cast<int64_t>(grid), C}, DType::F32, x.device());
+    if (dbias.defined()) pb = Tensor::empty({static_cast<int64_t>(grid), C}, DType::F32, x.device());
+    float* ppw = pw.defined() ? pw.data<float>() : nullptr;
+    float* ppb = pb.defined() ? pb.data<float>() : nullptr;
+    kernel<<<grid, threads, smem, stream>>>(dx.data_ptr(), dtdx, ppw, ppb, dout.data_ptr(), dtd, x.data_ptr(), dtx, af,
+                                            pmean, rstd.data<float>(), tg, rms);
+    CUDA_CHECK_LAUNCH("group_norm_backward_tile_kernel");
+    if (ppw) column_sum(dweight.data_ptr(), float_code(dweight, op), ppw, grid, C, true, stream);
+    if (ppb) column_sum(dbias.data_ptr(), float_code(dbias, op), ppb, grid, C, true, stream);
+    return;
   }
   group_norm_dx_kernel<<<blocks_for(items, 8), 256, 0, stream>>>(dx.data_ptr(), float_code(dx, op), dout.data_ptr(),
                                                                  float_code(dout, op), x.data_ptr(), float_code(x, op), af,
