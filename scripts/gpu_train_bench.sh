@@ -2,8 +2,11 @@
 # End-to-end training on the GPU machine, in one call: builds latte (sm_90a), trains the 125m EG-MLA,
 # MLA and MHA configs for a few hundred steps and the 1b3 configs for a few dozen on the KJV corpus,
 # times the PyTorch reference (scripts/reference/train_bench.py) on the same model and batch, and prints
-# a table last. Needs data/kjv (scripts/prepare_data.sh small; carry it). Logs and metrics go to $OUT.
-#   STEPS_125M=200 STEPS_1B3=30 VARIANTS="egmla mla mha" bash scripts/gpu_train_bench.sh
+# a table last. Needs data/$DATA (scripts/prepare_data.sh small|linux-doc; carry it). Logs and metrics go
+# to $OUT (metrics-<run>.jsonl: scripts/plot_runs.py draws them).
+#   STEPS_125M=200 STEPS_1B3=30 VARIANTS="egmla mla mha" DATA=kjv bash scripts/gpu_train_bench.sh
+# STEPS_1B3=0 skips the 1b3 runs; SCAN="4 8 32" also times egmla-125m at those micro-batches (30 steps):
+# tokens/s that grow with the batch mean per-step overhead (launches, host work) is a large share.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/latte-out}
@@ -11,6 +14,8 @@ mkdir -p "$OUT"
 STEPS_125M=${STEPS_125M:-200}
 STEPS_1B3=${STEPS_1B3:-30}
 VARIANTS=${VARIANTS:-"egmla mla mha"}
+DATA=${DATA:-kjv}
+SCAN=${SCAN:-}
 BUILD=${LATTE_BUILD_DIR:-build-gpu}
 export NCCL_NVLS_ENABLE=0
 
@@ -20,13 +25,13 @@ if [ ! -x "$BUILD/latte" ] || [ "${REBUILD:-1}" = 1 ]; then
 fi
 "$BUILD/latte" version
 
-run_config() {  # variant size steps batch seq
-  local v=$1 size=$2 steps=$3 batch=$4 seq=$5 name="$1-$2"
+run_config() {  # variant size steps batch seq [name] [torch: 1|0]
+  local v=$1 size=$2 steps=$3 batch=$4 seq=$5 name=${6:-$1-$2} torch=${7:-1}
   cat > "/tmp/$name.yaml" <<YAML
 base: $PWD/configs/models/$v-$size.yaml
 model: {max_seq_len: $seq}
 train: {steps: $steps, micro_batch: $batch, seq_len: $seq, lr: 6.0e-4, warmup_steps: $((steps / 10)), out_dir: /tmp/runs/$name}
-data: {train: $PWD/data/kjv/kjv_train_*.bin, val: $PWD/data/kjv/kjv_val_*.bin}
+data: {train: $PWD/data/$DATA/${DATA}_train_*.bin, val: $PWD/data/$DATA/${DATA}_val_*.bin}
 checkpoint: {every: 0, keep_last: 1}
 eval: {every: 0, batches: 4}
 log: {every: 25}
@@ -34,12 +39,14 @@ YAML
   rm -rf "/tmp/runs/$name"
   "$BUILD/latte" train "/tmp/$name.yaml" > "$OUT/train-$name.log" 2>&1 || { echo "train $name failed:"; tail -20 "$OUT/train-$name.log"; }
   cp "/tmp/runs/$name/metrics.jsonl" "$OUT/metrics-$name.jsonl" 2>/dev/null
+  [ "$torch" = 1 ] || return 0
   python3 scripts/reference/train_bench.py "configs/models/$v-$size.yaml" --batch "$batch" --seq "$seq" --steps 15 \
     > "$OUT/torch-$name.jsonl" 2> "$OUT/torch-$name.err" || tail -5 "$OUT/torch-$name.err"
 }
 
 for v in $VARIANTS; do run_config "$v" 125m "$STEPS_125M" 16 1024; done
-for v in $VARIANTS; do run_config "$v" 1b3 "$STEPS_1B3" 4 2048; done
+[ "$STEPS_1B3" -gt 0 ] && for v in $VARIANTS; do run_config "$v" 1b3 "$STEPS_1B3" 4 2048; done
+for b in $SCAN; do run_config egmla 125m 30 "$b" 1024 "egmla-125m-b$b" 0; done
 
 python3 - "$OUT" <<'PY'
 import json, glob, os, statistics, sys

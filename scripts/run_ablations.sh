@@ -3,11 +3,15 @@
 # each suite's table and loss curves under docs/results/ (docs/ablations.md describes the suites).
 #
 #   scripts/run_ablations.sh                 # the EG-MLA KV sweep and the MLRA comparison
-#   scripts/run_ablations.sh kv mlra gate share position    # or: all
+#   scripts/run_ablations.sh kv mlra gate share position noise   # or: all
+#   (noise: two more seeds of two kv-sweep runs, to tell differences from seed-to-seed spread)
 #
 # Environment:
 #   LATTE=build/latte    the CUDA build of the CLI (scripts/setup.sh)
-#   GPUS=1               sweep workers, one per GPU (CUDA_VISIBLE_DEVICES=i); they split each suite's runs
+#   GPUS=1               GPUs to use (CUDA_VISIBLE_DEVICES=i)
+#   WORKERS=$GPUS        sweep workers, spread round-robin over the GPUs; they split each suite's runs. A
+#                        small model leaves an H100 mostly idle, so WORKERS=3 on one GPU finishes a suite
+#                        sooner (the tokens/s column then shows shared-GPU speeds)
 #   DATA=linuxdoc        linuxdoc (scripts/prepare_data.sh linux-doc) or kjv (the King James Bible:
 #                        1.1M tokens, so 300 steps instead of 1000; results go to */kjv/ instead)
 #   OUT=runs/ablations   run directories;  RESULTS=docs/results   tables and figures
@@ -18,12 +22,13 @@ cd "$(dirname "$0")/.." || exit 1
 
 LATTE=${LATTE:-build/latte}
 GPUS=${GPUS:-1}
+WORKERS=${WORKERS:-$GPUS}
 DATA=${DATA:-linuxdoc}
 read -r -a extra <<< "${SWEEP_ARGS:-}"
 
 suites=("$@")
 [[ ${#suites[@]} -eq 0 ]] && suites=(kv mlra)
-[[ " ${suites[*]} " == *" all "* ]] && suites=(kv mlra gate share position)
+[[ " ${suites[*]} " == *" all "* ]] && suites=(kv mlra gate share position noise)
 
 if [[ ! -x $LATTE ]]; then
   echo "error: $LATTE not found; build latte first (scripts/setup.sh) or set LATTE=/path/to/latte" >&2
@@ -62,18 +67,19 @@ for suite in "${suites[@]}"; do
     gate) file=egmla_gate_sweep; name=egmla_gate ;;
     share) file=egmla_share_sweep; name=egmla_share ;;
     position) file=egmla_position; name=egmla_position ;;
-    *) echo "error: unknown suite '$suite' (kv, mlra, gate, share, position, all)" >&2; exit 2 ;;
+    noise) file=seed_noise; name=seed_noise ;;
+    *) echo "error: unknown suite '$suite' (kv, mlra, gate, share, position, noise, all)" >&2; exit 2 ;;
   esac
   sweep=(sweep "configs/ablations/$file.yaml" --out-dir "$OUT/$name" "${data_args[@]}" "${extra[@]}")
   echo "=== $suite: $LATTE ${sweep[*]}"
-  if [[ $GPUS -le 1 ]]; then
+  if [[ $WORKERS -le 1 ]]; then
     "$LATTE" "${sweep[@]}" || status=1
   else
-    # One worker per GPU; each takes the next run nobody holds (runs are locked while they train).
+    # Workers spread over the GPUs; each takes the next run nobody holds (runs are locked while they train).
     mkdir -p "$OUT/$name"
     pids=()
-    for ((gpu = 0; gpu < GPUS; gpu++)); do
-      CUDA_VISIBLE_DEVICES=$gpu "$LATTE" "${sweep[@]}" --quiet > "$OUT/$name/worker$gpu.log" 2>&1 &
+    for ((w = 0; w < WORKERS; w++)); do
+      CUDA_VISIBLE_DEVICES=$((w % GPUS)) "$LATTE" "${sweep[@]}" --quiet > "$OUT/$name/worker$w.log" 2>&1 &
       pids+=($!)
       sleep 2  # let each worker lock its first run before the next one looks
     done
