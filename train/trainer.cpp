@@ -13,16 +13,15 @@
 #include "autograd/node.h"
 #include "core/log.h"
 #include "data/loader.h"
-#include "distributed/data_parallel.h"
 #include "distributed/process_group.h"
 #include "distributed/topology.h"
 #include "kernels/attention_backend.h"
 #include "layers/safetensors.h"
 #include "layers/transformer.h"
-#include "train/adamw.h"
 #include "train/checkpoint_store.h"
 #include "train/distill.h"
 #include "train/metrics.h"
+#include "train/optimizer_setup.h"
 #include "train/perplexity_suite.h"
 #include "train/run_setup.h"
 #include "train/schedule.h"
@@ -93,8 +92,6 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   set_attention_backend(parse_attention_backend(cfg.train.attention_backend, cfg.source + ": train.attention_backend"));
   const TrainConfig& tc = cfg.train;
   const Device device = run.device;
-  LATTE_REQUIRE(!cfg.parallel.zero1, cfg.source, ": parallel.zero1 is implemented in distributed/zero1.h but not wired "
-                                     "into the trainer yet; set parallel.zero1: false");
   if (run.is_logging_rank) {
     fs::create_directories(tc.out_dir);
     write_file_atomic((fs::path(tc.out_dir) / "config.yaml").string(), YAML::Dump(cfg.resolved) + "\n");
@@ -108,23 +105,8 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   if (!tc.init_from.empty()) init_from_weights(model, tc.init_from);
   std::unique_ptr<Distiller> distiller;  // the teacher (no grad, same device and dtype), when train.distill is set
   if (tc.distill.enabled()) distiller = std::make_unique<Distiller>(tc.distill, cfg.model, device, run.dtype);
-  std::vector<OptimParam> params;
-  for (auto& [name, tensor] : model.named_parameters()) {
-    const bool is_norm_or_embedding = tensor.dim() < 2 || name.find("embed") != std::string::npos;
-    params.push_back({name, tensor, tc.decay_norms_and_embeddings || !is_norm_or_embedding});
-  }
-  AdamW optimizer(params, {tc.beta1, tc.beta2, tc.eps, tc.weight_decay});
-  // Data parallelism: bucketed gradient all-reduce over the DP group, overlapped with the backward.
-  std::unique_ptr<dist::GradSync> grad_sync;
-  if (run.dp_group() && cfg.parallel.dp > 1) {
-    std::vector<Tensor> tensors;
-    std::vector<std::string> names;
-    for (const OptimParam& p : params) {
-      tensors.push_back(p.param);
-      names.push_back(p.name);
-    }
-    grad_sync = std::make_unique<dist::GradSync>(tensors, run.topology->dp_group(), dist::GradSyncOptions{}, names);
-  }
+  // AdamW with the gradient reductions it needs: DP averaging, TP sums, ZeRO-1 sharding (optimizer_setup.h).
+  TrainOptimizer optimizer(model, cfg, run);
   LrSchedule schedule{tc.schedule, tc.lr, tc.min_lr_ratio, tc.warmup_steps, tc.steps, tc.wsd_decay_fraction};
 
   // ---- data -----------------------------------------------------------------------------------------
@@ -157,12 +139,12 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   }
   if (resume_dir) {
     nlohmann::json state = nlohmann::json::parse(read_file((fs::path(*resume_dir) / "state.json").string()));
+    optimizer.check_resume(state, *resume_dir);  // first: a ZeRO-1 dp mismatch gets the ZeRO-1 message
     check_world_shape(state, cfg, *resume_dir);
     load_state(model, (fs::path(*resume_dir) / rank_file("model", run)).string());
-    SafetensorsFile opt = read_safetensors((fs::path(*resume_dir) / rank_file("optimizer", run)).string(), device);
     start_step = state.at("step").get<int64_t>();
     tokens_seen = state.at("tokens_seen").get<int64_t>();
-    optimizer.load_state(opt.tensors, state.at("optimizer_step").get<int64_t>());
+    optimizer.load_state(*resume_dir, state.at("optimizer_step").get<int64_t>());
     loader_state = state.at("loader").get<data::LoaderState>();
     log::info("resumed from ", *resume_dir, " at step ", start_step);
   }
@@ -184,14 +166,16 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   LATTE_REQUIRE(suite.empty() || !tp_group, cfg.source, ": eval.sets / eval.tasks score with the full LM head and "
                                             "need parallel.tp = 1 for now; use data.val for validation under TP");
 
-  // Rank 0 makes the staging directory; the first DP replica of each TP rank writes the model shard,
-  // every rank its optimizer state; rank 0 writes state.json and commits once everyone is done.
+  // Rank 0 makes the staging directory; the first DP replica of each TP rank writes the model shard
+  // (the replicas hold identical weights, with ZeRO-1 too after its all-gather), every rank its
+  // optimizer state (the full state, or its ZeRO-1 shard); rank 0 writes state.json and commits once
+  // everyone is done.
   auto save_checkpoint = [&](int64_t step) {
     const std::string staging = run.is_logging_rank ? store.begin(step) : store.step_dir(step) + ".partial";
     run.barrier();
     if (run.dp_rank == 0)
       save_state(model, (fs::path(staging) / rank_file("model", run)).string(), model.tp_layout_metadata());
-    write_safetensors((fs::path(staging) / rank_file("optimizer", run)).string(), optimizer.state());
+    optimizer.save_state(staging);
     run.barrier();
     if (!run.is_logging_rank) {
       run.barrier();
@@ -204,6 +188,7 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
                             {"seed", tc.seed},
                             {"world", {{"dp", cfg.parallel.dp}, {"tp", cfg.parallel.tp}}},
                             {"config", YAML::Dump(cfg.resolved)}};
+    optimizer.record_in(state);  // zero1: how the optimizer files are sharded (checked on resume)
     write_file_atomic((fs::path(staging) / "state.json").string(), state.dump(2));
     write_file_atomic((fs::path(staging) / "config.yaml").string(), YAML::Dump(cfg.resolved) + "\n");
     store.commit(step, staging);
@@ -230,13 +215,10 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   int64_t step = start_step;
   for (; step < end_step; ++step) {
     const auto t0 = Clock::now();
-    if (grad_sync)
-      grad_sync->zero_grad();
-    else
-      for (auto& p : params) p.param.zero_grad();
+    optimizer.zero_grad();
     double loss_sum = 0;
     for (int64_t micro = 0; micro < accum; ++micro) {
-      if (grad_sync) grad_sync->set_sync_enabled(micro == accum - 1);  // all-reduce once per optimizer step
+      optimizer.begin_micro_batch(micro == accum - 1);  // DP reduction once per optimizer step
       const data::Batch* batch = loader.next();
       Tensor ids = batch_tensor(batch->inputs, batch->batch_size, batch->seq_len, device);
       Tensor targets = batch_tensor(batch->targets, batch->batch_size, batch->seq_len, device);
@@ -244,15 +226,11 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
       scale(loss, 1.0 / static_cast<double>(accum)).backward();
       loss_sum += loss.item();
     }
-    if (grad_sync) grad_sync->finish();  // gradients are now averaged over the DP group
-    // Replicated parameters saw only this TP rank's part of the computation: sum their gradients over TP.
-    if (tp_group) dist::all_reduce_gradients(model.tp_replicated_parameters(), *tp_group);
+    optimizer.reduce_gradients();  // averaged over DP, replicated parameters summed over TP
     double loss = loss_sum / static_cast<double>(accum);
     const auto [distill_kl, distill_ce] = distiller ? distiller->take_stats() : std::pair<double, double>{-1.0, -1.0};
     if (run.dp_group()) loss = run.dp_group()->all_reduce_scalar(loss, dist::ReduceOp::Avg);
-    const double grad_norm = tp_group ? dist::global_grad_norm(model.tp_sharded_parameters(),
-                                                                 model.tp_replicated_parameters(), *tp_group)
-                                      : global_grad_norm(params);
+    const double grad_norm = optimizer.grad_norm();
     const double lr = schedule.at(step);
 
     // NaN/spike guard: skip the update, and give up after max_bad_steps in a row.
@@ -269,7 +247,7 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
     bad_in_a_row = 0;
     loss_ema = loss_ema < 0 ? loss : 0.95 * loss_ema + 0.05 * loss;
     const double clip = tc.grad_clip > 0 && grad_norm > tc.grad_clip ? tc.grad_clip / grad_norm : 1.0;
-    optimizer.step(lr, clip);
+    optimizer.step(lr, clip);  // with ZeRO-1 also all-gathers the updated weights
     tokens_seen += tokens_per_step;
 
     const double dt = seconds_since(t0);
