@@ -11,6 +11,7 @@ int cmd_eval(int argc, char** argv);
 int cmd_export(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_kv_report(int argc, char** argv);
+int cmd_decode_bench(int argc, char** argv);
 int cmd_dump(int argc, char** argv);
 int cmd_import_hf(int argc, char** argv);
 int cmd_upcycle(int argc, char** argv);

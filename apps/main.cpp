@@ -22,6 +22,7 @@ const Command kCommands[] = {
     {"eval", latte::apps::cmd_eval, "validation perplexity (--data/--sets) and zero-shot accuracy (--tasks) of a checkpoint"},
     {"generate", latte::apps::cmd_generate, "sample text from a checkpoint with the KV cache"},
     {"kv-report", latte::apps::cmd_kv_report, "KV-cache size, parameters and FLOPs of a model config"},
+    {"decode-bench", latte::apps::cmd_decode_bench, "per-token decode latency and per-device KV bytes at long contexts (TP under mpirun)"},
     {"tokenize", latte::apps::cmd_tokenize, "GPT-2 BPE / byte tokenization: stdin ids, or corpora into shards"},
     {"export", latte::apps::cmd_export, "merge a checkpoint into one safetensors file with its config"},
     {"dump", latte::apps::cmd_dump, "write logits and one step's gradients (PyTorch parity checks)"},

@@ -22,6 +22,15 @@ Tensor swiglu(const Tensor& gate, const Tensor& up);       // silu(gate) * up
 // q (B, T, Hq, Dqk), k (B, S, R*Hk, Dqk), v (B, S, R*Hk, Dv) -> (B, T, R*Hq, Dv); see op_decls.inc.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t branches, double softmax_scale,
                  bool causal = true);
+// Decoding one token per sequence against a KV cache (inference only: no gradient; throws when an input
+// would need one). Each returns an undefined Tensor when the device has no kernel for these tensors (CUDA:
+// bf16 and the widths of kernels/cuda/decode_attention.h); the caller then uses attention().
+// q (B, Hq, Dqk), k (B, S, Hk, Dqk), v (B, S, Hk, Dv) -> (B, Hq, Dv); every cached position is visible.
+Tensor decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, double softmax_scale);
+// Absorbed latent: q_abs (B, H, Dc), q_rope (B, H, Dr), c (B, S, Dc), kr (B, S, Dr) -> z (B, H, Dc) =
+// softmax(scale (q_abs.c_j + q_rope.kr_j)) @ c. q_rope and kr may both be undefined (no rope part).
+Tensor decode_attention_latent(const Tensor& q_abs, const Tensor& q_rope, const Tensor& c, const Tensor& kr,
+                               double softmax_scale);
 // x (B, T, R*H, D) -> scale * sum over the R branches, (B, T, H, D).
 Tensor branch_sum(const Tensor& x, int64_t branches, double scale);
 

@@ -3,6 +3,7 @@
 // names every shape involved (a shape mismatch here is almost always a model-config mistake), then picks
 // cpu:: or cuda:: by device. The kernels themselves only guard memory safety.
 #include <cmath>
+#include <utility>
 
 #include "kernels/dispatch.h"
 
@@ -117,6 +118,52 @@ void check_attention(const Tensor& out, const Tensor& lse, const Tensor& q, cons
   require_stat_dtype(q, lse, op, "lse");
 }
 
+void check_decode_attention(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                            double softmax_scale, const char* op) {
+  auto all = [&] { return shapes({{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}}); };
+  LATTE_REQUIRE(q.dim() == 3 && k.dim() == 4 && v.dim() == 4 && out.dim() == 3, op,
+                ": expected q (B, Hq, Dqk), k (B, S, Hk, Dqk), v (B, S, Hk, Dv), out (B, Hq, Dv); got ", all());
+  const int64_t B = q.size(0), Hq = q.size(1), Hk = k.size(2);
+  LATTE_REQUIRE(Hk >= 1 && Hq % Hk == 0 && k.size(0) == B && v.size(0) == B && v.size(1) == k.size(1) &&
+                    v.size(2) == Hk && k.size(3) == q.size(2) && out.shape() == Shape({B, Hq, v.size(3)}),
+                op, ": q, k, v, out disagree (batch, cache length, heads or widths); ", all());
+  LATTE_REQUIRE(!lse.defined() || lse.shape() == Shape({B, Hq}), op, ": lse must be (B, Hq); ", all());
+  LATTE_REQUIRE(k.size(1) >= 1 || B * Hq == 0, op, ": the cache is empty; ", all());
+  LATTE_REQUIRE(std::isfinite(softmax_scale) && softmax_scale > 0, op, ": softmax_scale must be > 0, got ", softmax_scale);
+  LATTE_REQUIRE(q.stride(2) == 1 && k.stride(3) == 1 && v.stride(3) == 1 && out.stride(2) == 1, op,
+                ": the last dim of q, k, v and out must be contiguous; call .contiguous()");
+  require_float_like(q, k, op, "k");
+  require_float_like(q, v, op, "v");
+  require_float_like(q, out, op, "out");
+  require_stat_dtype(q, lse, op, "lse");
+}
+
+void check_decode_attention_latent(const Tensor& z, const Tensor& lse, const Tensor& q_abs, const Tensor& q_rope,
+                                   const Tensor& c, const Tensor& kr, double softmax_scale, const char* op) {
+  auto all = [&] {
+    return shapes({{"q_abs", &q_abs}, {"q_rope", &q_rope}, {"c", &c}, {"kr", &kr}, {"z", &z}, {"lse", &lse}});
+  };
+  LATTE_REQUIRE(q_abs.dim() == 3 && c.dim() == 3 && z.dim() == 3, op,
+                ": expected q_abs (B, H, Dc), c (B, S, Dc), z (B, H, Dc); got ", all());
+  const int64_t B = q_abs.size(0), H = q_abs.size(1), S = c.size(1);
+  LATTE_REQUIRE(c.size(0) == B && c.size(2) == q_abs.size(2) && z.shape() == q_abs.shape(), op,
+                ": q_abs, c, z disagree (batch or latent width); ", all());
+  LATTE_REQUIRE(q_rope.defined() == kr.defined(), op, ": give both q_rope and kr, or neither; ", all());
+  if (q_rope.defined())
+    LATTE_REQUIRE(q_rope.dim() == 3 && kr.dim() == 3 && q_rope.size(0) == B && q_rope.size(1) == H && kr.size(0) == B &&
+                      kr.size(1) == S && kr.size(2) == q_rope.size(2),
+                  op, ": expected q_rope (B, H, Dr) and kr (B, S, Dr); ", all());
+  LATTE_REQUIRE(!lse.defined() || lse.shape() == Shape({B, H}), op, ": lse must be (B, H); ", all());
+  LATTE_REQUIRE(S >= 1 || B * H == 0, op, ": the cache is empty; ", all());
+  LATTE_REQUIRE(std::isfinite(softmax_scale) && softmax_scale > 0, op, ": softmax_scale must be > 0, got ", softmax_scale);
+  LATTE_REQUIRE(q_abs.stride(2) == 1 && c.stride(2) == 1 && z.stride(2) == 1 &&
+                    (!q_rope.defined() || (q_rope.stride(2) == 1 && kr.stride(2) == 1)),
+                op, ": the last dim of every tensor must be contiguous; call .contiguous()");
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"q_rope", &q_rope}, {"c", &c}, {"kr", &kr}, {"z", &z}})
+    require_float_like(q_abs, *t, op, name);
+  require_stat_dtype(q_abs, lse, op, "lse");
+}
+
 void check_branch_sum(const Tensor& in, const Tensor& out, int64_t branches, const char* op) {
   LATTE_REQUIRE(in.dim() == 4 && branches >= 1 && in.size(2) % branches == 0, op, ": in ", in.shape().str(),
                 " is not (B, T, R*H, D) with R = ", branches);
@@ -196,6 +243,27 @@ void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
                        int64_t branches, double softmax_scale, bool causal) {
   check_attention(out, lse, q, k, v, branches, softmax_scale, causal, "attention_forward");
   LATTE_DISPATCH(attention_forward, &out, &lse, &q, &k, &v)(out, lse, q, k, v, branches, softmax_scale, causal);
+}
+
+void decode_attention(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                      double softmax_scale) {
+  check_decode_attention(out, lse, q, k, v, softmax_scale, "decode_attention");
+  LATTE_DISPATCH(decode_attention, &out, &lse, &q, &k, &v)(out, lse, q, k, v, softmax_scale);
+}
+
+bool decode_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out) {
+  return LATTE_DISPATCH(decode_attention_supported, &q, &k, &v, &out)(q, k, v, out);
+}
+
+void decode_attention_latent(const Tensor& z, const Tensor& lse, const Tensor& q_abs, const Tensor& q_rope,
+                             const Tensor& c, const Tensor& kr, double softmax_scale) {
+  check_decode_attention_latent(z, lse, q_abs, q_rope, c, kr, softmax_scale, "decode_attention_latent");
+  LATTE_DISPATCH(decode_attention_latent, &z, &lse, &q_abs, &q_rope, &c, &kr)(z, lse, q_abs, q_rope, c, kr, softmax_scale);
+}
+
+bool decode_attention_latent_supported(const Tensor& q_abs, const Tensor& q_rope, const Tensor& c, const Tensor& kr,
+                                       const Tensor& z) {
+  return LATTE_DISPATCH(decode_attention_latent_supported, &q_abs, &q_rope, &c, &kr, &z)(q_abs, q_rope, c, kr, z);
 }
 
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,

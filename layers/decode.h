@@ -1,6 +1,9 @@
 // Autoregressive generation with the KV cache: prefill the prompt (whole or in chunks), then one
 // token per step, sampling on the host from the last position's logits (greedy, temperature, top-k).
 // Sampling draws come from Philox (seed, step, row), so a run is reproducible from its seed.
+// Under tensor parallelism every TP rank calls generate() with the same prompts and options (the model's
+// forward_cached contains collectives): the logits are gathered identically on every rank, so every rank
+// samples the same tokens, and each rank's cache holds only its shard (layers/kv_cache.h).
 #pragma once
 #include <cstdint>
 #include <functional>

@@ -3,7 +3,8 @@
 
 namespace latte {
 
-KVCache::KVCache(const ModelConfig& config, int64_t batch, int64_t capacity, DType dtype, Device device)
+KVCache::KVCache(const ModelConfig& config, int64_t batch, int64_t capacity, DType dtype, Device device,
+                 const TensorParallelContext& tp)
     : batch_(batch), capacity_(capacity) {
   LATTE_REQUIRE(batch > 0 && capacity > 0, "KV cache: batch (", batch, ") and capacity (", capacity,
                 ") must be positive");
@@ -13,11 +14,11 @@ KVCache::KVCache(const ModelConfig& config, int64_t batch, int64_t capacity, DTy
     const AttentionConfig& a = config.layer_attention(i);
     LayerKVCache c;
     if (a.is_latent()) {
-      c.latent = Tensor::zeros({batch, capacity, a.kv_rank}, dtype, device);
+      c.latent = Tensor::zeros({batch, capacity, local_latent_dim(a, tp)}, dtype, device);
       c.rope_key = Tensor::zeros({batch, capacity, a.rope_dim}, dtype, device);
     } else {
-      c.key = Tensor::zeros({batch, capacity, a.n_kv_heads, a.head_dim}, dtype, device);
-      c.value = Tensor::zeros({batch, capacity, a.n_kv_heads, a.head_dim}, dtype, device);
+      c.key = Tensor::zeros({batch, capacity, local_kv_heads(a, tp), a.head_dim}, dtype, device);
+      c.value = Tensor::zeros({batch, capacity, local_kv_heads(a, tp), a.head_dim}, dtype, device);
     }
     layers_.push_back(c);
   }

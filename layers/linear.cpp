@@ -22,13 +22,18 @@ Tensor Linear::forward(const Tensor& x) const {
 }
 
 BlockLinear::BlockLinear(int64_t blocks, int64_t in_features, int64_t out_features, const ParamOptions& options,
-                         InitRule init, TensorParallel parallel, const TensorParallelContext& tp)
+                         InitRule init, TensorParallel parallel, const TensorParallelContext& tp, bool split_blocks)
     : blocks_(blocks), in_(in_features), parallel_(parallel) {
   LATTE_CHECK(parallel != TensorParallel::Row, "BlockLinear is replicated or column-parallel");
   ParamShard shard{parallel == TensorParallel::Column ? ShardLayout::split_dim(2) : ShardLayout::replicated(), tp.tp_rank,
                    tp.tp_size};
+  if (split_blocks && tp.enabled()) {
+    LATTE_CHECK(blocks % tp.tp_size == 0, "BlockLinear: ", blocks, " blocks over tp ", tp.tp_size);
+    shard.layout = ShardLayout::split_dim(0, blocks / tp.tp_size);  // groups of tp blocks, rank r block r of each
+  }
   const Shape local = tp.enabled() ? shard_shape({blocks, in_features, out_features}, shard.layout, tp.tp_size)
                                    : Shape{blocks, in_features, out_features};
+  blocks_ = local[0];
   out_local_ = local[2];
   weight_ = register_parameter("weight", local, options, init, shard);
 }

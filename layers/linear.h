@@ -41,13 +41,16 @@ class Linear : public Module {
 
 // L independent linears applied blockwise WITHOUT transposition: weight (L, in, out), x (..., L, in)
 // -> (..., L, out) with y_b = x_b @ W_b. MLRA's wkv_b (spec stores it [L, d_l, H_b (d_n+d_v)]); Column
-// splits the out dim (heads inside each block), so this rank holds (L, in, out/tp).
+// splits the out dim (heads inside each block), so this rank holds (L, in, out/tp); with split_blocks
+// (MLRA's decode layout, MlraTpLayout::Blocks) it holds the whole blocks r, r + tp, ... instead:
+// (L/tp, in, out), split dim 0 in L/tp groups.
 class BlockLinear : public Module {
  public:
   BlockLinear(int64_t blocks, int64_t in_features, int64_t out_features, const ParamOptions& options, InitRule init,
-              TensorParallel parallel = TensorParallel::Column, const TensorParallelContext& tp = {});
-  Tensor forward(const Tensor& x) const;  // (..., L, in) -> (..., L, out_local)
-  const Tensor& weight() const { return weight_; }  // (L, in, out_local)
+              TensorParallel parallel = TensorParallel::Column, const TensorParallelContext& tp = {},
+              bool split_blocks = false);
+  Tensor forward(const Tensor& x) const;  // (..., L_local, in) -> (..., L_local, out_local)
+  const Tensor& weight() const { return weight_; }  // (L_local, in, out_local)
 
  private:
   int64_t blocks_, in_, out_local_;

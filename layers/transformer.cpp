@@ -45,7 +45,7 @@ TransformerLM::TransformerLM(const ModelConfig& config, uint64_t seed, DType par
     : config_(config), options_{param_dtype, device}, tp_(tp) {
   config_.validate();
   LATTE_REQUIRE(is_floating(param_dtype), "model parameters must be a float dtype, got ", dtype_name(param_dtype));
-  check_tensor_parallel(config_, tp.tp_size);
+  check_tensor_parallel(config_, tp.tp_size, tp.mlra_layout);
   const int64_t d = config.d_model, V = config.vocab_size;
   tok_embed_ = register_module("tok_embed", std::make_unique<Embedding>(V, d, options_, InitRule::normal(config.init.std), tp,
                                                                         /*vocab_parallel=*/true));
@@ -100,9 +100,7 @@ void TransformerLM::check_ids(const Tensor& ids, const char* what) const {
 }
 
 KVCache TransformerLM::make_cache(int64_t batch, int64_t capacity) const {
-  LATTE_REQUIRE(!tp_.enabled(), "decoding with a KV cache is not implemented for tensor parallelism (tp = ", tp_.tp_size,
-                "); merge the shards (read_merged_tp_shards) and decode with a tp = 1 model");
-  return KVCache(config_, batch, capacity, options_.dtype, options_.device);
+  return KVCache(config_, batch, capacity, options_.dtype, options_.device, tp_);
 }
 
 Tensor TransformerLM::run_blocks(Tensor h, const Tensor& ids, KVCache* cache, bool absorbed) const {
@@ -183,14 +181,24 @@ Tensor TransformerLM::loss(const Tensor& ids, const Tensor& targets) const {
 
 Tensor TransformerLM::forward_cached(const Tensor& ids, KVCache& cache, bool absorbed) const {
   check_ids(ids, "forward_cached");
-  LATTE_REQUIRE(!tp_.enabled(), "forward_cached: decoding is not implemented for tensor parallelism (tp = ", tp_.tp_size,
-                "); merge the shards (read_merged_tp_shards) and decode with a tp = 1 model");
+  LATTE_REQUIRE(cache.num_layers() == config_.n_layers, "forward_cached: the cache has ", cache.num_layers(),
+                " layers but the model ", config_.n_layers, "; make the cache with model.make_cache()");
+  for (int64_t i = 0; i < config_.n_layers; ++i) {
+    const AttentionConfig& a = config_.layer_attention(i);
+    const LayerKVCache& c = cache.layer(i);
+    const int64_t have = a.is_latent() ? c.latent.size(2) : c.key.size(2);
+    const int64_t want = a.is_latent() ? local_latent_dim(a, tp_) : local_kv_heads(a, tp_);
+    LATTE_REQUIRE(have == want, "forward_cached: layer ", i, "'s cache holds ", have, a.is_latent() ? " latent channels" : " kv heads",
+                  " but this model (tp rank ", tp_.tp_rank, " of ", tp_.tp_size, ", MLRA layout ",
+                  mlra_tp_layout_name(tp_.mlra_layout), ") needs ", want, "; make the cache with model.make_cache()");
+  }
   autograd::NoGradGuard no_grad;
   cache.write_token_ids(ids);  // checks batch and capacity
-  Tensor h = tok_embed_->forward(ids);  // (B, t_new, d)
+  Tensor h = tok_embed_->forward(ids);  // (B, t_new, d) (vocab-parallel under TP: summed over the ranks)
   h = run_blocks(h, ids, &cache, absorbed);
   cache.advance(ids.size(1));
-  return linear(final_norm_->forward(h), output_weight());  // (B, t_new, V)
+  Tensor local = linear(final_norm_->forward(h), output_weight());  // (B, t_new, V/tp)
+  return tp_.enabled() ? dist::gather_from_tp(local, tp_.group("forward_cached")) : local;  // (B, t_new, V)
 }
 
 }  // namespace latte

@@ -6,7 +6,10 @@
 // TensorParallelContext, every rank holds the spec's parameter names with local shapes (its heads,
 // ffn channels and vocabulary rows); the token embedding and the loss are vocab-parallel; loss() is
 // identical on every TP rank. After the backward the trainer all-reduces the gradients of
-// tp_replicated_parameters() over the TP group. Decoding (KV cache) is tp = 1 only.
+// tp_replicated_parameters() over the TP group. Decoding (KV cache) works under TP too: every TP rank
+// calls forward_cached with the same ids and gets the same gathered logits; its cache holds its shard
+// (layers/kv_cache.h). Build with TensorParallelContext::of(group, MlraTpLayout::Blocks) for MLRA's
+// block-per-rank decode layout.
 #pragma once
 #include <map>
 #include <memory>
@@ -77,8 +80,11 @@ class TransformerLM : public Module {
   int64_t loss_chunk_rows() const;
 
   // Decoding (no grad): appends ids (B, t_new) to `cache` and returns the logits (B, t_new, V) of the new
-  // positions. absorbed selects the absorbed path for MLA / EG-MLA(latent) / MLRA layers.
+  // positions. absorbed selects the absorbed path for MLA / EG-MLA(latent) / MLRA layers. Under TP every TP
+  // rank must call it with the same ids (it contains collectives); the logits are gathered from the vocab
+  // shards (the same bits on every rank).
   Tensor forward_cached(const Tensor& ids, KVCache& cache, bool absorbed = false) const;
+  // A cache for this model: under TP this rank's share (per-rank bytes: cache.bytes()).
   KVCache make_cache(int64_t batch, int64_t capacity) const;
 
   // The LM head weight (V, d): lm_head.weight, or tok_embed.weight when tied. Under TP this rank's

@@ -14,10 +14,10 @@ Attention::Attention(const ModelConfig& model, const AttentionConfig& config, co
       norm_eps_(model.norm_eps),
       init_(model.init),
       tp_(tp),
-      local_heads_(config.n_heads / tp.tp_size),
+      local_heads_(mlra_shard(config, tp).heads),
       head_groups_(config.kind == AttentionKind::MLRA ? config.head_groups() : 1) {
-  LATTE_CHECK(config.n_heads % tp.tp_size == 0, "n_heads ", config.n_heads, " over tp ", tp.tp_size,
-              " (check_tensor_parallel runs first)");
+  LATTE_CHECK(config.n_heads % tp.tp_size == 0 || (config.kind == AttentionKind::MLRA && tp.mlra_blocks()), "n_heads ",
+              config.n_heads, " over tp ", tp.tp_size, " (check_tensor_parallel runs first)");
 }
 
 std::unique_ptr<Attention> make_attention(const ModelConfig& model, int64_t layer, const ParamOptions& options,

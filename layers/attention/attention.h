@@ -4,7 +4,9 @@
 // being the last positions). Modules are written in terms of local head counts: under tensor
 // parallelism (layers/tensor_parallel.h) each rank holds n_heads / tp query heads and the matching
 // shards of the column-parallel projections and of the row-parallel wo; the input x is inside a TP
-// region (the block opened it) and the output is already all-reduced by wo. Decoding is tp = 1 only.
+// region (the block opened it) and the output is already all-reduced by wo. Decoding works the same way
+// under TP: each rank caches and attends with its shard (MLRA can instead split its latent blocks,
+// MlraTpLayout::Blocks); a decode step of one token uses the split-K decode kernels where they apply.
 #pragma once
 #include <memory>
 
@@ -37,7 +39,7 @@ class Attention : public Module {
   double norm_eps_;
   InitConfig init_;
   TensorParallelContext tp_;
-  // Heads held by this rank: n_heads / tp.
+  // Query heads attended by this rank: n_heads / tp (MLRA's Blocks layout: see MlraShard).
   int64_t local_heads_;
   // Groups of heads whose slices each rank holds (ShardLayout::groups): MLRA's blocks / branches (the
   // heads a block serves form one group), 1 otherwise.

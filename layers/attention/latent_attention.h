@@ -11,7 +11,14 @@
 // Tensor parallelism: the query projection (wq / wq_b) and wo are split by head (MLRA: by head inside
 // each head group, see head_groups_); the latent path (wq_a, q_norm, wkv_a, the latent norms) and the
 // shared rope key are replicated: every rank computes c_t and k^R_t in full and expands only its heads.
+// MLRA's decode layout (MlraTpLayout::Blocks) keeps wq / wq_b / wo whole instead and uses the rows /
+// columns of the head groups its latent blocks serve (head_ranges_), then all-reduces wo's output.
+// Decoding one token per step (T = 1) runs the absorbed path through the split-K latent decode op, one
+// call per latent block held, and MHA through the GQA decode op, where the device supports the shapes.
 #pragma once
+#include <utility>
+#include <vector>
+
 #include "layers/attention/attention.h"
 #include "layers/linear.h"
 #include "layers/norm.h"
@@ -42,6 +49,14 @@ class LatentAttention : public Attention {
   double latent_scale_for(int64_t width) const;
   Tensor scaled(const Tensor& x, int64_t width) const;
 
+  // What this rank holds of the latent (MlraShard; 1 and 1 for MLA / EG-MLA): local blocks L' and branches R'.
+  int64_t local_blocks_ = 1;
+  int64_t local_branches_ = 1;
+  // MLRA Blocks layout: the query heads served here as (first head, count) ranges of the full head list;
+  // empty otherwise (wq / wo are then this rank's shards and used whole).
+  std::vector<std::pair<int64_t, int64_t>> head_ranges_;
+  bool block_layout() const { return !head_ranges_.empty(); }
+
   Tensor inv_freq_;          // (d_r / 2) f32
   // Query: wq (d_cq = 0) or wq_a -> q_norm -> wq_b.
   Linear* wq_ = nullptr;     // column-parallel (n_h (d_n + d_r) / tp, d)
@@ -53,6 +68,9 @@ class LatentAttention : public Attention {
 
  private:
   Tensor query(const Tensor& x) const;  // (B, T, d) -> (B, T, n_h (d_n + d_r))
+  // x (..., in) through the rows of `w` (out, in) that belong to the local heads, per_head rows each.
+  Tensor head_rows(const Tensor& x, const Linear& w, int64_t per_head) const;
+  Tensor output(const Tensor& o) const;  // (B, T, n_h d_v) -> (B, T, d), all-reduced over TP
   Tensor attend_plain(const Tensor& q, const Tensor& c, const Tensor& k_rope, const AttentionContext& ctx) const;
   Tensor attend_absorbed(const Tensor& q, const Tensor& c, const Tensor& k_rope) const;
 };

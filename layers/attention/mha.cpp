@@ -34,11 +34,14 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx)
   Tensor q = rope(wq_->forward(x).view({B, T, local_heads_, dh}), inv_freq_, ctx.start_pos);  // (B, T, n_h/tp, d_h)
   Tensor k = rope(kv_proj(wk_).view({B, T, local_kv_heads_, dh}), inv_freq_, ctx.start_pos);  // (B, T, n_kv/tp, d_h)
   Tensor v = kv_proj(wv_).view({B, T, local_kv_heads_, dh});                                  // (B, T, n_kv/tp, d_h)
+  Tensor o;
   if (ctx.cache) {
-    k = append_to_cache(ctx.cache->key, k, ctx.start_pos);    // (B, S, n_kv, d_h)
-    v = append_to_cache(ctx.cache->value, v, ctx.start_pos);  // (B, S, n_kv, d_h)
+    k = append_to_cache(ctx.cache->key, k, ctx.start_pos);    // (B, S, n_kv/tp, d_h)
+    v = append_to_cache(ctx.cache->value, v, ctx.start_pos);  // (B, S, n_kv/tp, d_h)
+    // One token: the split-K decode op reads the cache in place (undefined when the device has no kernel).
+    if (T == 1) o = decode_attention(q.reshape({B, local_heads_, dh}), k, v, cfg_.softmax_scale());  // (B, n_h/tp, d_h)
   }
-  Tensor o = attention(q, k, v, 1, cfg_.softmax_scale(), true);  // (B, T, n_h/tp, d_h)
+  if (!o.defined()) o = attention(q, k, v, 1, cfg_.softmax_scale(), true);  // (B, T, n_h/tp, d_h)
   return wo_->forward(o.reshape({B, T, local_heads_ * dh}));     // (B, T, d), all-reduced over TP
 }
 

@@ -7,7 +7,7 @@ namespace latte {
 
 MultiHeadLowRankAttention::MultiHeadLowRankAttention(const ModelConfig& model, const AttentionConfig& config,
                                                      const ParamOptions& options, const TensorParallelContext& tp)
-    : LatentAttention(model, config, options, tp), local_heads_per_block_(config.heads_per_block() / tp.tp_size) {
+    : LatentAttention(model, config, options, tp), local_heads_per_block_(mlra_shard(config, tp).heads_per_block) {
   build_query(options);
   build_wkv_a(options);
   if (config.latent_norm) {
@@ -18,7 +18,7 @@ MultiHeadLowRankAttention::MultiHeadLowRankAttention(const ModelConfig& model, c
   wkv_b_ = register_module("wkv_b", std::make_unique<BlockLinear>(config.blocks, config.block_dim(),
                                                                   config.heads_per_block() * (config.nope_dim + config.v_dim),
                                                                   options, InitRule::normal(init_.std), TensorParallel::Column,
-                                                                  tp));
+                                                                  tp, /*split_blocks=*/tp.mlra_blocks()));
   build_wo(options);
 }
 
@@ -30,11 +30,16 @@ Tensor MultiHeadLowRankAttention::latent(const Tensor& c_raw, const AttentionCon
     for (RMSNorm* n : kv_norm_list_) gains.push_back(n->weight());
     c = group_norm(c_raw, concat(gains, 0), Tensor(), cfg_.blocks, norm_eps_, /*rms=*/true);
   }
-  return scaled(c, cfg_.block_dim());  // s_b = sqrt(d / d_l)
+  c = scaled(c, cfg_.block_dim());  // s_b = sqrt(d / d_l)
+  if (!tp_.mlra_blocks()) return c;
+  // Blocks layout: keep (and cache) only this rank's blocks r, r + tp, ...: (B, T, L/tp d_l).
+  const int64_t B = c.size(0), T = c.size(1), n = tp_.tp_size;
+  return c.contiguous().view({B, T, cfg_.blocks / n, n, cfg_.block_dim()}).narrow(3, tp_.tp_rank, 1).reshape(
+      {B, T, local_blocks_ * cfg_.block_dim()});
 }
 
 void MultiHeadLowRankAttention::expand_kv(const Tensor& c, const AttentionContext&, Tensor* k_nope, Tensor* value) const {
-  const int64_t B = c.size(0), S = c.size(1), L = cfg_.blocks, dn = cfg_.nope_dim, dv = cfg_.v_dim;
+  const int64_t B = c.size(0), S = c.size(1), L = local_blocks_, dn = cfg_.nope_dim, dv = cfg_.v_dim;
   Tensor kv = wkv_b_->forward(c.reshape({B, S, L, cfg_.block_dim()}));  // (B, S, L, H_b (d_n + d_v))
   // Block b, head h is virtual head j = b H_b + h = r n_h + i: the branch-major order attention() expects.
   kv = kv.reshape({B, S, L * local_heads_per_block_, dn + dv});          // (B, S, R n_h, d_n + d_v)
@@ -43,7 +48,7 @@ void MultiHeadLowRankAttention::expand_kv(const Tensor& c, const AttentionContex
 }
 
 void MultiHeadLowRankAttention::absorbed_weights(Tensor* w_uk, Tensor* w_uv) const {
-  const int64_t L = cfg_.blocks, Hb = local_heads_per_block_, dl = cfg_.block_dim(), dn = cfg_.nope_dim, dv = cfg_.v_dim;
+  const int64_t L = local_blocks_, Hb = local_heads_per_block_, dl = cfg_.block_dim(), dn = cfg_.nope_dim, dv = cfg_.v_dim;
   Tensor w = wkv_b_->weight().view({L, dl, Hb, dn + dv});                        // (L, d_l, H_b, d_n + d_v)
   *w_uk = w.narrow(3, 0, dn).permute({0, 2, 3, 1}).reshape({L * Hb, dn, dl});   // (R n_h, d_n, d_l)
   *w_uv = w.narrow(3, dn, dv).permute({0, 2, 3, 1}).reshape({L * Hb, dv, dl});  // (R n_h, d_v, d_l)

@@ -201,14 +201,3 @@ TEST(TpModel, KvHeadsAreReplicatedWhenFewerThanTp) {
   EXPECT_TRUE(model.shard_layout("layers.0.attn.wq.weight").split);
   EXPECT_EQ(model.parameter("layers.0.attn.wq.weight").shape(), (Shape{32 / tp, 32}));
 }
-
-TEST(TpModel, DecodingIsRefusedClearly) {
-  auto group = tp_group_of(world().size());
-  TransformerLM model(config_of(variants()[0]), kSeed, DType::F32, Device::cpu(), TensorParallelContext::of(group.get()));
-  try {
-    model.make_cache(1, 8);
-    ADD_FAILURE() << "make_cache should refuse tp > 1";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("tensor parallelism"), std::string::npos) << e.what();
-  }
-}

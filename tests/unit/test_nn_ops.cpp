@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/basic_functions.h"
 #include "autograd/nn_functions.h"
 #include "autograd/node.h"
 #include "core/tensor.h"
@@ -381,6 +382,57 @@ TEST_P(NnDtype, AttentionDecodeEqualsTheFullForwardRows) {
   Tensor full = attention(q, k, v, 2, 0.35);
   Tensor dec = attention(q.narrow(1, S - T, T), k, v, 2, 0.35);
   EXPECT_LT(rel_err(dec.to_vector(), full.narrow(1, S - T, T).to_vector()), tol(dt));
+}
+
+TEST_P(NnDtype, DecodeOpsEqualAttentionOfOneRow) {
+  // ops::decode_attention / decode_attention_latent (one token against a cache, every position visible) against
+  // attention() of that one query row, reading the caches as strided views (the valid prefix of a longer buffer,
+  // one latent block of a wider latent), with the optional lse.
+  const DType dt = GetParam();
+  const DType sd = dt == DType::F64 ? DType::F64 : DType::F32;
+  const int64_t B = 2, S = 9, cap = 13, Hq = 6, Hk = 2, D = 8, Dv = 5;
+  autograd::NoGradGuard no_grad;
+  Tensor q = randn({B, 1, Hq, D}, 500, dt);
+  Tensor k = randn({B, cap, Hk, D}, 501, dt).narrow(1, 0, S), v = randn({B, cap, Hk, Dv}, 502, dt).narrow(1, 0, S);
+  Tensor ref = attention(q, k, v, 1, 0.3, false);  // (B, 1, Hq, Dv)
+  Tensor out = decode_attention(q.reshape({B, Hq, D}), k, v, 0.3);
+  ASSERT_TRUE(out.defined());
+  EXPECT_LT(rel_err(out.to_vector(), ref.to_vector()), tol(dt));
+  Tensor lse = Tensor::empty({B, Hq}, sd), out2 = Tensor::empty({B, Hq, Dv}, dt);
+  ops::decode_attention(out2, lse, q.reshape({B, Hq, D}), k, v, 0.3);
+  Tensor ref_out, ref_lse = attn_lse(q, k, v, 1, 0.3, false, &ref_out);  // (B, Hq, 1)
+  EXPECT_LT(rel_err(lse.to_vector(), ref_lse.to_vector()), tol(dt));
+
+  // Latent: block 1 of a (B, cap, 3 * Dc) latent buffer, the rope key of its own buffer; with and without rope.
+  const int64_t H = 4, Dc = 6, Dr = 4;
+  Tensor latents = randn({B, cap, 3 * Dc}, 503, dt).narrow(1, 0, S).reshape({B, S, 3, Dc});
+  Tensor c = latents.select(2, 1), kr = randn({B, cap, Dr}, 504, dt).narrow(1, 0, S);
+  Tensor qa = randn({B, H, Dc}, 505, dt), qr = randn({B, H, Dr}, 506, dt);
+  for (bool with_rope : {true, false}) {
+    SCOPED_TRACE(with_rope ? "with rope" : "no rope");
+    Tensor kk = with_rope ? concat({c, kr}, 2) : c.contiguous();                       // (B, S, Dc [+ Dr])
+    Tensor qq = with_rope ? concat({qa, qr}, 2) : qa;                                  // (B, H, Dc [+ Dr])
+    Tensor zref = attention(qq.unsqueeze(1), kk.unsqueeze(2), c.unsqueeze(2), 1, 0.4, false);  // (B, 1, H, Dc)
+    Tensor z = decode_attention_latent(qa, with_rope ? qr : Tensor(), c, with_rope ? kr : Tensor(), 0.4);
+    ASSERT_TRUE(z.defined());
+    EXPECT_EQ(z.shape(), Shape({B, H, Dc}));
+    EXPECT_LT(rel_err(z.to_vector(), zref.to_vector()), tol(dt));
+  }
+}
+
+TEST(NnBadInput, DecodeAttentionShapes) {
+  Tensor qa = Tensor::randn({2, 3, 6}, 4), c = Tensor::randn({2, 5, 6}, 5);
+  {
+    autograd::NoGradGuard no_grad;
+    Tensor q = Tensor::randn({2, 6, 8}, 1), k = Tensor::randn({2, 5, 4, 8}, 2), v = Tensor::randn({2, 5, 4, 7}, 3);
+    expect_error([&] { decode_attention(q, k, v, 0.3); }, {"[2, 6, 8]", "[2, 5, 4, 8]"});  // 6 heads over 4 kv heads
+    expect_error([&] { decode_attention(q.unsqueeze(1), k, v, 0.3); }, {"(B, Hq, Dqk)", "[2, 1, 6, 8]"});
+    expect_error([&] { decode_attention_latent(qa, Tensor::randn({2, 3, 4}, 6), c, Tensor(), 0.3); }, {"both q_rope and kr"});
+    expect_error([&] { decode_attention_latent(qa, Tensor(), Tensor::randn({2, 5, 7}, 7), Tensor(), 0.3); }, {"[2, 5, 7]"});
+  }
+  Tensor needs_grad = Tensor::randn({2, 3, 6}, 8);
+  needs_grad.set_requires_grad(true);
+  expect_error([&] { decode_attention_latent(needs_grad, Tensor(), c, Tensor(), 0.3); }, {"inference-only"});
 }
 
 TEST(NnBackward, AttentionF32AgreesWithF64) {
