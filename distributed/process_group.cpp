@@ -2,6 +2,9 @@
 // factory that picks NCCL / MPI / single (distributed/process_group.h).
 #include "distributed/process_group.h"
 
+#include <cstdlib>
+#include <string>
+
 #include "autograd/node.h"
 #include "distributed/backends.h"
 #include "distributed/world.h"
@@ -88,9 +91,15 @@ std::shared_ptr<ProcessGroup> new_group(const World& world, int color, int key, 
 #ifdef LATTE_WITH_MPI
   if (world.comm()) {
     std::shared_ptr<MpiComm> comm = mpi_comm_split(*world.comm(), color, key);
-    if (comm->size == 1) return std::make_shared<SingleProcessGroup>(name);
 #ifdef LATTE_HAS_NCCL_GROUP
+    // A one-rank group needs no communication; LATTE_NCCL_SINGLE_RANK=1 still gives it an NCCL communicator,
+    // so that the NCCL path (communicator set-up, stream ordering) can be exercised on a one-GPU machine.
+    const char* force = std::getenv("LATTE_NCCL_SINGLE_RANK");
+    const bool nccl_for_one = force && std::string(force) == "1";
+    if (comm->size == 1 && !(device.is_cuda() && nccl_for_one)) return std::make_shared<SingleProcessGroup>(name);
     if (device.is_cuda()) return make_nccl_process_group(std::move(comm), device.index, name);
+#else
+    if (comm->size == 1) return std::make_shared<SingleProcessGroup>(name);
 #endif
     return make_mpi_process_group(std::move(comm), name);
   }

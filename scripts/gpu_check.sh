@@ -59,6 +59,16 @@ rc=$?
 [ $rc -ne 0 ] && status=1
 summary+=("test_cuda LATTE_CUDA_ALLOC=plain (rc $rc): $(gtest_summary "$LOG/test_cuda_plain.log")")
 
+# The NCCL path with one rank (issue 8): a one-rank group is normally the no-communication "single"
+# backend; LATTE_NCCL_SINGLE_RANK=1 makes it an NCCL communicator so the CUDA collective tests run on it.
+if cmake --build "$BUILD" -j "$JOBS" --target test_distributed >"$LOG/build_dist.log" 2>&1 && command -v mpirun >/dev/null; then
+  LATTE_NCCL_SINGLE_RANK=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 \
+    mpirun -np 1 "$BUILD/test_distributed" --gtest_filter='Cuda*' >"$LOG/nccl_one_rank.log" 2>&1
+  rc=$?
+  [ $rc -ne 0 ] && status=1
+  summary+=("CUDA collectives, NCCL with one rank (rc $rc): $(gtest_summary "$LOG/nccl_one_rank.log")")
+fi
+
 t0=$(date +%s)
 timeout 240 "$BUILD/bench_kernels" >"$LOG/bench.log" 2>&1
 rc=$?

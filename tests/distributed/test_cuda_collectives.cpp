@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "autograd/basic_functions.h"
 #include "autograd/node.h"
@@ -53,10 +55,12 @@ TEST(CudaCollectives, AllReduceSumAndAvgInF32AndBf16) {
   REQUIRE_GPUS();
   const Device dev = world().select_device(DeviceType::CUDA);
   auto group = world_group(world(), dev);
-#ifdef LATTE_WITH_NCCL
-  EXPECT_EQ(group->backend(), "nccl");
-#endif
   const int n = group->size();
+#ifdef LATTE_WITH_NCCL
+  // One rank gets NCCL only when asked (LATTE_NCCL_SINGLE_RANK=1: scripts/gpu_check.sh runs this suite so).
+  const char* force = std::getenv("LATTE_NCCL_SINGLE_RANK");
+  if (n > 1 || (force && std::string(force) == "1")) EXPECT_EQ(group->backend(), "nccl");
+#endif
   for (DType dtype : {DType::F32, DType::BF16}) {
     Tensor s = rank_data({1000, 3}, group->rank(), 1).to(dtype).to(dev);
     Tensor a = rank_data({1000, 3}, group->rank(), 1).to(dtype).to(dev);
