@@ -74,16 +74,22 @@ std::vector<int64_t> parse_list(const std::string& option, const std::string& te
 }
 
 // Fills every layer's cache buffers with N(0, 1) values (random latents / keys / values: the latency of a
-// decode step does not depend on them) and marks `context` positions as cached.
+// decode step does not depend on them) and marks `context` positions as cached. One block of up to 4096
+// random positions per buffer is generated and repeated along the context by device copies: Philox fills
+// run on the host, and 1M positions of a 24-layer model are ~10^10 values.
 void fill_cache(KVCache& cache, int64_t context, uint64_t seed) {
   autograd::NoGradGuard no_grad;
+  constexpr int64_t kBlock = 4096;
   uint64_t stream = 0;
   for (int64_t i = 0; i < cache.num_layers(); ++i) {
     const LayerKVCache& c = cache.layer(i);
     for (const Tensor* t : {&c.key, &c.value, &c.latent, &c.rope_key}) {
       if (!t->defined()) continue;
-      Tensor prefix = t->narrow(1, 0, context);  // (B, context, ...)
-      prefix.copy_(Tensor::randn(prefix.shape(), seed, (++stream) << 40, 1.0, t->dtype(), t->device()));
+      const int64_t block = std::min(context, kBlock);
+      Tensor first = t->narrow(1, 0, block);  // (B, block, ...)
+      first.copy_(Tensor::randn(first.shape(), seed, (++stream) << 40, 1.0, t->dtype(), t->device()));
+      for (int64_t start = block; start < context; start += block)
+        t->narrow(1, start, std::min(block, context - start)).copy_(first.narrow(1, 0, std::min(block, context - start)));
     }
   }
   cache.advance(context);  // token ids (EG-MLA kv) stay 0: valid ids
