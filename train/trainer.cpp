@@ -124,6 +124,9 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   // ---- resume ---------------------------------------------------------------------------------------
   CheckpointStore store(cfg.checkpoint.dir, cfg.checkpoint.keep_last);
   int64_t start_step = 0, tokens_seen = 0;
+  // The NaN/spike guard's state travels in checkpoints too, so that a resumed run skips the same steps.
+  int64_t bad_in_a_row = 0;
+  double loss_ema = -1;  // running mean of accepted losses; < 0 until the first accepted step
   data::LoaderState loader_state{0, 0, tc.seed, 0};
   std::optional<std::string> resume_dir;
   if (options.resume == "auto") {
@@ -146,6 +149,10 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
     tokens_seen = state.at("tokens_seen").get<int64_t>();
     optimizer.load_state(*resume_dir, state.at("optimizer_step").get<int64_t>());
     loader_state = state.at("loader").get<data::LoaderState>();
+    if (state.contains("guard")) {  // absent in checkpoints written before the guard state was saved
+      loss_ema = state.at("guard").at("loss_ema").get<double>();
+      bad_in_a_row = state.at("guard").at("bad_in_a_row").get<int64_t>();
+    }
     log::info("resumed from ", *resume_dir, " at step ", start_step);
   }
   data::DataLoader loader(lc, loader_state);
@@ -185,6 +192,7 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
                             {"tokens_seen", tokens_seen},
                             {"optimizer_step", optimizer.steps_taken()},
                             {"loader", loader.state()},
+                            {"guard", {{"loss_ema", loss_ema}, {"bad_in_a_row", bad_in_a_row}}},
                             {"seed", tc.seed},
                             {"world", {{"dp", cfg.parallel.dp}, {"tp", cfg.parallel.tp}}},
                             {"config", YAML::Dump(cfg.resolved)}};
@@ -209,8 +217,6 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
               " micro-batches of ", tc.micro_batch, "x", tc.seq_len, ")");
 
   TrainResult result;
-  int64_t bad_in_a_row = 0;
-  double loss_ema = -1;
   const auto t_start = Clock::now();
   int64_t step = start_step;
   for (; step < end_step; ++step) {

@@ -102,6 +102,33 @@ TEST(Trainer, ResumeIsBitwiseIdentical) {
   }
 }
 
+// The spike guard's running mean and bad-step count are part of the checkpoint: with a guard tight enough
+// to skip steps, N straight steps and k + resume + (N - k) skip the same steps and end with the same state.
+TEST(Trainer, ResumeKeepsTheSpikeGuardState) {
+  const std::vector<std::string> guard = {"train.spike_factor=1.0", "train.max_bad_steps=100", "train.steps=12",
+                                          "eval.every=0"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.end(), guard.begin(), guard.end());
+    return extra;
+  };
+  train(config("guard_straight", with({})), {"", true});
+  train(config("guard_resumed", with({"train.stop_after=5"})), {"", true});
+  train(config("guard_resumed", with({})), {"auto", true});
+  std::vector<nlohmann::json> a = metrics("guard_straight"), b = metrics("guard_resumed");
+  ASSERT_EQ(a.size(), b.size());  // skipped steps write no row: the same steps were skipped
+  EXPECT_LT(a.size(), 12u) << "the guard skipped nothing, so this test would not see a lost running mean";
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i]["step"].get<int64_t>(), b[i]["step"].get<int64_t>());
+    EXPECT_EQ(a[i]["loss"].get<double>(), b[i]["loss"].get<double>()) << "row " << i;
+  }
+  auto guard_state = [&](const std::string& run) {
+    std::ifstream in(root() + "/" + run + "/ckpt/step_00000012/state.json");
+    return nlohmann::json::parse(in).at("guard");
+  };
+  EXPECT_EQ(guard_state("guard_straight"), guard_state("guard_resumed"));
+  EXPECT_GT(guard_state("guard_straight").at("loss_ema").get<double>(), 0.0);
+}
+
 TEST(Trainer, SameSeedSameLosses) {
   train(config("seed_a", {"train.steps=3"}), {"", true});
   train(config("seed_b", {"train.steps=3"}), {"", true});
