@@ -145,11 +145,16 @@ void TrainOptimizer::step(double lr, double grad_scale) {
 }
 
 std::string TrainOptimizer::state_file() const {
-  if (!zero_) return rank_file("optimizer", run_);
+  // Without ZeRO-1 the DP replicas hold identical optimizer states (same averaged gradients, same
+  // updates): the first replica of each TP rank writes it (world rank = tp_rank there) and every replica
+  // reads that file. Before this, every rank wrote its own identical copy under its own rank; those
+  // checkpoints still load, since the first replica's file has the same name.
+  if (!zero_) return str("optimizer-rank", run_.tp_rank, ".safetensors");
   return str("optimizer-tp", run_.tp_rank, "-dp", run_.dp_rank, ".safetensors");
 }
 
 void TrainOptimizer::save_state(const std::string& checkpoint_dir) const {
+  if (!zero_ && run_.dp_rank != 0) return;  // a copy of the first replica's state (state_file())
   write_safetensors((fs::path(checkpoint_dir) / state_file()).string(), adamw_->state());
 }
 
