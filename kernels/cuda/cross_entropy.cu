@@ -38,6 +38,7 @@
 
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/smem_staging.cuh"
 
 namespace latte::cuda {
 
@@ -100,7 +101,6 @@ __global__ void cross_entropy_kernel(float* losses, void* dlogits, int dtd, cons
 constexpr int kSmemThreads = 1024;       // at most; ~6 units of 8 logits per thread below that
 constexpr int64_t kSmemMinVocab = 1024;  // narrower rows (e.g. the tensor-parallel lse over ranks) stay on v1
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr uint32_t kCopyChunk = 32768;  // bytes per bulk copy instruction
 
 __device__ __forceinline__ float fast_exp2(float x) {  // 2^x; ex2(-inf) = 0
   float y;
@@ -108,39 +108,6 @@ __device__ __forceinline__ float fast_exp2(float x) {  // 2^x; ex2(-inf) = 0
   return y;
 }
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");
-}
-
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
-        : "=r"(done)
-        : "r"(smem_addr(bar)), "r"(parity)
-        : "memory");
-  } while (!done);
-}
-
-// Copies `bytes` (a multiple of 16; both addresses 16-byte aligned) from global to shared memory and makes
-// `bar` complete its current phase once they have landed. One thread calls it.
-__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
-  for (uint32_t off = 0; off < bytes; off += kCopyChunk) {
-    const uint32_t n = bytes - off < kCopyChunk ? bytes - off : kCopyChunk;
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                     smem_addr(static_cast<char*>(dst) + off)),
-                 "l"(static_cast<const char*>(src) + off), "r"(n), "r"(smem_addr(bar))
-                 : "memory");
-  }
-}
-#endif
 
 // Merges the running softmax statistics (m, s) with (m2, s2): s counts sum exp(x - m).
 __device__ __forceinline__ void merge_stats(float& m, float& s, float m2, float s2) {
@@ -191,9 +158,11 @@ __global__ void __launch_bounds__(kSmemThreads, 1)
   __syncthreads();
   // Row `row` (target t) into buffer b, unless it is past the end or ignored (then nobody waits for it).
   auto issue = [&](int64_t row, int64_t t, int b) {
-    if (row < N && t != ignore_index)
-      bulk_load(rows_smem + b * row_bytes, static_cast<const char*>(logits) + row * static_cast<int64_t>(row_bytes),
+    if (row < N && t != ignore_index) {
+      mbar_arrive_expect(&full[b], row_bytes);
+      bulk_copy(rows_smem + b * row_bytes, static_cast<const char*>(logits) + row * static_cast<int64_t>(row_bytes),
                 row_bytes, &full[b]);
+    }
   };
   auto target_of = [&](int64_t row) -> int64_t { return row < N ? targets[row] : 0; };
   if (threadIdx.x == 0) {
@@ -267,40 +236,6 @@ __global__ void __launch_bounds__(kSmemThreads, 1)
 #endif
 }
 
-// Blocks of `kernel` resident per SM at this block size and dynamic shared memory, after raising the kernel's
-// shared-memory limit to at least `smem` (never lowering it: a cached launch with more must still fit).
-// Cached per device, since the host work before a launch shows in a 0.1 ms kernel's time.
-template <typename K>
-int blocks_per_sm(K kernel, int threads, size_t smem) {
-  struct Entry {
-    const void* fn;
-    int device, threads;  // threads 0: the kernel's shared-memory limit, in smem
-    size_t smem;
-    int per_sm;
-  };
-  static std::mutex mu;
-  static std::vector<Entry> cache;
-  const void* fn = reinterpret_cast<const void*>(kernel);
-  const int device = current_device();
-  std::lock_guard<std::mutex> lock(mu);
-  for (const Entry& e : cache)
-    if (e.fn == fn && e.device == device && e.threads == threads && e.smem == smem) return e.per_sm;
-  Entry* limit = nullptr;
-  for (Entry& e : cache)
-    if (e.fn == fn && e.device == device && e.threads == 0) limit = &e;
-  if (!limit || limit->smem < smem) {
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    if (limit)
-      limit->smem = smem;
-    else
-      cache.push_back({fn, device, 0, smem, 0});
-  }
-  int per_sm = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-  per_sm = std::max(per_sm, 1);
-  cache.push_back({fn, device, threads, smem, per_sm});
-  return per_sm;
-}
 
 }  // namespace
 
