@@ -2,11 +2,19 @@
 // Every rank runs every test in the same order; collectives inside a test must be reached by all
 // ranks, so tests use EXPECT_* (not ASSERT_*) around collective calls.
 #pragma once
+#include <mpi.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
+#include "data/shard.h"
 #include "distributed/world.h"
 
 namespace latte::test {
@@ -35,6 +43,40 @@ inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   double m = 0;
   for (size_t i = 0; i < va.size(); ++i) m = std::max(m, std::fabs(va[i] - vb[i]));
   return m;
+}
+
+inline int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+inline int world_size() {
+  int s = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &s);
+  return s;
+}
+
+// A run directory every rank sees, for the training tests: rank 0 makes <tmp>/<prefix><pid> with a
+// synthetic corpus (data/syn_train_000000.bin: 26000 tokens, data/syn_val_000000.bin: 4000; ids < 89, a
+// learnable pattern) and `run_yaml` as run.yaml, then broadcasts the path. Call it from every rank.
+inline std::string shared_run_dir(const std::string& prefix, const std::string& run_yaml) {
+  char name[256] = {0};
+  if (world_rank() == 0) {
+    namespace fs = std::filesystem;
+    const std::string dir = (fs::temp_directory_path() / (prefix + std::to_string(::getpid()))).string();
+    fs::remove_all(dir);
+    fs::create_directories(dir + "/data");
+    std::vector<int32_t> tokens;
+    for (int i = 0; i < 30000; ++i) tokens.push_back((i * 7 + (i / 13) % 5) % 89);
+    data::write_shard(dir + "/data/syn_train_000000.bin", {tokens.data(), 26000}, data::ShardFormat::Bin,
+                      data::TokenDtype::U16);
+    data::write_shard(dir + "/data/syn_val_000000.bin", {tokens.data() + 26000, 4000}, data::ShardFormat::Bin,
+                      data::TokenDtype::U16);
+    std::ofstream(dir + "/run.yaml") << run_yaml;
+    std::snprintf(name, sizeof(name), "%s", dir.c_str());
+  }
+  MPI_Bcast(name, sizeof(name), MPI_CHAR, 0, MPI_COMM_WORLD);
+  return std::string(name);
 }
 
 }  // namespace latte::test

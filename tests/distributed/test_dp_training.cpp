@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "data/shard.h"
+#include "dist_test_util.h"
 #include "train/experiment.h"
 #include "train/trainer.h"
 
@@ -19,31 +20,11 @@ using namespace latte;
 
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int s = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &s);
-  return s;
-}
+using test::world_rank;
+using test::world_size;
 
-// One directory shared by all ranks: rank 0 picks it and writes the corpus, then broadcasts the name.
 std::string shared_root() {
-  static std::string root = [] {
-    char name[256] = {0};
-    if (world_rank() == 0) {
-      std::string dir = (fs::temp_directory_path() / ("latte_dp_" + std::to_string(::getpid()))).string();
-      fs::remove_all(dir);
-      fs::create_directories(dir + "/data");
-      std::vector<int32_t> tokens;
-      for (int i = 0; i < 30000; ++i) tokens.push_back((i * 7 + (i / 13) % 5) % 89);
-      data::write_shard(dir + "/data/syn_train_000000.bin", {tokens.data(), 26000}, data::ShardFormat::Bin, data::TokenDtype::U16);
-      data::write_shard(dir + "/data/syn_val_000000.bin", {tokens.data() + 26000, 4000}, data::ShardFormat::Bin,
-                        data::TokenDtype::U16);
-      std::ofstream(dir + "/run.yaml") << R"(model:
+  static const std::string root = test::shared_run_dir("latte_dp_", R"(model:
   vocab_size: 96
   d_model: 32
   n_layers: 2
@@ -52,12 +33,7 @@ std::string shared_root() {
   attention: {kind: egmla, n_heads: 4, kv_rank: 16, rope_dim: 4, nope_dim: 8, v_dim: 8, gate: {embed_dim: 8}}
 train: {steps: 4, seed: 3, seq_len: 16, lr: 3.0e-3, warmup_steps: 1, dtype: f32, device: cpu}
 eval: {every: 2, batches: 2}
-)";
-      std::snprintf(name, sizeof(name), "%s", dir.c_str());
-    }
-    MPI_Bcast(name, sizeof(name), MPI_CHAR, 0, MPI_COMM_WORLD);
-    return std::string(name);
-  }();
+)");
   return root;
 }
 
