@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "autograd/node.h"
+#include "autograd/precomputed_grad.h"
 #include "distributed/process_group.h"
 #include "kernels/ops.h"
 
@@ -11,25 +12,18 @@ namespace latte {
 
 namespace {
 
-// g (one element) * x, without reading g on the host (no device sync in the backward).
-Tensor scaled_by(const Tensor& x, const Tensor& g) {
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  ops::copy(out, g.reshape(Shape{}).expand(x.shape()));
-  ops::mul(out, out, x);
-  return out;
+// The end of both variants: the mean loss over the counted rows from the per-row losses (N), and the
+// precomputed gradients for the backward.
+Tensor finish_loss(const Tensor& losses, double grad_scale, const Tensor& hidden, const Tensor& weight,
+                   const Tensor& targets, const Tensor& d_hidden, const Tensor& d_weight, bool grad) {
+  Tensor loss = Tensor::empty(Shape{}, losses.dtype(), losses.device());
+  ops::sum(loss, losses);
+  ops::scale(loss, loss, grad_scale);
+  if (grad)
+    autograd::record_precomputed_gradients(loss, {hidden, weight, targets}, {d_hidden, d_weight, Tensor()},
+                                           "LmHeadCrossEntropyBackward");
+  return loss;
 }
-
-struct LmHeadCrossEntropyBackward : autograd::Node {
-  Tensor d_hidden;  // (N, d), for a unit incoming gradient
-  Tensor d_weight;  // (V, d) f32 (f64 for f64 weights)
-  std::vector<Tensor> apply(const std::vector<Tensor>& grads) override {
-    Tensor dh = d_hidden.defined() ? scaled_by(d_hidden, grads[0]) : Tensor();
-    Tensor dw = d_weight.defined() ? scaled_by(d_weight, grads[0]) : Tensor();
-    return {dh, dw, Tensor()};
-  }
-  void release() override { d_hidden = d_weight = Tensor(); }
-  std::string name() const override { return "LmHeadCrossEntropyBackward"; }
-};
 
 }  // namespace
 
@@ -57,16 +51,7 @@ Tensor lm_head_cross_entropy(const Tensor& hidden, const Tensor& weight, const T
     if (d_hidden.defined()) ops::matmul(d_hidden.narrow(0, r, n), dlogits, w, false, false, 1.0, 0.0);  // dlogits W
     if (d_weight.defined()) ops::matmul(d_weight, dlogits, rows, true, false, 1.0, 1.0);               // += dlogits^T h
   }
-  Tensor loss = Tensor::empty(Shape{}, acc, h.device());
-  ops::sum(loss, losses);
-  ops::scale(loss, loss, grad_scale);
-  if (grad) {
-    auto node = std::make_shared<LmHeadCrossEntropyBackward>();
-    node->d_hidden = d_hidden;
-    node->d_weight = d_weight;
-    autograd::record(node, {hidden, weight, targets}, {loss});
-  }
-  return loss;
+  return finish_loss(losses, grad_scale, hidden, weight, targets, d_hidden, d_weight, grad);
 }
 
 }  // namespace latte
@@ -194,16 +179,7 @@ Tensor vocab_parallel_lm_head_cross_entropy(const Tensor& hidden, const Tensor& 
       ops::embedding_backward(d_weight, ch, cols);
     }
   }
-  Tensor loss = Tensor::empty(Shape{}, acc, dev);
-  ops::sum(loss, losses);
-  ops::scale(loss, loss, grad_scale);
-  if (grad) {
-    auto node = std::make_shared<LmHeadCrossEntropyBackward>();
-    node->d_hidden = d_hidden;
-    node->d_weight = d_weight;
-    autograd::record(node, {hidden, weight, targets}, {loss});
-  }
-  return loss;
+  return finish_loss(losses, grad_scale, hidden, weight, targets, d_hidden, d_weight, grad);
 }
 
 }  // namespace latte

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "autograd/node.h"
+#include "autograd/precomputed_grad.h"
 #include "core/log.h"
 #include "kernels/ops.h"
 #include "layers/safetensors.h"
@@ -15,26 +16,6 @@
 namespace latte {
 
 namespace {
-
-// g (one element, on the device) * x, without reading g on the host.
-Tensor scaled_by(const Tensor& x, const Tensor& g) {
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  ops::copy(out, g.reshape(Shape{}).expand(x.shape()));
-  ops::mul(out, out, x);
-  return out;
-}
-
-// Saved gradients for a unit incoming gradient; one per differentiable input (undefined = none).
-struct DistillBackward : autograd::Node {
-  std::vector<Tensor> grads;
-  std::vector<Tensor> apply(const std::vector<Tensor>& g) override {
-    std::vector<Tensor> out;
-    for (const Tensor& t : grads) out.push_back(t.defined() ? scaled_by(t, g[0]) : Tensor());
-    return out;
-  }
-  void release() override { grads.clear(); }
-  std::string name() const override { return "DistillBackward"; }
-};
 
 int64_t default_chunk_rows(int64_t vocab) { return std::max<int64_t>(1, (int64_t{1} << 24) / std::max<int64_t>(vocab, 1)); }
 
@@ -201,9 +182,8 @@ DistillLoss distill_loss(const Tensor& student_hidden, const Tensor& student_wei
   }
   DistillLoss out = chunk.finish(counted);
   if (grad) {
-    auto node = std::make_shared<DistillBackward>();
-    node->grads = {d_hidden, d_weight};
-    autograd::record(node, {student_hidden, student_weight}, {out.loss});
+    autograd::record_precomputed_gradients(out.loss, {student_hidden, student_weight}, {d_hidden, d_weight},
+                                           "DistillBackward");
   }
   return out;
 }
@@ -235,9 +215,7 @@ DistillLoss distill_loss_from_logits(const Tensor& student_logits, const Tensor&
   }
   DistillLoss out = chunk.finish(counted);
   if (grad) {
-    auto node = std::make_shared<DistillBackward>();
-    node->grads = {d_logits};
-    autograd::record(node, {student_logits}, {out.loss});
+    autograd::record_precomputed_gradients(out.loss, {student_logits}, {d_logits}, "DistillBackward");
   }
   return out;
 }
