@@ -14,6 +14,7 @@
 #include "layers/tp_layout.h"
 #include "layers/transformer.h"
 #include "model_test_util.h"
+#include "tests/test_util.h"
 
 using namespace latte;
 using latte::test::config_from_yaml;
@@ -46,14 +47,7 @@ bool splits(const ModelConfig& cfg, int64_t tp) {
   }
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 }  // namespace
 

@@ -24,6 +24,8 @@
 #include "train/hf_import.h"
 #include "train/trainer.h"
 #include "train/upcycle.h"
+#include "tests/test_util.h"
+#include "tests/train/train_test_util.h"
 
 namespace fs = std::filesystem;
 using namespace latte;
@@ -31,23 +33,11 @@ using namespace latte;
 namespace {
 
 std::string tmp_root() {
-  static const std::string d = [] {
-    fs::path p = fs::temp_directory_path() / ("latte_distill_" + std::to_string(::getpid()));
-    fs::remove_all(p);
-    fs::create_directories(p);
-    return p.string();
-  }();
+  static const std::string d = test::per_process_temp_dir("latte_distill_");
   return d;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 DistillConfig config(double tau, double kl, double ce) {
   DistillConfig c;
@@ -103,11 +93,7 @@ attention: {kind: mha, n_heads: 4, n_kv_heads: 2, head_dim: 8}
 )"));
 }
 
-NamedTensors weights_of(const TransformerLM& model) {
-  NamedTensors out;
-  for (const NamedParameter& p : model.named_parameters()) out.emplace_back(p.name, p.tensor.detach().contiguous());
-  return out;
-}
+using test::weights_of;
 
 Tensor random_ids(int64_t b, int64_t t, int64_t vocab, uint64_t seed) {
   Tensor r = Tensor::rand({b, t}, seed, 0, 0.0, static_cast<double>(vocab) - 1e-6);

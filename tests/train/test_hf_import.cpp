@@ -13,6 +13,7 @@
 #include "layers/transformer.h"
 #include "train/checkpoint_store.h"
 #include "train/hf_import.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -25,12 +26,7 @@ int cmd_import_hf(int argc, char** argv);
 namespace {
 
 std::string tmp_root() {
-  static const std::string d = [] {
-    fs::path p = fs::temp_directory_path() / ("latte_hf_import_" + std::to_string(::getpid()));
-    fs::remove_all(p);
-    fs::create_directories(p);
-    return p.string();
-  }();
+  static const std::string d = test::per_process_temp_dir("latte_hf_import_");
   return d;
 }
 
@@ -111,14 +107,7 @@ std::string write_hf(const std::string& name, const HfSpec& s, const json& confi
 
 std::string write_hf(const std::string& name, const HfSpec& s) { return write_hf(name, s, hf_config(s), hf_tensors(s)); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 const Tensor& by_name(const NamedTensors& t, const std::string& name) {
   for (const auto& [n, x] : t)

@@ -18,6 +18,7 @@
 #include "train/experiment.h"
 #include "train/perplexity_suite.h"
 #include "train/trainer.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using namespace latte;
@@ -26,14 +27,7 @@ namespace {
 
 const std::string kTasks = std::string(LATTE_SOURCE_DIR) + "/tests/data_files/tasks/";
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 ModelConfig tiny_config() {
   return parse_model_config(YAML::Load(R"(model:

@@ -21,6 +21,8 @@
 #include "train/checkpoint_store.h"
 #include "train/hf_import.h"
 #include "train/upcycle.h"
+#include "tests/test_util.h"
+#include "tests/train/train_test_util.h"
 
 namespace fs = std::filesystem;
 using namespace latte;
@@ -34,12 +36,7 @@ namespace {
 using RowMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 std::string tmp_root() {
-  static const std::string d = [] {
-    fs::path p = fs::temp_directory_path() / ("latte_upcycle_" + std::to_string(::getpid()));
-    fs::remove_all(p);
-    fs::create_directories(p);
-    return p.string();
-  }();
+  static const std::string d = test::per_process_temp_dir("latte_upcycle_");
   return d;
 }
 
@@ -57,11 +54,7 @@ attention: {kind: mha, n_heads: 4, n_kv_heads: 2, head_dim: 8}
 )"));
 }
 
-NamedTensors weights_of(const TransformerLM& model) {
-  NamedTensors out;
-  for (const NamedParameter& p : model.named_parameters()) out.emplace_back(p.name, p.tensor.detach().contiguous());
-  return out;
-}
+using test::weights_of;
 
 const Tensor& by_name(const NamedTensors& t, const std::string& name) {
   for (const auto& [n, x] : t)
@@ -96,14 +89,7 @@ AttentionConfig target(const ModelConfig& teacher, const std::string& yaml, cons
   return upcycle_target_attention(teacher, YAML::Load(yaml), "target.yaml", options, &max_seq, notes ? notes : &scratch);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 Tensor random_ids(int64_t b, int64_t t, int64_t vocab, uint64_t seed) {
   std::vector<double> v;

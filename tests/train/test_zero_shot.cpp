@@ -26,6 +26,7 @@
 #include "layers/transformer.h"
 #include "train/adamw.h"
 #include "train/zero_shot.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using namespace latte;
@@ -51,14 +52,7 @@ std::string read_text(const std::string& path) {
   return s.str();
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 }  // namespace
 
