@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/args.h"
 #include "apps/commands.h"
 #include "autograd/node.h"
 #include "core/device.h"
@@ -199,13 +200,10 @@ int run(const Options& o) {
 
 int cmd_decode_bench(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      LATTE_REQUIRE(i + 1 < argc, "latte decode-bench: ", arg, " needs a value\n", kUsage);
-      return argv[++i];
-    };
-    if (arg == "--help" || arg == "-h") {
+  for (ArgCursor args(argc, argv, kUsage); args.next();) {
+    const std::string& arg = args.arg();
+    auto value = [&] { return args.value(); };
+    if (args.is_help()) {
       std::printf("%s", kUsage);
       return 0;
     } else if (arg == "--context") {

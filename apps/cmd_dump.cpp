@@ -17,6 +17,7 @@
 #include <fstream>
 #include <string>
 
+#include "apps/args.h"
 #include "apps/commands.h"
 #include "autograd/node.h"
 #include "core/error.h"
@@ -34,13 +35,6 @@ constexpr const char* kUsage = R"(usage: latte dump <config.yaml> --out DIR [--s
   grad.<param>) for the PyTorch parity check (scripts/reference/parity.py)
 )";
 
-int64_t parse_int(const std::string& option, const std::string& text) {
-  char* end = nullptr;
-  const long long v = std::strtoll(text.c_str(), &end, 10);
-  LATTE_REQUIRE(end && *end == '\0' && !text.empty(), "latte dump: ", option, " expects an integer, got '", text, "'");
-  return v;
-}
-
 }  // namespace
 
 int cmd_dump(int argc, char** argv) {
@@ -49,13 +43,10 @@ int cmd_dump(int argc, char** argv) {
   int64_t batch = 2, seq = 16;
   bool zero_init = true;
   double init_std = 0;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      LATTE_REQUIRE(i + 1 < argc, "latte dump: ", arg, " needs a value\n", kUsage);
-      return argv[++i];
-    };
-    if (arg == "--help" || arg == "-h") {
+  for (ArgCursor args(argc, argv, kUsage); args.next();) {
+    const std::string& arg = args.arg();
+    auto value = [&] { return args.value(); };
+    if (args.is_help()) {
       std::printf("%s", kUsage);
       return 0;
     }

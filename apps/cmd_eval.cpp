@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/args.h"
 #include "apps/commands.h"
 #include "core/log.h"
 #include "data/tokenizer.h"
@@ -107,18 +108,11 @@ int cmd_eval(int argc, char** argv) {
   std::vector<std::string> data, set_specs, task_files;
   int64_t seq_len = 0, batch = 8, max_batches = 0, limit = 0;
   bool quiet = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      LATTE_REQUIRE(i + 1 < argc, a, " needs a value");
-      return argv[++i];
-    };
-    auto values = [&](std::vector<std::string>& out) {
-      const size_t before = out.size();
-      while (i + 1 < argc && std::strncmp(argv[i + 1], "--", 2) != 0) out.push_back(argv[++i]);
-      LATTE_REQUIRE(out.size() > before, a, " needs at least one value");
-    };
-    if (a == "--help" || a == "-h") {
+  for (ArgCursor args(argc, argv, kUsage); args.next();) {
+    const std::string& a = args.arg();
+    auto value = [&] { return args.value(); };
+    auto values = [&](std::vector<std::string>& out) { args.values(out); };
+    if (args.is_help()) {
       std::printf("%s", kUsage);
       return 0;
     } else if (a == "--data") {

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <string>
 
+#include "apps/args.h"
 #include "apps/commands.h"
 #include "core/log.h"
 #include "layers/safetensors.h"
@@ -15,13 +16,10 @@ namespace latte::apps {
 
 int cmd_export(int argc, char** argv) {
   std::string source_path, out, dtype_name_arg;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      LATTE_REQUIRE(i + 1 < argc, a, " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
+  for (ArgCursor args(argc, argv); args.next();) {
+    const std::string& a = args.arg();
+    auto value = [&] { return args.value(); };
+    if (args.is_help()) {
       std::printf("usage: latte export <checkpoint dir | run dir> --out model.safetensors [--dtype bf16|f32]\n");
       return 0;
     } else if (a == "--out") {

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/args.h"
 #include "apps/commands.h"
 #include "core/error.h"
 #include "data/tokenizer.h"
@@ -40,33 +41,16 @@ constexpr const char* kUsage = R"(usage: latte generate <checkpoint dir | run di
   --device D           auto | cpu | cuda (default auto: the GPU when there is one)
 )";
 
-int64_t parse_int(const std::string& option, const std::string& text) {
-  char* end = nullptr;
-  const long long v = std::strtoll(text.c_str(), &end, 10);
-  LATTE_REQUIRE(end && *end == '\0' && !text.empty(), "latte generate: ", option, " expects an integer, got '", text, "'");
-  return v;
-}
-
-double parse_real(const std::string& option, const std::string& text) {
-  char* end = nullptr;
-  const double v = std::strtod(text.c_str(), &end);
-  LATTE_REQUIRE(end && *end == '\0' && !text.empty(), "latte generate: ", option, " expects a number, got '", text, "'");
-  return v;
-}
-
 }  // namespace
 
 int cmd_generate(int argc, char** argv) {
   std::string weights, config_path, prompt, ids_text, tokenizer_name = "gpt2", tokenizer_dir = "data/gpt2", device_name = "auto";
   bool have_prompt = false, have_ids = false, stop_at_eot = false;
   GenerateOptions opt;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      LATTE_REQUIRE(i + 1 < argc, "latte generate: ", arg, " needs a value\n", kUsage);
-      return argv[++i];
-    };
-    if (arg == "--help" || arg == "-h") {
+  for (ArgCursor args(argc, argv, kUsage); args.next();) {
+    const std::string& arg = args.arg();
+    auto value = [&] { return args.value(); };
+    if (args.is_help()) {
       std::printf("%s", kUsage);
       return 0;
     }

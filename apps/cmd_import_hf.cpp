@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <string>
 
+#include "apps/args.h"
 #include "autograd/node.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -25,16 +26,6 @@ constexpr const char* kUsage = R"(usage: latte import-hf <hf_dir> --out <dir> [-
   --logits-for runs the imported model on the (B, T) i32 tensor "ids" of IDS and writes "logits" (B, T, V_hf)
   f32 to FILE (default <dir>/logits.safetensors); f32 on CPU by default.
 )";
-
-int64_t parse_int(const std::string& option, const std::string& text) {
-  try {
-    size_t used = 0;
-    const long long v = std::stoll(text, &used);
-    if (used == text.size()) return v;
-  } catch (const std::exception&) {
-  }
-  LATTE_FAIL(option, " expects an integer, got '", text, "'");
-}
 
 // Runs the imported model on the ids in `ids_path`; writes logits over the first `vocab` columns.
 void write_logits(const std::string& model_dir, const std::string& ids_path, const std::string& out_path,
@@ -57,13 +48,10 @@ void write_logits(const std::string& model_dir, const std::string& ids_path, con
 int cmd_import_hf(int argc, char** argv) {
   std::string hf_dir, out_dir, ids_path, logits_out, device_name = "cpu", logits_dtype;
   HfImportOptions options;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      LATTE_REQUIRE(i + 1 < argc, arg, " needs a value\n", kUsage);
-      return argv[++i];
-    };
-    if (arg == "--help" || arg == "-h") {
+  for (ArgCursor args(argc, argv, kUsage); args.next();) {
+    const std::string& arg = args.arg();
+    auto value = [&] { return args.value(); };
+    if (args.is_help()) {
       std::printf("%s", kUsage);
       return 0;
     }

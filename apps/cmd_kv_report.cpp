@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "apps/args.h"
 #include "apps/commands.h"
 #include "core/error.h"
 #include "layers/model_config.h"
@@ -64,13 +65,10 @@ int cmd_kv_report(int argc, char** argv) {
   std::string config_path, vs_path;
   bool json = false;
   int64_t context = 0, batch = 1;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      LATTE_REQUIRE(i + 1 < argc, "latte kv-report: ", arg, " needs a value\n", kUsage);
-      return argv[++i];
-    };
-    if (arg == "--help" || arg == "-h") {
+  for (ArgCursor args(argc, argv, kUsage); args.next();) {
+    const std::string& arg = args.arg();
+    auto value = [&] { return args.value(); };
+    if (args.is_help()) {
       std::printf("%s", kUsage);
       return 0;
     } else if (arg == "--json") {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/args.h"
 #include "apps/commands.h"
 #include "core/error.h"
 #include "train/sweep.h"
@@ -73,13 +74,10 @@ int cmd_sweep(int argc, char** argv) {
   SweepCliOverrides cli;
   SweepOptions options;
   bool in_process = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      LATTE_REQUIRE(i + 1 < argc, a, " needs a value\n", kUsage);
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
+  for (ArgCursor args(argc, argv, kUsage); args.next();) {
+    const std::string& a = args.arg();
+    auto value = [&] { return args.value(); };
+    if (args.is_help()) {
       std::printf("%s", kUsage);
       return 0;
     } else if (a == "--dry-run") {

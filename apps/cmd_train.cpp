@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/args.h"
 #include "apps/commands.h"
 #include "core/log.h"
 #include "train/experiment.h"
@@ -24,13 +25,10 @@ void usage() {
 int cmd_train(int argc, char** argv) {
   std::string config_path, resume;
   std::vector<std::string> overrides;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&](const char* flag) -> std::string {
-      LATTE_REQUIRE(i + 1 < argc, flag, " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
+  for (ArgCursor args(argc, argv); args.next();) {
+    const std::string& a = args.arg();
+    auto value = [&](const char*) { return args.value(); };
+    if (args.is_help()) {
       usage();
       return 0;
     } else if (a == "--set") {

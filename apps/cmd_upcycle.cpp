@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "apps/args.h"
 #include "core/error.h"
 #include "train/checkpoint_store.h"
 #include "train/hf_import.h"
@@ -35,38 +36,15 @@ constexpr const char* kUsage = R"(usage: latte upcycle --teacher <weights | chec
   --dtype      of the written weights (default f32)
 )";
 
-int64_t parse_int(const std::string& option, const std::string& text) {
-  try {
-    size_t used = 0;
-    const long long v = std::stoll(text, &used);
-    if (used == text.size()) return v;
-  } catch (const std::exception&) {
-  }
-  LATTE_FAIL(option, " expects an integer, got '", text, "'");
-}
-
-double parse_real(const std::string& option, const std::string& text) {
-  try {
-    size_t used = 0;
-    const double v = std::stod(text, &used);
-    if (used == text.size()) return v;
-  } catch (const std::exception&) {
-  }
-  LATTE_FAIL(option, " expects a number, got '", text, "'");
-}
-
 }  // namespace
 
 int cmd_upcycle(int argc, char** argv) {
   std::string teacher_path, out_dir, config_path, layers_text, ranks_text, dtype_text = "f32";
   UpcycleOptions options;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      LATTE_REQUIRE(i + 1 < argc, arg, " needs a value\n", kUsage);
-      return argv[++i];
-    };
-    if (arg == "--help" || arg == "-h") {
+  for (ArgCursor args(argc, argv, kUsage); args.next();) {
+    const std::string& arg = args.arg();
+    auto value = [&] { return args.value(); };
+    if (args.is_help()) {
       std::printf("%s", kUsage);
       return 0;
     }
