@@ -17,7 +17,7 @@
 #include <fstream>
 #include <string>
 
-#include "apps/args.h"
+#include "apps/cli.h"
 #include "apps/commands.h"
 #include "autograd/node.h"
 #include "core/error.h"

@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <string>
 
-#include "apps/args.h"
+#include "apps/cli.h"
 #include "apps/commands.h"
 #include "core/log.h"
 #include "layers/safetensors.h"

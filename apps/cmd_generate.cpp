@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "apps/args.h"
+#include "apps/cli.h"
 #include "apps/commands.h"
 #include "core/error.h"
 #include "data/tokenizer.h"

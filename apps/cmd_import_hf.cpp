@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <string>
 
-#include "apps/args.h"
+#include "apps/cli.h"
 #include "autograd/node.h"
 #include "core/error.h"
 #include "core/log.h"

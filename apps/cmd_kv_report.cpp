@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "apps/args.h"
+#include "apps/cli.h"
 #include "apps/commands.h"
 #include "core/error.h"
 #include "layers/model_config.h"
@@ -41,15 +41,6 @@ std::string human(double n, const char* unit_suffix = "") {
   else if (n >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM%s", n / 1e6, unit_suffix);
   else if (n >= 1e3) std::snprintf(buf, sizeof buf, "%.1fK%s", n / 1e3, unit_suffix);
   else std::snprintf(buf, sizeof buf, "%.0f%s", n, unit_suffix);
-  return buf;
-}
-
-std::string human_bytes(double b) {
-  char buf[64];
-  if (b >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
-  else if (b >= 1024.0 * 1024) std::snprintf(buf, sizeof buf, "%.2f MiB", b / (1024.0 * 1024));
-  else if (b >= 1024.0) std::snprintf(buf, sizeof buf, "%.2f KiB", b / 1024.0);
-  else std::snprintf(buf, sizeof buf, "%.0f B", b);
   return buf;
 }
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "apps/args.h"
+#include "apps/cli.h"
 #include "apps/commands.h"
 #include "core/error.h"
 #include "train/sweep.h"

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "apps/args.h"
+#include "apps/cli.h"
 #include "apps/commands.h"
 #include "core/log.h"
 #include "train/experiment.h"

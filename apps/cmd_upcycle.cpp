@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "apps/args.h"
+#include "apps/cli.h"
 #include "core/error.h"
 #include "train/checkpoint_store.h"
 #include "train/hf_import.h"

@@ -1,4 +1,4 @@
-// Command-line reading shared by the `latte <command>` implementations.
+// What the `latte <command>` implementations share: reading arguments, parsing numbers, printing sizes.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -29,5 +29,8 @@ class ArgCursor {
 // `text` as a whole integer / real number, else an error "<option> expects ..., got '<text>'".
 int64_t parse_int(const std::string& option, const std::string& text);
 double parse_real(const std::string& option, const std::string& text);
+
+// "27.00 GiB", "320.00 KiB", "12 B" (powers of 1024).
+std::string human_bytes(double bytes);
 
 }  // namespace latte::apps

@@ -1,6 +1,7 @@
 // Command-line reading shared by the commands (apps/args.h).
-#include "apps/args.h"
+#include "apps/cli.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
@@ -40,6 +41,15 @@ double parse_real(const std::string& option, const std::string& text) {
   const double v = std::strtod(text.c_str(), &end);
   LATTE_REQUIRE(end && *end == '\0' && !text.empty(), option, " expects a number, got '", text, "'");
   return v;
+}
+
+std::string human_bytes(double b) {
+  char buf[64];
+  if (b >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
+  else if (b >= 1024.0 * 1024) std::snprintf(buf, sizeof buf, "%.2f MiB", b / (1024.0 * 1024));
+  else if (b >= 1024.0) std::snprintf(buf, sizeof buf, "%.2f KiB", b / 1024.0);
+  else std::snprintf(buf, sizeof buf, "%.0f B", b);
+  return buf;
 }
 
 }  // namespace latte::apps
