@@ -21,6 +21,9 @@
 #include "core/cuda_context.h"
 #include "core/device.h"
 #include "core/tensor.h"
+#include "kernels/attention_backend.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cudnn_attention.h"
 #include "kernels/cuda/decode_attention.h"
 #include "kernels/cuda/flash_attention.h"
 
@@ -139,6 +142,44 @@ void bench_flash(int64_t dqk, int64_t dv) {
   result("latte_fwd_" + tag, f_tf);
   result("latte_bwd_" + tag, b_tf);
   result("latte_bwd_det_" + tag, d_tf);
+
+  // latte's cuDNN SDPA backend, then the op as training calls it with attention_backend auto (the first call
+  // per shape times the supported paths and keeps the fastest; the warm-up absorbs it). Outputs checked
+  // against the flash kernels' on the first batch.
+  const std::string why = cuda::cudnn_attention_forward_unsupported(q, k, v, out, lse, 1, true);
+  if (!why.empty()) {
+    std::printf("latte cudnn %s: not supported: %s\n", shape.c_str(), why.c_str());
+  } else {
+    const double c_ms =
+        median_ms([&](int) { cuda::cudnn_attention_forward(out, lse, q, k, v, 1, scale, true); }, 3, 20);
+    const std::vector<double> o = out.narrow(0, 0, 1).contiguous().to(DType::F32).cpu().to_vector();
+    double num = 0, den = 0;
+    for (size_t x = 0; x < o.size(); ++x) num += (o[x] - ref_out[x]) * (o[x] - ref_out[x]), den += ref_out[x] * ref_out[x];
+    std::printf("latte cudnn fwd %s: rel. diff vs flash %.3g\n", shape.c_str(), std::sqrt(num / den));
+    const double c_tf = fwd_flops / (c_ms * 1e-3) / 1e12;
+    rows.push_back({"latte cudnn fwd", shape, c_ms, c_tf, "TFLOP/s", c_tf / 989.0, "dense peak"});
+    result("latte_cudnn_fwd_" + tag, c_tf);
+    const std::string bwhy =
+        cuda::cudnn_attention_backward_unsupported(dq, dk, dvv, dout, q, k, v, out, lse, 1, true);
+    if (!bwhy.empty()) {
+      std::printf("latte cudnn bwd %s: not supported: %s\n", shape.c_str(), bwhy.c_str());
+    } else {
+      const double cb_ms = median_ms(
+          [&](int) { cuda::cudnn_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); }, 3, 20);
+      const double cb_tf = bwd_flops / (cb_ms * 1e-3) / 1e12;
+      rows.push_back({"latte cudnn bwd", shape, cb_ms, cb_tf, "TFLOP/s", cb_tf / 989.0, "dense peak"});
+      result("latte_cudnn_bwd_" + tag, cb_tf);
+    }
+  }
+  set_attention_backend(AttentionBackend::Auto);
+  const double af_ms = median_ms([&](int) { cuda::attention_forward(out, lse, q, k, v, 1, scale, true); }, 3, 20);
+  const double ab_ms = median_ms(
+      [&](int) { cuda::attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); }, 3, 20);
+  const double af_tf = fwd_flops / (af_ms * 1e-3) / 1e12, ab_tf = bwd_flops / (ab_ms * 1e-3) / 1e12;
+  rows.push_back({"latte auto fwd", shape, af_ms, af_tf, "TFLOP/s", af_tf / 989.0, "dense peak"});
+  rows.push_back({"latte auto bwd", shape, ab_ms, ab_tf, "TFLOP/s", ab_tf / 989.0, "dense peak"});
+  result("latte_auto_fwd_" + tag, af_tf);
+  result("latte_auto_bwd_" + tag, ab_tf);
 }
 
 // Decode: GQA over (B, S, Hk, D) caches, or latent over (B, S, Dc) + (B, S, Dr).

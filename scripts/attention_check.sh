@@ -58,7 +58,7 @@ print(f"rm -f {build}/libattn_fallback.a && ar rcs {build}/libattn_fallback.a {'
 cmds = json.load(open(f"{build}/compile_commands.json"))
 tests = []
 ent = next(c for c in cmds if "/tests/cuda/" in c["file"])
-for src in ["tests/cuda/test_flash_attention.cpp", "tests/cuda/test_decode_attention.cpp"]:
+for src in ["tests/cuda/test_flash_attention.cpp", "tests/cuda/test_decode_attention.cpp", "tests/cuda/test_cudnn_attention.cpp"]:
     obj = f"{build}/attn_{os.path.basename(src)}.o"
     c = re.sub(r" -o \S+", f" -o {obj}", ent["command"])
     c = re.sub(r" -c \S+", f" -c {root}/{src}", c)
@@ -94,7 +94,7 @@ if [ $do_tests = 1 ]; then
   fi
   grep -E "^\[( +OK|  FAILED)" "$OUT/sm90.log"
   stamp "tests"
-  timeout 240 "$test_bin" --gtest_filter='FlashAttention.*:DecodeAttention.*' 2>&1 | tee "$OUT/tests.log" | grep -E "^\[( +OK|  FAILED|  PASSED|==========)|Failure|error|Expected|Which is|rel\. error" | head -80
+  timeout 240 "$test_bin" --gtest_filter='FlashAttention.*:DecodeAttention.*:CudnnAttention.*' 2>&1 | tee "$OUT/tests.log" | grep -E "^\[( +OK|  FAILED|  PASSED|==========)|Failure|error|Expected|Which is|rel\. error|\[cudnn\]|attention auto" | head -80
   if grep -q "^\[  FAILED" "$OUT/tests.log" && [ "${SANITIZE_ON_FAILURE:-1}" = 1 ]; then
     stamp "tests failed: compute-sanitizer memcheck on the head-dim sweep (at most 150 s)"
     timeout 150 compute-sanitizer --tool memcheck --print-limit 20 "$test_bin" \
@@ -141,11 +141,20 @@ def g(k):
 def ratio(a, b):
     return f"{res[a] / res[b]:6.2f}" if a in res and b in res and res[b] > 0 else "     -"
 print("\nTFLOP/s, B=4 T=4096 16 heads causal bf16 (fwd 2BHT^2(dqk+dv)/2, bwd 2.5x)")
-print(f"{'dims':<10}{'latte f':>8}{'latte b':>8}{'det b':>8}{'torch f':>8}{'torch b':>8}{'cudnn f':>8}{'cudnn b':>8}{'f/cudnn':>8}{'b/cudnn':>8}")
+print(f"{'dims':<10}{'flash f':>8}{'flash b':>8}{'det b':>8}{'lcudnn f':>9}{'lcudnn b':>9}{'auto f':>8}{'auto b':>8}"
+      f"{'torch f':>8}{'torch b':>8}{'tcudnn f':>9}{'tcudnn b':>9}{'fl/tcd f':>9}{'auto/best f':>12}{'auto/best b':>12}")
+def best(keys):
+    vals = [res[k] for k in keys if k in res]
+    return max(vals) if vals else None
 for t in ["64_64", "128_128", "192_128"]:
-    print(f"{'(' + t.replace('_', ',') + ')':<10}{g('latte_fwd_' + t)}{g('latte_bwd_' + t)} {g('latte_bwd_det_' + t)}"
-          f" {g('torch_default_fwd_' + t)} {g('torch_default_bwd_' + t)} {g('torch_cudnn_fwd_' + t)} {g('torch_cudnn_bwd_' + t)}"
-          f"  {ratio('latte_fwd_' + t, 'torch_cudnn_fwd_' + t)}  {ratio('latte_bwd_' + t, 'torch_cudnn_bwd_' + t)}")
+    bf = best(['torch_default_fwd_' + t, 'torch_cudnn_fwd_' + t]); bb = best(['torch_default_bwd_' + t, 'torch_cudnn_bwd_' + t])
+    af = res.get('latte_auto_fwd_' + t); ab = res.get('latte_auto_bwd_' + t)
+    rf = f"{af / bf:12.2f}" if af and bf else "           -"
+    rb = f"{ab / bb:12.2f}" if ab and bb else "           -"
+    print(f"{'(' + t.replace('_', ',') + ')':<10}{g('latte_fwd_' + t)} {g('latte_bwd_' + t)} {g('latte_bwd_det_' + t)}"
+          f"  {g('latte_cudnn_fwd_' + t)}  {g('latte_cudnn_bwd_' + t)} {g('latte_auto_fwd_' + t)} {g('latte_auto_bwd_' + t)}"
+          f" {g('torch_default_fwd_' + t)} {g('torch_default_bwd_' + t)}  {g('torch_cudnn_fwd_' + t)}  {g('torch_cudnn_bwd_' + t)}"
+          f"   {ratio('latte_fwd_' + t, 'torch_cudnn_fwd_' + t)}{rf}{rb}")
 if "copy_gbs" in res:
     print(f"\ndecode at 32k context, GB/s (copy bandwidth {res['copy_gbs']:.0f} GB/s read+write)")
     for k, v in res.items():

@@ -22,11 +22,14 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "kernels/attention_backend.h"
 #include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/attention_autotune.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cudnn_attention.h"
 #include "kernels/cuda/flash_attention.h"
 #include "kernels/cuda/matmul.h"
 
@@ -178,17 +181,43 @@ int64_t chunk_heads(const Dims& d, int64_t bytes_per_score) {
 
 }  // namespace
 
-// The fused flash kernels serve the shapes they support unless the reference path was asked for
-// (kernels/attention_backend.h).
-static bool use_flash(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const char* op) {
-  const AttentionBackend backend = attention_backend();
-  LATTE_REQUIRE(backend != AttentionBackend::Cudnn, op, ": attention_backend cudnn is not available in this build "
-                                                     "(cuDNN SDPA is not implemented yet); use auto");
-  if (backend == AttentionBackend::Reference) return false;
-  const bool supported = flash_attention_supported(q, k, v, out);
-  LATTE_REQUIRE(supported || backend == AttentionBackend::Auto, op, ": attention_backend latte does not support q ",
-                q.shape().str(), " v ", v.shape().str(), " ", dtype_name(q.dtype()), "; use auto");
-  return supported;
+// Which implementation runs a call (kernels/attention_backend.h): the backend setting, what supports the
+// shape, and under `auto` the fastest measured (attention_autotune.h).
+enum class Impl { Flash, Cudnn, Reference };
+
+static const char* impl_name(Impl i) { return i == Impl::Flash ? "latte" : i == Impl::Cudnn ? "cudnn" : "reference"; }
+
+static std::string call_key(const char* pass, const Dims& d, bool causal) {
+  return str(pass, " B=", d.B, " T=", d.T, " S=", d.S, " Hq=", d.Hq, " Hk=", d.Hk, " R=", d.R, " D=(", d.Dqk, ",",
+             d.Dv, ")", causal ? " causal" : "");
+}
+
+// `flash` / `cudnn_why`: whether each fused path supports the call (cudnn_why empty when it does); `run`
+// runs one implementation. Returns the one to use.
+template <typename Run>
+static Impl pick_impl(const char* op, const char* pass, const Dims& d, bool causal, const Tensor& q, const Tensor& v,
+                      bool flash, const std::string& cudnn_why, Run run) {
+  switch (attention_backend()) {
+    case AttentionBackend::Reference:
+      return Impl::Reference;
+    case AttentionBackend::Latte:
+      LATTE_REQUIRE(flash, op, ": attention_backend latte does not support q ", q.shape().str(), " v ",
+                    v.shape().str(), " ", dtype_name(q.dtype()), "; use auto");
+      return Impl::Flash;
+    case AttentionBackend::Cudnn:
+      LATTE_REQUIRE(cudnn_why.empty(), op, ": attention_backend cudnn cannot run q ", q.shape().str(), " v ",
+                    v.shape().str(), ": ", cudnn_why, "; use auto");
+      return Impl::Cudnn;
+    case AttentionBackend::Auto:
+      break;
+  }
+  std::vector<Impl> options;
+  if (flash) options.push_back(Impl::Flash);
+  if (cudnn_why.empty()) options.push_back(Impl::Cudnn);
+  if (options.empty()) return Impl::Reference;
+  std::vector<AttentionCandidate> candidates;
+  for (Impl i : options) candidates.push_back({impl_name(i), [&run, i] { run(i); }});
+  return options[attention_autotune(call_key(pass, d, causal), candidates)];
 }
 
 void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -196,8 +225,18 @@ void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
   const char* op = "attention_forward";
   const Dims d = check_dims(q, k, v, out, lse, branches, causal, op);
   if (d.VH() == 0 || d.T == 0) return;
-  if (use_flash(q, k, v, out, op)) {
-    flash_attention_forward(out, lse, q, k, v, branches, softmax_scale, causal);
+  const bool flash = flash_attention_supported(q, k, v, out);
+  const std::string cudnn_why = attention_backend() == AttentionBackend::Auto ||
+                                        attention_backend() == AttentionBackend::Cudnn
+                                    ? cudnn_attention_forward_unsupported(q, k, v, out, lse, branches, causal)
+                                    : "not asked for";
+  auto run = [&](Impl i) {
+    if (i == Impl::Flash) flash_attention_forward(out, lse, q, k, v, branches, softmax_scale, causal);
+    if (i == Impl::Cudnn) cudnn_attention_forward(out, lse, q, k, v, branches, softmax_scale, causal);
+  };
+  const Impl impl = pick_impl(op, "fwd", d, causal, q, v, flash, cudnn_why, run);
+  if (impl != Impl::Reference) {
+    run(impl);
     return;
   }
   const bool bf16 = q.dtype() == DType::BF16;
@@ -255,9 +294,23 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                   dk.is_contiguous() && dv.is_contiguous(),
               op, ": dq/dk/dv must be contiguous with q/k/v's shapes");
   LATTE_CHECK(dq.dtype() == q.dtype() && dk.dtype() == q.dtype() && dv.dtype() == q.dtype(), op, ": mixed dtypes");
-  if (use_flash(q, k, v, out, op)) {
-    flash_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, branches, softmax_scale, causal,
-                             deterministic_attention());
+  const bool flash = flash_attention_supported(q, k, v, out);
+  const AttentionBackend backend = attention_backend();
+  std::string cudnn_why = "not asked for";
+  if (backend == AttentionBackend::Cudnn || (backend == AttentionBackend::Auto && !deterministic_attention()))
+    cudnn_why = cudnn_attention_backward_unsupported(dq, dk, dv, dout, q, k, v, out, lse, branches, causal);
+  LATTE_REQUIRE(!(backend == AttentionBackend::Cudnn && deterministic_attention()), op,
+                ": LATTE_DETERMINISTIC=1 with attention_backend cudnn: cuDNN's backward accumulates dQ with "
+                "atomics; use auto or latte");
+  auto run = [&](Impl i) {
+    if (i == Impl::Flash)
+      flash_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, branches, softmax_scale, causal,
+                               deterministic_attention());
+    if (i == Impl::Cudnn) cudnn_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, branches, softmax_scale, causal);
+  };
+  const Impl impl = pick_impl(op, "bwd", d, causal, q, v, flash, cudnn_why, run);
+  if (impl != Impl::Reference) {
+    run(impl);
     return;
   }
   const Device dev = q.device();

@@ -1,23 +1,35 @@
-// cuDNN SDPA as a second attention backend (kernels/cuda/cudnn_attention.cu), same tensor semantics as
-// cuda::attention_forward / attention_backward (kernels/op_decls.inc).
+// cuDNN SDPA as a second attention backend (kernels/cuda/cudnn_attention.cpp), same tensor semantics as
+// cuda::attention_forward / attention_backward (kernels/op_decls.inc):
+//   q (B, T, Hq, Dqk)   k (B, S, R*Hk, Dqk)   v (B, S, R*Hk, Dv)   out (B, T, R*Hq, Dv)   lse (B, R*Hq, T) f32
+// The forward and backward are cuDNN runtime-fused graphs built through the backend API (cudnn_graph.h):
+//   forward   S = (Q K^T) scale, causal mask from generated row/column indices, softmax as max / sub / exp /
+//             sum / log (lse = max + log sum, natural log: the same lse latte's flash kernels save) / div,
+//             O = P V
+//   backward  delta = rowsum(dO o O), P = exp(S - lse), dV = P^T dO, dS = P (dO V^T - delta) scale,
+//             dK = dS^T Q, dQ = dS K (fp32 accumulator in cuDNN's F16x16 layout, then cast)
+// GQA/MQA are native (K/V heads shared; dK/dV summed by a head reduction). MLRA branches run as R calls of the
+// same plan on the branch's K/V/out/lse slices; dQ of branches after the first is added in (axpy).
+// Plans are cached per shape and strides (building one compiles kernels: ~0.1-1 s, once).
 //
-// Status: NOT IMPLEMENTED. cudnn_attention_supported() always returns false, and the entry points throw.
-// The cuDNN 9 backend (graph) API needs the whole SDPA pattern spelled out as ~12 operations for the forward
-// (matmul, scale, causal mask from generated indices, max/sub/exp/sum/log/div, matmul) and ~30 for the
-// backward, then heuristics -> engine config -> execution plan -> variant pack per shape; without the
-// cudnn_frontend header library (not installed here) and with a handful of GPU runs for the whole issue, that
-// was too costly to get right in the time given. PyTorch's cuDNN backend is measured instead as the reference
-// in bench (scripts/reference/attention_bench.py). See docs/attention_kernels.md.
+// Supported: built with cuDNN, an sm_80+ device, bf16, Dqk and Dv multiples of 8 up to 256, 16-byte aligned
+// rows (strides multiples of 8 elements), causal only with T == S (cuDNN's top-left diagonal), and a cuDNN
+// engine that accepts the graph. The backward is not bitwise deterministic (atomic dQ accumulation).
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "core/tensor.h"
 
 namespace latte::cuda {
 
-// True when latte was built with cuDNN and this backend handles these tensors (never, for now).
-bool cudnn_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                               int64_t branches);
+// Empty when cuDNN runs this forward / backward, else the reason it does not (for errors and logs). The
+// first call for a shape builds and caches the plan.
+std::string cudnn_attention_forward_unsupported(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                                                const Tensor& lse, int64_t branches, bool causal);
+std::string cudnn_attention_backward_unsupported(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                                 const Tensor& dout, const Tensor& q, const Tensor& k,
+                                                 const Tensor& v, const Tensor& out, const Tensor& lse,
+                                                 int64_t branches, bool causal);
 
 void cudnn_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                              int64_t branches, double softmax_scale, bool causal);

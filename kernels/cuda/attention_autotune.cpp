@@ -1,0 +1,48 @@
+// Timing-based choice between attention implementations (see attention_autotune.h).
+#ifdef LATTE_WITH_CUDA
+#include "kernels/cuda/attention_autotune.h"
+
+#include <map>
+#include <mutex>
+#include <sstream>
+
+#include "core/cuda_context.h"
+#include "core/log.h"
+
+namespace latte::cuda {
+
+size_t attention_autotune(const std::string& key, const std::vector<AttentionCandidate>& candidates) {
+  if (candidates.size() <= 1) return 0;
+  static std::mutex mu;
+  static std::map<std::string, size_t> chosen;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = chosen.find(key);
+    if (it != chosen.end()) return it->second;
+  }
+  constexpr int kRepeats = 3;
+  std::vector<float> ms(candidates.size());
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    candidates[i].run();  // warm-up: plan building, kernel loading, allocator growth
+    Event start, stop;
+    start.record();
+    for (int r = 0; r < kRepeats; ++r) candidates[i].run();
+    stop.record();
+    stop.synchronize();
+    ms[i] = stop.elapsed_ms(start) / kRepeats;
+  }
+  size_t best = 0;
+  for (size_t i = 1; i < ms.size(); ++i)
+    if (ms[i] < ms[best]) best = i;
+  std::ostringstream line;
+  line << "attention auto " << key << ":";
+  for (size_t i = 0; i < ms.size(); ++i) line << " " << candidates[i].name << " " << ms[i] << " ms";
+  line << " -> " << candidates[best].name;
+  log::info(line.str());
+  std::lock_guard<std::mutex> lock(mu);
+  chosen.emplace(key, best);
+  return best;
+}
+
+}  // namespace latte::cuda
+#endif  // LATTE_WITH_CUDA

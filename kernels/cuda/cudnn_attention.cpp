@@ -1,0 +1,347 @@
+// cuDNN SDPA backend (see cudnn_attention.h): the forward and backward graphs, the plan cache, and the calls.
+#include "kernels/cuda/cudnn_attention.h"
+
+#include <limits>
+
+#include "core/error.h"
+
+#ifdef LATTE_WITH_CUDNN
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <vector>
+
+#include "core/cuda_context.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cudnn_graph.h"
+#endif
+
+namespace latte::cuda {
+
+#ifndef LATTE_WITH_CUDNN
+
+std::string cudnn_attention_forward_unsupported(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                                const Tensor&, int64_t, bool) {
+  return "latte was built without cuDNN (no cudnn.h / libcudnn found by CMake)";
+}
+std::string cudnn_attention_backward_unsupported(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                                 const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                                 const Tensor&, int64_t, bool) {
+  return "latte was built without cuDNN (no cudnn.h / libcudnn found by CMake)";
+}
+void cudnn_attention_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t, double,
+                             bool) {
+  LATTE_FAIL("cudnn_attention_forward: latte was built without cuDNN");
+}
+void cudnn_attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                              const Tensor&, const Tensor&, const Tensor&, int64_t, double, bool) {
+  LATTE_FAIL("cudnn_attention_backward: latte was built without cuDNN");
+}
+
+#else
+
+namespace {
+
+using cudnn::Dims;
+using cudnn::Graph;
+using cudnn::Plan;
+using cudnn::TensorRef;
+
+// Variant-pack uids.
+enum Uid : int64_t { kQ = 1, kK, kV, kO, kStats, kdO, kdQ, kdK, kdV, kScale, kMaskValue, kOne, kdQAccum };
+
+// One call's geometry: the per-branch view cuDNN sees (Hk kv heads of one branch, Hq query heads).
+struct Geometry {
+  int64_t B, T, S, Hq, Hk, R, Dqk, Dv;
+};
+
+// A (B, L, H, D) latte tensor as cuDNN's (B, H, L, D) dims and strides.
+Dims bhsd_dims(const Tensor& t) { return {t.size(0), t.size(2), t.size(1), t.size(3)}; }
+Dims bhsd_strides(const Tensor& t) { return {t.stride(0), t.stride(2), t.stride(1), t.stride(3)}; }
+// The same tensor transposed in its last two dims: (B, H, D, L), for cuDNN's K^T / V^T operands.
+Dims bhds_dims(const Tensor& t) { return {t.size(0), t.size(2), t.size(3), t.size(1)}; }
+Dims bhds_strides(const Tensor& t) { return {t.stride(0), t.stride(2), t.stride(3), t.stride(1)}; }
+
+Dims packed(const Dims& d) {
+  Dims s(d.size(), 1);
+  for (size_t i = d.size() - 1; i-- > 0;) s[i] = s[i + 1] * d[i + 1];
+  return s;
+}
+
+// Scores S = scale Q K^T with the causal mask applied (row >= column kept, else the lowest float, which
+// exp turns into 0): the first steps of both graphs.
+TensorRef masked_scores(Graph& g, const Geometry& d, const TensorRef& q, const TensorRef& kt, const TensorRef& scale,
+                        const TensorRef& mask_value, bool causal) {
+  const Dims sd{d.B, d.Hq, d.T, d.S};
+  TensorRef s = g.virt(CUDNN_DATA_FLOAT, sd, packed(sd));
+  g.matmul(s, q, kt);
+  TensorRef scaled = g.pointwise(CUDNN_POINTWISE_MUL, s, &scale);
+  if (!causal) return scaled;
+  TensorRef row = g.like(scaled, CUDNN_DATA_INT32), col = g.like(scaled, CUDNN_DATA_INT32);
+  g.pointwise(CUDNN_POINTWISE_GEN_INDEX, row, scaled, nullptr, nullptr, CUDNN_DATA_INT32, 2);
+  g.pointwise(CUDNN_POINTWISE_GEN_INDEX, col, scaled, nullptr, nullptr, CUDNN_DATA_INT32, 3);
+  TensorRef keep = g.like(scaled, CUDNN_DATA_BOOLEAN);
+  g.pointwise(CUDNN_POINTWISE_CMP_GE, keep, row, &col, nullptr, CUDNN_DATA_BOOLEAN);
+  return g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, scaled, &mask_value, &keep);
+}
+
+// Per-row (B, Hq, T, 1) fp32 intermediate.
+TensorRef row_stat(Graph& g, const Geometry& d) {
+  const Dims rd{d.B, d.Hq, d.T, 1};
+  return g.virt(CUDNN_DATA_FLOAT, rd, packed(rd));
+}
+
+std::unique_ptr<Plan> build_forward(const Geometry& d, const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const Tensor& out, int64_t lse_batch_stride, bool causal, std::string* why) {
+  Graph g;
+  const cudnnDataType_t io = CUDNN_DATA_BFLOAT16;
+  TensorRef tq = g.tensor(kQ, io, bhsd_dims(q), bhsd_strides(q));
+  TensorRef tkt = g.tensor(kK, io, bhds_dims(k), bhds_strides(k));
+  TensorRef tv = g.tensor(kV, io, bhsd_dims(v), bhsd_strides(v));
+  TensorRef to = g.tensor(kO, io, bhsd_dims(out), bhsd_strides(out));
+  TensorRef stats = g.tensor(kStats, CUDNN_DATA_FLOAT, {d.B, d.Hq, d.T, 1}, {lse_batch_stride, d.T, 1, 1});
+  TensorRef scale = g.scalar(kScale, CUDNN_DATA_FLOAT);
+  TensorRef mask_value = g.scalar(kMaskValue, CUDNN_DATA_FLOAT);
+
+  TensorRef s = masked_scores(g, d, tq, tkt, scale, mask_value, causal);
+  TensorRef mx = row_stat(g, d), sum = row_stat(g, d), log_sum = row_stat(g, d);
+  g.reduction(CUDNN_REDUCE_TENSOR_MAX, mx, s);
+  TensorRef shifted = g.pointwise(CUDNN_POINTWISE_SUB, s, &mx);
+  TensorRef e = g.pointwise(CUDNN_POINTWISE_EXP, shifted);
+  g.reduction(CUDNN_REDUCE_TENSOR_ADD, sum, e);
+  g.pointwise(CUDNN_POINTWISE_LOG, log_sum, sum);
+  g.pointwise(CUDNN_POINTWISE_ADD, stats, mx, &log_sum);  // lse = max + log(sum)
+  TensorRef p = g.like(e, io);                             // P in bf16: the P V GEMM's A operand
+  g.pointwise(CUDNN_POINTWISE_DIV, p, e, &sum);
+  g.matmul(to, p, tv);
+  return g.build(cudnn::handle(), why);
+}
+
+// dW = A^T-like product into a kv-head gradient: straight into `grad` when every query head has its own kv
+// head, else into a (B, Hq, S, D) bf16 intermediate summed over each kv head's query heads.
+void kv_grad(Graph& g, const Geometry& d, const TensorRef& grad, const TensorRef& a, const TensorRef& b, int64_t width) {
+  if (d.Hq == d.Hk) {
+    g.matmul(grad, a, b);
+    return;
+  }
+  const Dims pd{d.B, d.Hq, d.S, width};
+  TensorRef per_head = g.virt(CUDNN_DATA_BFLOAT16, pd, packed(pd));
+  g.matmul(per_head, a, b);
+  g.reduction(CUDNN_REDUCE_TENSOR_ADD, grad, per_head);
+}
+
+std::unique_ptr<Plan> build_backward(const Geometry& d, const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                     const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                                     const Tensor& out, int64_t lse_batch_stride, bool causal, std::string* why) {
+  Graph g;
+  const cudnnDataType_t io = CUDNN_DATA_BFLOAT16;
+  TensorRef tq = g.tensor(kQ, io, bhsd_dims(q), bhsd_strides(q));
+  TensorRef tkt = g.tensor(kK, io, bhds_dims(k), bhds_strides(k));
+  TensorRef tvt = g.tensor(kV, io, bhds_dims(v), bhds_strides(v));
+  TensorRef to = g.tensor(kO, io, bhsd_dims(out), bhsd_strides(out));
+  TensorRef tdo = g.tensor(kdO, io, bhsd_dims(dout), bhsd_strides(dout));
+  TensorRef stats = g.tensor(kStats, CUDNN_DATA_FLOAT, {d.B, d.Hq, d.T, 1}, {lse_batch_stride, d.T, 1, 1});
+  TensorRef tdq = g.tensor(kdQ, io, bhsd_dims(dq), bhsd_strides(dq));
+  TensorRef tdk = g.tensor(kdK, io, bhsd_dims(dk), bhsd_strides(dk));
+  TensorRef tdv = g.tensor(kdV, io, bhsd_dims(dv), bhsd_strides(dv));
+  const Dims qd{d.B, d.Hq, d.T, d.Dqk};
+  TensorRef dq_accum = g.tensor(kdQAccum, CUDNN_DATA_FLOAT, qd, packed(qd), /*reorder_f16x16=*/true);
+  TensorRef scale = g.scalar(kScale, CUDNN_DATA_FLOAT);
+  TensorRef mask_value = g.scalar(kMaskValue, CUDNN_DATA_FLOAT);
+  TensorRef one = g.scalar(kOne, CUDNN_DATA_FLOAT);
+
+  // delta = rowsum(dO o O) (times the dropout keep-probability, 1 here: the fused engine expects the factor)
+  TensorRef dodo = g.virt(CUDNN_DATA_FLOAT, {d.B, d.Hq, d.T, d.Dv}, {d.Hq * d.T * d.Dv, d.T * d.Dv, d.Hq * d.Dv, 1});
+  g.pointwise(CUDNN_POINTWISE_MUL, dodo, tdo, &to);
+  TensorRef delta0 = row_stat(g, d);
+  g.reduction(CUDNN_REDUCE_TENSOR_ADD, delta0, dodo);
+  TensorRef delta = g.pointwise(CUDNN_POINTWISE_MUL, delta0, &one);
+
+  // P = exp(S - lse); dV = P^T dO
+  TensorRef s = masked_scores(g, d, tq, tkt, scale, mask_value, causal);
+  TensorRef p = g.pointwise(CUDNN_POINTWISE_EXP, g.pointwise(CUDNN_POINTWISE_SUB, s, &stats));
+  const Dims td{d.B, d.Hq, d.S, d.T}, ts{d.Hq * d.T * d.S, d.T * d.S, 1, d.S};  // (., ., S, T) views of (T, S)
+  TensorRef pt = g.virt(io, td, ts);
+  g.reshape(pt, p);
+  kv_grad(g, d, tdv, pt, tdo, d.Dv);
+
+  // dS = P (dO V^T - delta) scale; dK = dS^T Q; dQ = dS K
+  const Dims sd{d.B, d.Hq, d.T, d.S};
+  TensorRef dp = g.virt(CUDNN_DATA_FLOAT, sd, packed(sd));
+  g.matmul(dp, tdo, tvt);
+  TensorRef dp_kept = g.pointwise(CUDNN_POINTWISE_MUL, dp, &one);
+  TensorRef centered = g.pointwise(CUDNN_POINTWISE_SUB, dp_kept, &delta);
+  TensorRef ds = g.pointwise(CUDNN_POINTWISE_MUL, g.pointwise(CUDNN_POINTWISE_MUL, centered, &p), &scale);
+  TensorRef dst = g.virt(io, td, ts);
+  g.reshape(dst, ds);
+  kv_grad(g, d, tdk, dst, tq, d.Dqk);
+  TensorRef kk = g.virt(io, {tkt.dims[0], tkt.dims[1], tkt.dims[3], tkt.dims[2]},
+                        {tkt.strides[0], tkt.strides[1], tkt.strides[3], tkt.strides[2]});  // K from K^T
+  g.reshape(kk, tkt);
+  g.matmul(dq_accum, ds, kk);
+  g.pointwise(CUDNN_POINTWISE_IDENTITY, tdq, dq_accum);
+  return g.build(cudnn::handle(), why);
+}
+
+struct CachedPlan {
+  std::unique_ptr<Plan> plan;
+  std::string why;  // set when plan is null
+};
+
+std::mutex g_mu;
+std::map<std::string, CachedPlan> g_plans;
+
+void describe(std::ostringstream& key, const Tensor& t) {
+  for (int i = 0; i < t.dim(); ++i) key << t.size(i) << ',';
+  key << '/';
+  for (int i = 0; i < t.dim(); ++i) key << t.stride(i) << ',';
+  key << ';';
+}
+
+// Shape checks every call needs before a plan; empty when fine.
+std::string basic_reason(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, int64_t branches,
+                         bool causal) {
+  if (!q.device().is_cuda()) return "tensors are not on a CUDA device";
+  if (q.size(1) == 0 || k.size(1) == 0) return "empty sequence";
+  if (device_properties(q.device().index).major < 8) return "cuDNN SDPA needs an sm_80+ GPU";
+  if (q.dtype() != DType::BF16 || k.dtype() != DType::BF16 || v.dtype() != DType::BF16 || out.dtype() != DType::BF16)
+    return str("dtype ", dtype_name(q.dtype()), ": the cuDNN backend runs bf16 only");
+  const int64_t dqk = q.size(3), dv = v.size(3);
+  if (dqk % 8 || dv % 8 || dqk > 256 || dv > 256)
+    return str("head dims (", dqk, ", ", dv, "): cuDNN needs multiples of 8 up to 256");
+  if (causal && q.size(1) != k.size(1))
+    return str("causal with T=", q.size(1), " != S=", k.size(1), ": cuDNN's causal diagonal is top-left");
+  if (branches < 1 || k.size(2) % branches) return "kv heads not divisible by branches";
+  for (const Tensor* t : {&q, &k, &v, &out}) {
+    if (t->stride(3) != 1) return "a tensor's last dim is not contiguous";
+    for (int i = 0; i < 3; ++i)
+      if (t->stride(i) % 8) return str("stride ", t->stride(i), " is not a multiple of 8 elements");
+    if (reinterpret_cast<uintptr_t>(t->data_ptr()) % 16) return "a tensor is not 16-byte aligned";
+  }
+  return "";
+}
+
+// The per-branch views of a call (branch r: kv heads [r Hk, (r+1) Hk), out heads [r Hq, (r+1) Hq)).
+Tensor branch_view(const Tensor& t, int64_t r, int64_t heads) { return t.narrow(2, r * heads, heads); }
+
+Geometry geometry(const Tensor& q, const Tensor& k, const Tensor& v, int64_t branches) {
+  return Geometry{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2) / branches, branches, q.size(3), v.size(3)};
+}
+
+const CachedPlan& forward_plan(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                               int64_t branches, bool causal) {
+  const Geometry d = geometry(q, k, v, branches);
+  const Tensor kb = branch_view(k, 0, d.Hk), vb = branch_view(v, 0, d.Hk), ob = branch_view(out, 0, d.Hq);
+  std::ostringstream key;
+  key << "fwd dev" << q.device().index << (causal ? " causal " : " full ") << branches << ' ';
+  for (const Tensor* t : {&q, &kb, &vb, &ob}) describe(key, *t);
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_plans.find(key.str());
+  if (it != g_plans.end()) return it->second;
+  CachedPlan c;
+  try {
+    c.plan = build_forward(d, q, kb, vb, ob, d.R * d.Hq * d.T, causal, &c.why);
+  } catch (const std::exception& e) {
+    c.why = e.what();
+  }
+  return g_plans.emplace(key.str(), std::move(c)).first->second;
+}
+
+const CachedPlan& backward_plan(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                                const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                                int64_t branches, bool causal) {
+  const Geometry d = geometry(q, k, v, branches);
+  const Tensor kb = branch_view(k, 0, d.Hk), vb = branch_view(v, 0, d.Hk), ob = branch_view(out, 0, d.Hq),
+               dob = branch_view(dout, 0, d.Hq), dkb = branch_view(dk, 0, d.Hk), dvb = branch_view(dv, 0, d.Hk);
+  std::ostringstream key;
+  key << "bwd dev" << q.device().index << (causal ? " causal " : " full ") << branches << ' ';
+  for (const Tensor* t : {&q, &kb, &vb, &ob, &dob, &dq, &dkb, &dvb}) describe(key, *t);
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_plans.find(key.str());
+  if (it != g_plans.end()) return it->second;
+  CachedPlan c;
+  try {
+    c.plan = build_backward(d, dq, dkb, dvb, dob, q, kb, vb, ob, d.R * d.Hq * d.T, causal, &c.why);
+  } catch (const std::exception& e) {
+    c.why = e.what();
+  }
+  return g_plans.emplace(key.str(), std::move(c)).first->second;
+}
+
+// Scratch for one execution: cuDNN's workspace (+ the dQ accumulator), from the caching allocator.
+Tensor scratch_floats(int64_t bytes, Device dev) { return Tensor::empty({std::max<int64_t>(1, (bytes + 3) / 4)}, DType::F32, dev); }
+
+void* ptr(const Tensor& t) { return t.data_ptr(); }
+
+}  // namespace
+
+std::string cudnn_attention_forward_unsupported(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                                                const Tensor& lse, int64_t branches, bool causal) {
+  (void)lse;
+  std::string why = basic_reason(q, k, v, out, branches, causal);
+  if (!why.empty()) return why;
+  const CachedPlan& c = forward_plan(q, k, v, out, branches, causal);
+  return c.plan ? "" : c.why;
+}
+
+std::string cudnn_attention_backward_unsupported(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                                 const Tensor& dout, const Tensor& q, const Tensor& k,
+                                                 const Tensor& v, const Tensor& out, const Tensor& lse,
+                                                 int64_t branches, bool causal) {
+  (void)lse;
+  std::string why = basic_reason(q, k, v, out, branches, causal);
+  if (why.empty()) why = basic_reason(dq, dk, dv, dout, branches, causal);
+  if (!why.empty()) return why;
+  const CachedPlan& c = backward_plan(dq, dk, dv, dout, q, k, v, out, branches, causal);
+  return c.plan ? "" : c.why;
+}
+
+void cudnn_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                             int64_t branches, double softmax_scale, bool causal) {
+  const std::string why = cudnn_attention_forward_unsupported(q, k, v, out, lse, branches, causal);
+  LATTE_REQUIRE(why.empty(), "cudnn attention forward: ", why);
+  const Geometry d = geometry(q, k, v, branches);
+  const Plan& plan = *forward_plan(q, k, v, out, branches, causal).plan;
+  cudnnHandle_t h = cudnn::handle();
+  Tensor ws = scratch_floats(plan.workspace_bytes(), q.device());
+  float scale = static_cast<float>(softmax_scale), mask_value = std::numeric_limits<float>::lowest();
+  for (int64_t r = 0; r < d.R; ++r) {
+    float* stats = lse.data<float>() + r * d.Hq * d.T;
+    plan.execute(h, {kQ, kK, kV, kO, kStats, kScale, kMaskValue},
+                 {ptr(q), ptr(branch_view(k, r, d.Hk)), ptr(branch_view(v, r, d.Hk)), ptr(branch_view(out, r, d.Hq)),
+                  stats, &scale, &mask_value},
+                 ptr(ws));
+  }
+}
+
+void cudnn_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                              const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                              int64_t branches, double softmax_scale, bool causal) {
+  const std::string why =
+      cudnn_attention_backward_unsupported(dq, dk, dv, dout, q, k, v, out, lse, branches, causal);
+  LATTE_REQUIRE(why.empty(), "cudnn attention backward: ", why);
+  const Geometry d = geometry(q, k, v, branches);
+  const Plan& plan = *backward_plan(dq, dk, dv, dout, q, k, v, out, branches, causal).plan;
+  cudnnHandle_t h = cudnn::handle();
+  const Device dev = q.device();
+  Tensor ws = scratch_floats(plan.workspace_bytes(), dev);
+  Tensor accum = Tensor::empty({d.B, d.Hq, d.T, d.Dqk}, DType::F32, dev);
+  Tensor dq_branch = d.R > 1 ? Tensor::empty(dq.shape(), dq.dtype(), dev) : Tensor();
+  float scale = static_cast<float>(softmax_scale), mask_value = std::numeric_limits<float>::lowest(), one = 1.f;
+  for (int64_t r = 0; r < d.R; ++r) {
+    fill(accum, 0.0);  // cuDNN accumulates dQ into it
+    const Tensor& dq_r = r == 0 ? dq : dq_branch;
+    float* stats = lse.data<float>() + r * d.Hq * d.T;
+    plan.execute(h, {kQ, kK, kV, kO, kdO, kStats, kdQ, kdK, kdV, kdQAccum, kScale, kMaskValue, kOne},
+                 {ptr(q), ptr(branch_view(k, r, d.Hk)), ptr(branch_view(v, r, d.Hk)), ptr(branch_view(out, r, d.Hq)),
+                  ptr(branch_view(dout, r, d.Hq)), stats, ptr(dq_r), ptr(branch_view(dk, r, d.Hk)),
+                  ptr(branch_view(dv, r, d.Hk)), ptr(accum), &scale, &mask_value, &one},
+                 ptr(ws));
+    if (r > 0) axpy(dq, dq_branch, 1.0);  // dQ sums over the branches sharing the query
+  }
+}
+
+#endif  // LATTE_WITH_CUDNN
+
+}  // namespace latte::cuda

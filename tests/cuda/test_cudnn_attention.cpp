@@ -1,0 +1,192 @@
+// The cuDNN SDPA backend (kernels/cuda/cudnn_attention.h) against the CPU reference attention in f64 on the same
+// bf16 inputs: forward (out, and lse to 1e-4, so that either backend's backward can follow either forward) and
+// backward (dq, dk, dv), MHA / GQA / MQA, MLRA branches, ragged lengths, non-causal S != T, an explicit scale,
+// strided views of fused projections; then the dispatcher: attention_backend cudnn, auto (timed choice, twice),
+// and the errors for what cuDNN cannot run. Outputs are poisoned with NaN first.
+#include "tests/cuda/cuda_test_util.h"
+
+#ifdef LATTE_WITH_CUDA
+#include <cmath>
+#include <string>
+
+#include "kernels/attention_backend.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cudnn_attention.h"
+#include "kernels/cuda/flash_attention.h"
+
+using namespace latte;
+using namespace latte::cudatest;
+
+namespace {
+
+bool have_cudnn() {
+#ifdef LATTE_WITH_CUDNN
+  return true;
+#else
+  return false;
+#endif
+}
+
+struct Case {
+  const char* name;
+  int64_t B, T, S, Hq, Hk, R, Dqk, Dv;
+  bool causal;
+  double scale;  // 0: 1/sqrt(Dqk)
+  bool strided;
+};
+
+struct Inputs {
+  Tensor q, k, v, dout;
+  double scale;
+  Tensor eout, else_, edq, edk, edv;  // f64 reference
+};
+
+Inputs make_inputs(const Case& c, uint64_t seed) {
+  const DType t = DType::BF16;
+  Inputs in;
+  if (c.strided) {
+    Tensor qf = rnd({c.B, c.T, c.Hq * c.Dqk + 8}, seed, t);
+    in.q = qf.narrow(2, 8, c.Hq * c.Dqk).view({c.B, c.T, c.Hq, c.Dqk});
+    Tensor kv = rnd({c.B, c.S, c.R * c.Hk, c.Dqk + c.Dv}, seed + 1, t);
+    in.k = kv.narrow(3, 0, c.Dqk);
+    in.v = kv.narrow(3, c.Dqk, c.Dv);
+  } else {
+    in.q = rnd({c.B, c.T, c.Hq, c.Dqk}, seed, t);
+    in.k = rnd({c.B, c.S, c.R * c.Hk, c.Dqk}, seed + 1, t);
+    in.v = rnd({c.B, c.S, c.R * c.Hk, c.Dv}, seed + 2, t);
+  }
+  in.dout = rnd({c.B, c.T, c.R * c.Hq, c.Dv}, seed + 3, t);
+  in.scale = c.scale > 0 ? c.scale : 1.0 / std::sqrt(static_cast<double>(c.Dqk));
+  Tensor rq = ref(in.q), rk = ref(in.k), rv = ref(in.v);
+  in.eout = Tensor::empty({c.B, c.T, c.R * c.Hq, c.Dv}, DType::F64);
+  in.else_ = Tensor::empty({c.B, c.R * c.Hq, c.T}, DType::F64);
+  cpu::attention_forward(in.eout, in.else_, rq, rk, rv, c.R, in.scale, c.causal);
+  in.edq = Tensor::empty(in.q.shape(), DType::F64);
+  in.edk = Tensor::empty(in.k.shape(), DType::F64);
+  in.edv = Tensor::empty(in.v.shape(), DType::F64);
+  cpu::attention_backward(in.edq, in.edk, in.edv, ref(in.dout), rq, rk, rv, in.eout, in.else_, c.R, in.scale,
+                          c.causal);
+  return in;
+}
+
+std::string trace(const Case& c) {
+  return str(c.name, " B=", c.B, " T=", c.T, " S=", c.S, " Hq=", c.Hq, " Hk=", c.Hk, " R=", c.R, " D=(", c.Dqk, ",",
+             c.Dv, ")", c.causal ? " causal" : " full");
+}
+
+void check_forward(const Inputs& in, const Tensor& out, const Tensor& lse) {
+  EXPECT_CLOSE(out, in.eout, DType::BF16);
+  const double e = rel_err(lse, in.else_);
+  EXPECT_LT(e, 1e-4) << "lse rel. error " << e;
+}
+
+void check_backward(const Inputs& in, const Tensor& dq, const Tensor& dk, const Tensor& dv) {
+  EXPECT_CLOSE(dq, in.edq, DType::BF16) << "dq";
+  EXPECT_CLOSE(dk, in.edk, DType::BF16) << "dk";
+  EXPECT_CLOSE(dv, in.edv, DType::BF16) << "dv";
+}
+
+// Direct calls into the cuDNN backend; `must_support`: a shape cuDNN 9 runs on sm_80+ (else the case is
+// reported and skipped, e.g. a head dim an older cuDNN's backward lacks).
+void run_case(const Case& c, uint64_t seed, bool must_support) {
+  SCOPED_TRACE(trace(c));
+  Inputs in = make_inputs(c, seed);
+  const DType t = DType::BF16;
+  Tensor out = poisoned({c.B, c.T, c.R * c.Hq, c.Dv}, t), lse = poisoned({c.B, c.R * c.Hq, c.T}, DType::F32);
+  const std::string fwd_why = cuda::cudnn_attention_forward_unsupported(in.q, in.k, in.v, out, lse, c.R, c.causal);
+  if (!fwd_why.empty()) {
+    EXPECT_FALSE(must_support) << "cuDNN forward unsupported: " << fwd_why;
+    std::printf("  [cudnn] %s: forward not supported here: %s\n", trace(c).c_str(), fwd_why.c_str());
+    return;
+  }
+  cuda::cudnn_attention_forward(out, lse, in.q, in.k, in.v, c.R, in.scale, c.causal);
+  check_forward(in, out, lse);
+
+  Tensor dq = poisoned(in.q.shape(), t), dk = poisoned(in.k.shape(), t), dv = poisoned(in.v.shape(), t);
+  const std::string bwd_why =
+      cuda::cudnn_attention_backward_unsupported(dq, dk, dv, in.dout, in.q, in.k, in.v, out, lse, c.R, c.causal);
+  if (!bwd_why.empty()) {
+    EXPECT_FALSE(must_support) << "cuDNN backward unsupported: " << bwd_why;
+    std::printf("  [cudnn] %s: backward not supported here: %s\n", trace(c).c_str(), bwd_why.c_str());
+    return;
+  }
+  cuda::cudnn_attention_backward(dq, dk, dv, in.dout, in.q, in.k, in.v, out, lse, c.R, in.scale, c.causal);
+  check_backward(in, dq, dk, dv);
+
+  // The lse contract is shared: latte's flash backward after cuDNN's forward gives the same gradients.
+  if (cuda::flash_attention_supported(in.q, in.k, in.v, out)) {
+    SCOPED_TRACE("flash backward after the cuDNN forward");
+    Tensor fq = poisoned(in.q.shape(), t), fk = poisoned(in.k.shape(), t), fv = poisoned(in.v.shape(), t);
+    cuda::flash_attention_backward(fq, fk, fv, in.dout, in.q, in.k, in.v, out, lse, c.R, in.scale, c.causal, false);
+    check_backward(in, fq, fk, fv);
+  }
+}
+
+TEST(CudnnAttention, Shapes) {
+  LATTE_REQUIRE_CUDA();
+  if (!have_cudnn()) GTEST_SKIP() << "built without cuDNN";
+  const Case core[] = {
+      {"mha", 2, 128, 128, 4, 4, 1, 64, 64, true, 0, false},
+      {"gqa odd T", 1, 129, 129, 4, 2, 1, 128, 128, true, 0, false},
+      {"mqa T=1000", 1, 1000, 1000, 4, 1, 1, 128, 128, true, 0, false},
+      {"non-causal S > T", 2, 40, 150, 4, 4, 1, 128, 64, false, 0, false},
+      {"non-causal S < T", 1, 130, 50, 2, 2, 1, 64, 128, false, 0, false},
+      {"explicit scale", 1, 129, 129, 4, 2, 1, 128, 128, true, 0.05, false},
+      {"strided fused views", 2, 67, 67, 4, 2, 1, 128, 64, true, 0, true},
+      {"mlra-2 gqa", 2, 100, 100, 4, 2, 2, 128, 128, true, 0, false},
+      {"mlra-4 mqa strided", 1, 77, 77, 4, 1, 4, 64, 64, true, 0.2, true},
+  };
+  uint64_t seed = 12000;
+  for (const Case& c : core) run_case(c, seed += 10, true);
+  // MLA's (192, 128): cuDNN >= 9.x on Hopper runs it (PyTorch's cuDNN backend measures it); reported if not.
+  const Case mla[] = {
+      {"mla", 1, 200, 200, 4, 4, 1, 192, 128, true, 0, false},
+      {"mla branches", 1, 96, 96, 2, 2, 2, 192, 128, true, 0, false},
+  };
+  for (const Case& c : mla) run_case(c, seed += 10, false);
+}
+
+// The op-level dispatcher: attention_backend cudnn runs cuDNN, auto times the supported paths once per shape
+// and gives the right answer on the tuning call and after it.
+TEST(CudnnAttention, Dispatch) {
+  LATTE_REQUIRE_CUDA();
+  if (!have_cudnn()) GTEST_SKIP() << "built without cuDNN";
+  const Case c{"dispatch", 2, 96, 96, 4, 2, 1, 128, 128, true, 0, false};
+  SCOPED_TRACE(trace(c));
+  Inputs in = make_inputs(c, 12500);
+  const DType t = DType::BF16;
+  for (AttentionBackend backend : {AttentionBackend::Cudnn, AttentionBackend::Auto, AttentionBackend::Auto}) {
+    set_attention_backend(backend);
+    Tensor out = poisoned({c.B, c.T, c.Hq, c.Dv}, t), lse = poisoned({c.B, c.Hq, c.T}, DType::F32);
+    cuda::attention_forward(out, lse, in.q, in.k, in.v, 1, in.scale, true);
+    check_forward(in, out, lse);
+    Tensor dq = poisoned(in.q.shape(), t), dk = poisoned(in.k.shape(), t), dv = poisoned(in.v.shape(), t);
+    cuda::attention_backward(dq, dk, dv, in.dout, in.q, in.k, in.v, out, lse, 1, in.scale, true);
+    check_backward(in, dq, dk, dv);
+  }
+  set_attention_backend(AttentionBackend::Auto);
+}
+
+TEST(CudnnAttention, UnsupportedSaysWhy) {
+  LATTE_REQUIRE_CUDA();
+  Tensor q = rnd({1, 8, 2, 64}, 1, DType::F32), k = rnd({1, 8, 2, 64}, 2, DType::F32),
+         v = rnd({1, 8, 2, 64}, 3, DType::F32), out = poisoned({1, 8, 2, 64}, DType::F32),
+         lse = poisoned({1, 2, 8}, DType::F32);
+  EXPECT_NE(cuda::cudnn_attention_forward_unsupported(q, k, v, out, lse, 1, true), "");  // f32
+  Tensor qb = rnd({1, 8, 2, 64}, 4, DType::BF16), kb = rnd({1, 20, 2, 64}, 5, DType::BF16),
+         vb = rnd({1, 20, 2, 64}, 6, DType::BF16), ob = poisoned({1, 8, 2, 64}, DType::BF16);
+  const std::string why = cuda::cudnn_attention_forward_unsupported(qb, kb, vb, ob, lse, 1, true);
+  EXPECT_NE(why, "");  // causal with S > T: cuDNN's diagonal is top-left
+  set_attention_backend(AttentionBackend::Cudnn);
+  try {
+    cuda::attention_forward(ob, lse, qb, kb, vb, 1, 0.125, true);
+    ADD_FAILURE() << "attention_backend cudnn ran a causal S > T call";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("attention_backend cudnn cannot run"), std::string::npos) << e.what();
+  }
+  set_attention_backend(AttentionBackend::Auto);
+}
+
+}  // namespace
+#endif  // LATTE_WITH_CUDA
