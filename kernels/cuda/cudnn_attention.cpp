@@ -308,10 +308,11 @@ void cudnn_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
   float scale = static_cast<float>(softmax_scale), mask_value = std::numeric_limits<float>::lowest();
   for (int64_t r = 0; r < d.R; ++r) {
     float* stats = lse.data<float>() + r * d.Hq * d.T;
-    plan.execute(h, {kQ, kK, kV, kO, kStats, kScale, kMaskValue},
-                 {ptr(q), ptr(branch_view(k, r, d.Hk)), ptr(branch_view(v, r, d.Hk)), ptr(branch_view(out, r, d.Hq)),
-                  stats, &scale, &mask_value},
-                 ptr(ws));
+    std::vector<int64_t> uids{kQ, kK, kV, kO, kStats, kScale};
+    std::vector<void*> ptrs{ptr(q), ptr(branch_view(k, r, d.Hk)), ptr(branch_view(v, r, d.Hk)),
+                            ptr(branch_view(out, r, d.Hq)), stats, &scale};
+    if (causal) uids.push_back(kMaskValue), ptrs.push_back(&mask_value);  // the pack must name only graph tensors
+    plan.execute(h, uids, ptrs, ptr(ws));
   }
 }
 
@@ -333,11 +334,13 @@ void cudnn_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
     fill(accum, 0.0);  // cuDNN accumulates dQ into it
     const Tensor& dq_r = r == 0 ? dq : dq_branch;
     float* stats = lse.data<float>() + r * d.Hq * d.T;
-    plan.execute(h, {kQ, kK, kV, kO, kdO, kStats, kdQ, kdK, kdV, kdQAccum, kScale, kMaskValue, kOne},
-                 {ptr(q), ptr(branch_view(k, r, d.Hk)), ptr(branch_view(v, r, d.Hk)), ptr(branch_view(out, r, d.Hq)),
-                  ptr(branch_view(dout, r, d.Hq)), stats, ptr(dq_r), ptr(branch_view(dk, r, d.Hk)),
-                  ptr(branch_view(dv, r, d.Hk)), ptr(accum), &scale, &mask_value, &one},
-                 ptr(ws));
+    std::vector<int64_t> uids{kQ, kK, kV, kO, kdO, kStats, kdQ, kdK, kdV, kdQAccum, kScale, kOne};
+    std::vector<void*> ptrs{ptr(q),         ptr(branch_view(k, r, d.Hk)),  ptr(branch_view(v, r, d.Hk)),
+                            ptr(branch_view(out, r, d.Hq)), ptr(branch_view(dout, r, d.Hq)), stats,
+                            ptr(dq_r),      ptr(branch_view(dk, r, d.Hk)), ptr(branch_view(dv, r, d.Hk)),
+                            ptr(accum),     &scale,                        &one};
+    if (causal) uids.push_back(kMaskValue), ptrs.push_back(&mask_value);
+    plan.execute(h, uids, ptrs, ptr(ws));
     if (r > 0) axpy(dq, dq_branch, 1.0);  // dQ sums over the branches sharing the query
   }
 }
