@@ -5,7 +5,7 @@
 # a table last. Needs data/$DATA (scripts/prepare_data.sh small|linux-doc; carry it). Logs and metrics go
 # to $OUT (metrics-<run>.jsonl: scripts/plot_runs.py draws them).
 #   STEPS_125M=200 STEPS_1B3=30 VARIANTS="egmla mla mha" DATA=kjv bash scripts/gpu_train_bench.sh
-# STEPS_1B3=0 skips the 1b3 runs; SCAN="4 8 32" also times egmla-125m at those micro-batches (30 steps):
+# TORCH=0 skips the PyTorch reference; STEPS_1B3=0 skips the 1b3 runs; SCAN="4 8 32" also times egmla-125m at those micro-batches (30 steps):
 # tokens/s that grow with the batch mean per-step overhead (launches, host work) is a large share.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ STEPS_1B3=${STEPS_1B3:-30}
 VARIANTS=${VARIANTS:-"egmla mla mha"}
 DATA=${DATA:-kjv}
 SCAN=${SCAN:-}
+TORCH=${TORCH:-1}
 BUILD=${LATTE_BUILD_DIR:-build-gpu}
 export NCCL_NVLS_ENABLE=0
 
@@ -39,7 +40,7 @@ YAML
   rm -rf "/tmp/runs/$name"
   "$BUILD/latte" train "/tmp/$name.yaml" > "$OUT/train-$name.log" 2>&1 || { echo "train $name failed:"; tail -20 "$OUT/train-$name.log"; }
   cp "/tmp/runs/$name/metrics.jsonl" "$OUT/metrics-$name.jsonl" 2>/dev/null
-  [ "$torch" = 1 ] || return 0
+  [ "$torch" = 1 ] && [ "$TORCH" = 1 ] || return 0
   python3 scripts/reference/train_bench.py "configs/models/$v-$size.yaml" --batch "$batch" --seq "$seq" --steps 15 \
     > "$OUT/torch-$name.jsonl" 2> "$OUT/torch-$name.err" || tail -5 "$OUT/torch-$name.err"
 }
