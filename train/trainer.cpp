@@ -16,6 +16,7 @@
 #include "distributed/process_group.h"
 #include "distributed/topology.h"
 #include "kernels/attention_backend.h"
+#include "kernels/op_profiler.h"
 #include "layers/safetensors.h"
 #include "layers/transformer.h"
 #include "train/checkpoint_store.h"
@@ -255,6 +256,7 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
     const double clip = tc.grad_clip > 0 && grad_norm > tc.grad_clip ? tc.grad_clip / grad_norm : 1.0;
     optimizer.step(lr, clip);  // with ZeRO-1 also all-gathers the updated weights
     tokens_seen += tokens_per_step;
+    if (ops::op_profiling()) ops::op_profile_collect(step - start_step >= 3);  // LATTE_PROFILE_OPS=1
 
     const double dt = seconds_since(t0);
     const double tokens_per_s = static_cast<double>(tokens_per_step) / dt;
@@ -306,6 +308,7 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   }
   if (step < tc.steps) result.interrupted = true;
   result.last_step = step;
+  if (const std::string profile = ops::op_profile_report(); !profile.empty()) log::info(profile);
   return result;
 }
 

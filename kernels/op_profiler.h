@@ -1,0 +1,50 @@
+// Per-op GPU time, for finding where a training step goes (LATTE_PROFILE_OPS=1 in the environment).
+// Every kernel-contract op (kernels/op_decls.inc) runs through LATTE_DISPATCH; with profiling on, a CUDA op is
+// bracketed by two events on the current stream (a CPU op by the wall clock) and its time is added to the op's
+// total when op_profile_collect() is called (once per step by the trainer, after the step's host sync). Off,
+// the cost is one branch per op. The report ranks ops by time per step and compares their sum with the step's
+// wall time: the difference is time the GPU waited for the host (launch gaps, syncs).
+#pragma once
+#include <string>
+
+namespace latte::ops {
+
+bool op_profiling();  // LATTE_PROFILE_OPS=1 (read once)
+
+// Brackets one op call.
+class OpScope {
+ public:
+  OpScope(const char* name, bool cuda);
+  ~OpScope();
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+
+ private:
+  const char* name_;
+  bool cuda_;
+  int start_ = -1;     // event slot (CUDA)
+  double t0_ = 0;      // seconds (CPU)
+};
+
+// Waits for the recorded ops, adds their times into the totals and recycles the events. Called once per step:
+// `count_step` false drops what was measured (warm-up steps); true counts one step, whose wall time is the time
+// since the previous call.
+void op_profile_collect(bool count_step);
+// The ranked table (empty when profiling is off or nothing was measured). Resets the totals.
+std::string op_profile_report();
+
+// Wraps the op LATTE_DISPATCH picked so that the call is timed when profiling is on.
+template <typename F>
+struct ProfiledOp {
+  const char* name;
+  F* fn;
+  bool cuda;
+  template <typename... A>
+  decltype(auto) operator()(A&&... args) const {
+    if (!op_profiling()) return fn(static_cast<A&&>(args)...);
+    OpScope scope(name, cuda);
+    return fn(static_cast<A&&>(args)...);
+  }
+};
+
+}  // namespace latte::ops
