@@ -14,12 +14,20 @@ namespace {
 thread_local bool g_grad_enabled = true;
 std::atomic<uint64_t> g_sequence{0};
 
-// Adds `g` into slot. Out of place on purpose: a node may hand the same gradient tensor to several
-// inputs (add does), so writing into a received gradient would corrupt another slot.
+// Adds `g` into slot. In place only when nothing else can see slot's memory: this handle is the only owner
+// of its tensor and the tensor the only owner of its storage. Otherwise out of place: a node may hand the same
+// gradient tensor to several inputs (add does), so writing into a shared gradient would corrupt another slot.
+// (In place saves an allocation and a full copy per accumulation: the residual stream's gradient gets two
+// contributions in every layer.)
 void accumulate_into(Tensor& slot, const Tensor& g) {
   if (!g.defined()) return;
   if (!slot.defined()) {
     slot = g;
+    return;
+  }
+  if (slot.impl_ptr().use_count() == 1 && slot.storage() && slot.storage().use_count() == 1 &&
+      slot.is_contiguous()) {
+    ops::axpy(slot, g.contiguous(), 1.0);
     return;
   }
   Tensor sum = Tensor::empty(slot.shape(), slot.dtype(), slot.device());

@@ -4,10 +4,14 @@
 //
 // Backward without float atomics (whose summation order, and so the result, would change from run to
 // run): the ids are sorted with their positions (CUB's stable radix sort, over just the bits the
-// vocabulary needs); each run of equal ids in the sorted list belongs to one block, which sums the
-// dout rows of that id in increasing position order in fp32 and adds the sum into dtable[id] once.
-// Blocks that do not start a run exit at once. A very frequent token serialises on its block (a few
-// hundred rows of D elements: microseconds), which is the price of a fixed order.
+// vocabulary needs), and the sorted list is cut into fixed windows of kWindow positions, one block each.
+// A block walks its window in order and sums each run of equal ids in fp32: a run that starts and ends in
+// the window is added into dtable[id] at once (no other block sees that id); a run that crosses a window
+// edge leaves partial sums instead (the window holding its start: the "tail" slot, each later window it
+// covers: the "head" slot), and a second pass, one block per window holding such a start, adds tail +
+// heads in window order into dtable[id]. So the serial chain of any block is at most kWindow rows plus one
+// partial per window a frequent token covers (the first version gave a whole run to one block: ~1 ms per
+// call on natural text, where "the" or "\n" fill hundreds of the 16k positions of a batch).
 // Out-of-range ids: the forward writes NaN rows (so a bad token shows up in the loss instead of
 // reading foreign memory); the backward sorts them last (key V) and skips them.
 #include <cub/device/device_radix_sort.cuh>
@@ -48,29 +52,76 @@ __global__ void sort_input_kernel(int32_t* keys, int32_t* positions, const int32
   }
 }
 
-// Block i handles the run of equal ids starting at sorted position i (if one starts there).
-__global__ void embedding_backward_kernel(void* dtable, int dtt, const void* dout, int dto, const int32_t* sorted_ids,
-                                          const int32_t* sorted_pos, int64_t N, int64_t V, int64_t D, bool vec) {
-  const int64_t i = blockIdx.x;
-  const int32_t id = sorted_ids[i];
-  if ((i > 0 && sorted_ids[i - 1] == id) || id < 0 || id >= V) return;
-  int64_t end = i + 1;
-  while (end < N && sorted_ids[end] == id) ++end;
-  const int es_t = dtt == kBF16 ? 2 : 4, es_o = dto == kBF16 ? 2 : 4;
-  char* trow = static_cast<char*>(dtable) + static_cast<int64_t>(id) * D * es_t;
+constexpr int kWindow = 32;  // sorted positions per block of the first pass
+
+__device__ __forceinline__ void add_row(void* dtable, int dtt, int64_t id, int64_t D, int64_t c, bool vec,
+                                        const float (&acc)[8]) {
+  char* trow = static_cast<char*>(dtable) + id * D * (dtt == kBF16 ? 2 : 4);
+  float t[8];
+  load8_any(trow, dtt, c, D, vec, t);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) t[k] += acc[k];
+  store8_any(trow, dtt, c, D, vec, t);
+}
+
+// First pass: block w sums the runs of its window [w kWindow, (w+1) kWindow) of the sorted ids. partial is
+// (windows, 2, D) fp32: slot 0 = the head (a run that began in an earlier window), slot 1 = the tail (a run
+// that begins here and goes on past the window).
+__global__ void embedding_backward_window_kernel(void* dtable, int dtt, const void* dout, int dto,
+                                                 const int32_t* sorted_ids, const int32_t* sorted_pos, float* partial,
+                                                 int64_t N, int64_t V, int64_t D, bool vec) {
+  const int64_t w = blockIdx.x, begin = w * kWindow, end = min(N, begin + kWindow);
+  const int es_o = dto == kBF16 ? 2 : 4;
   for (int64_t c = static_cast<int64_t>(threadIdx.x) * 8; c < D; c += static_cast<int64_t>(blockDim.x) * 8) {
     float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    for (int64_t j = i; j < end; ++j) {
+    int64_t run_begin = begin;
+    for (int64_t j = begin; j < end; ++j) {
+      const int32_t id = sorted_ids[j];
       float v[8];
       load8_any(static_cast<const char*>(dout) + sorted_pos[j] * D * es_o, dto, c, D, vec, v);
 #pragma unroll
       for (int k = 0; k < 8; ++k) acc[k] += v[k];
-    }
-    float t[8];
-    load8_any(trow, dtt, c, D, vec, t);
+      if (j + 1 < end && sorted_ids[j + 1] == id) continue;  // the run goes on inside the window
+      const bool starts_here = run_begin == 0 || sorted_ids[run_begin - 1] != id;
+      const bool ends_here = j + 1 == N || sorted_ids[j + 1] != id;
+      if (id >= 0 && id < V) {
+        if (starts_here && ends_here) {
+          add_row(dtable, dtt, id, D, c, vec, acc);
+        } else {
+          float* slot = partial + (w * 2 + (starts_here ? 1 : 0)) * D;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) t[k] += acc[k];
-    store8_any(trow, dtt, c, D, vec, t);
+          for (int k = 0; k < 8; ++k)
+            if (c + k < D) slot[c + k] = acc[k];
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < 8; ++k) acc[k] = 0.f;
+      run_begin = j + 1;
+    }
+  }
+}
+
+// Second pass: block w finishes the run that starts in window w and crosses its end, if there is one:
+// its tail plus the heads of the following windows the run covers, in window order.
+__global__ void embedding_backward_cross_kernel(void* dtable, int dtt, const int32_t* sorted_ids, const float* partial,
+                                                int64_t N, int64_t V, int64_t D, bool vec) {
+  const int64_t w = blockIdx.x, begin = w * kWindow, last = min(N, begin + kWindow) - 1;
+  const int32_t id = sorted_ids[last];
+  if (last + 1 >= N || sorted_ids[last + 1] != id || id < 0 || id >= V) return;  // no run crosses the end
+  if (begin > 0 && sorted_ids[begin] == id && sorted_ids[begin - 1] == id) return;  // it started earlier
+  const int64_t windows = (N + kWindow - 1) / kWindow;
+  for (int64_t c = static_cast<int64_t>(threadIdx.x) * 8; c < D; c += static_cast<int64_t>(blockDim.x) * 8) {
+    float acc[8];
+    const float* tail = partial + (w * 2 + 1) * D;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) acc[k] = c + k < D ? tail[c + k] : 0.f;
+    for (int64_t u = w + 1; u < windows && sorted_ids[u * kWindow] == id; ++u) {
+      const float* head = partial + u * 2 * D;
+#pragma unroll
+      for (int k = 0; k < 8; ++k)
+        if (c + k < D) acc[k] += head[c + k];
+    }
+    add_row(dtable, dtt, id, D, c, vec, acc);
   }
 }
 
@@ -129,12 +180,17 @@ void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& 
                                              sorted_ids.data<int32_t>(), positions.data<int32_t>(),
                                              sorted_pos.data<int32_t>(), static_cast<int>(N), 0, end_bit, stream));
   const bool vec = D % 8 == 0 && aligned16(dtable.data_ptr()) && aligned16(dout.data_ptr());
-  const int64_t chunks = (D + 7) / 8;
+  const int64_t chunks = (D + 7) / 8, windows = (N + kWindow - 1) / kWindow;
   const int threads = chunks >= 256 ? 256 : static_cast<int>((chunks + 31) / 32 * 32);
-  embedding_backward_kernel<<<static_cast<unsigned>(N), threads, 0, stream>>>(
-      dtable.data_ptr(), float_code(dtable, "embedding_backward"), dout.data_ptr(), float_code(dout, "embedding_backward"),
-      sorted_ids.data<int32_t>(), sorted_pos.data<int32_t>(), N, V, D, vec);
-  CUDA_CHECK_LAUNCH("embedding_backward_kernel");
+  Tensor partial = Tensor::empty({windows, 2, D}, DType::F32, dev);
+  const int dtt = float_code(dtable, "embedding_backward"), dto = float_code(dout, "embedding_backward");
+  embedding_backward_window_kernel<<<static_cast<unsigned>(windows), threads, 0, stream>>>(
+      dtable.data_ptr(), dtt, dout.data_ptr(), dto, sorted_ids.data<int32_t>(), sorted_pos.data<int32_t>(),
+      partial.data<float>(), N, V, D, vec);
+  CUDA_CHECK_LAUNCH("embedding_backward_window_kernel");
+  embedding_backward_cross_kernel<<<static_cast<unsigned>(windows), threads, 0, stream>>>(
+      dtable.data_ptr(), dtt, sorted_ids.data<int32_t>(), partial.data<float>(), N, V, D, vec);
+  CUDA_CHECK_LAUNCH("embedding_backward_cross_kernel");
 }
 
 }  // namespace latte::cuda

@@ -55,6 +55,23 @@ TEST(CudaEmbedding, ForwardBackward) {
       }
 }
 
+// One id at every position: a run that crosses every window of the backward's first pass (head/tail partials
+// summed by the second pass), next to a short run at the end; bf16 and f32.
+TEST(CudaEmbedding, BackwardRunAcrossWindows) {
+  LATTE_REQUIRE_CUDA();
+  for (DType t : kFloat) {
+    const int64_t N = 1000, V = 11, D = 72;
+    std::vector<double> idv(static_cast<size_t>(N), 7.0);
+    for (int64_t i = 990; i < N; ++i) idv[static_cast<size_t>(i)] = 3.0;
+    Tensor ids = Tensor::from_vector(idv, {N}, DType::I32, gpu());
+    Tensor dout = rnd({N, D}, 91, t), dtable = rnd({V, D}, 92, t);
+    Tensor dexpect = ref(dtable);
+    cuda::embedding_backward(dtable, dout, ids);
+    cpu::embedding_backward(dexpect, ref(dout), ids.to(Device::cpu()));
+    EXPECT_CLOSE(dtable, dexpect, t) << dtype_name(t);
+  }
+}
+
 TEST(CudaRMSNorm, ForwardBackward) {
   LATTE_REQUIRE_CUDA();
   for (DType t : kFloat)
