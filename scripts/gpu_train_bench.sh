@@ -5,7 +5,7 @@
 # a table last. Needs data/$DATA (scripts/prepare_data.sh small|linux-doc; carry it). Logs and metrics go
 # to $OUT (metrics-<run>.jsonl: scripts/plot_runs.py draws them).
 #   STEPS_125M=200 STEPS_1B3=30 VARIANTS="egmla mla mha" DATA=kjv bash scripts/gpu_train_bench.sh
-# TORCH=0 skips the PyTorch reference; STEPS_1B3=0 skips the 1b3 runs; SCAN="4 8 32" also times egmla-125m at those micro-batches (30 steps):
+# TORCH=0 skips the PyTorch reference; STEPS_125M=0 / STEPS_1B3=0 skip the 125m / 1b3 runs; SCAN="4 8 32" also times egmla-125m at those micro-batches (30 steps):
 # tokens/s that grow with the batch mean per-step overhead (launches, host work) is a large share.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +45,7 @@ YAML
     > "$OUT/torch-$name.jsonl" 2> "$OUT/torch-$name.err" || tail -5 "$OUT/torch-$name.err"
 }
 
-for v in $VARIANTS; do run_config "$v" 125m "$STEPS_125M" 16 1024; done
+[ "$STEPS_125M" -gt 0 ] && for v in $VARIANTS; do run_config "$v" 125m "$STEPS_125M" 16 1024; done
 [ "$STEPS_1B3" -gt 0 ] && for v in $VARIANTS; do run_config "$v" 1b3 "$STEPS_1B3" 4 2048; done
 for b in $SCAN; do run_config egmla 125m 30 "$b" 1024 "egmla-125m-b$b" 0; done
 
