@@ -88,10 +88,19 @@ std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grad_output
   Tensor leaf_view(leaf);
   Tensor existing = leaf_view.grad();
   if (!existing.defined()) {
-    // First contribution: keep our own contiguous copy in the leaf's dtype (never alias a user tensor).
-    Tensor fresh = Tensor::empty(g.shape(), leaf->dtype, g.device());
-    ops::copy(fresh, g);
-    leaf->grad = fresh.impl_ptr();
+    // First contribution: keep the incoming gradient itself when nothing else can see it and it is exactly a
+    // contiguous tensor of the leaf's dtype over its whole allocation (the usual case: a matmul's fresh
+    // output; saves a copy per parameter per step). Otherwise our own contiguous copy in the leaf's dtype
+    // (never alias a user tensor or a slice of a larger buffer).
+    const std::shared_ptr<Storage>& st = g.storage();
+    if (g.impl_ptr().use_count() == 1 && st && st.use_count() == 1 && g.is_contiguous() && g.dtype() == leaf->dtype &&
+        g.data_ptr() == st->data() && g.nbytes() == st->bytes()) {
+      leaf->grad = g.impl_ptr();
+    } else {
+      Tensor fresh = Tensor::empty(g.shape(), leaf->dtype, g.device());
+      ops::copy(fresh, g);
+      leaf->grad = fresh.impl_ptr();
+    }
   } else {
     ops::axpy(existing, g.contiguous(), 1.0);  // g may be a strided view (narrow/permute backward)
   }
