@@ -87,6 +87,17 @@ TensorRef masked_scores(Graph& g, const Geometry& d, const TensorRef& q, const T
 }
 
 // Per-row (B, Hq, T, 1) fp32 intermediate.
+// A bf16 (B, L, H, D) latte tensor in the graph: as (B, H, L, D), or transposed to (B, H, D, L) (K^T, V^T).
+TensorRef bf16_input(Graph& g, int64_t uid, const Tensor& t, bool transposed = false) {
+  return g.tensor(uid, CUDNN_DATA_BFLOAT16, transposed ? bhds_dims(t) : bhsd_dims(t),
+                  transposed ? bhds_strides(t) : bhsd_strides(t));
+}
+
+// lse rows (B, Hq, T, 1) of one branch: consecutive in T, `batch_stride` apart in B.
+TensorRef stats_tensor(Graph& g, const Geometry& d, int64_t batch_stride) {
+  return g.tensor(kStats, CUDNN_DATA_FLOAT, {d.B, d.Hq, d.T, 1}, {batch_stride, d.T, 1, 1});
+}
+
 TensorRef row_stat(Graph& g, const Geometry& d) {
   const Dims rd{d.B, d.Hq, d.T, 1};
   return g.virt(CUDNN_DATA_FLOAT, rd, packed(rd));
@@ -96,11 +107,8 @@ std::unique_ptr<Plan> build_forward(const Geometry& d, const Tensor& q, const Te
                                     const Tensor& out, int64_t lse_batch_stride, bool causal, std::string* why) {
   Graph g;
   const cudnnDataType_t io = CUDNN_DATA_BFLOAT16;
-  TensorRef tq = g.tensor(kQ, io, bhsd_dims(q), bhsd_strides(q));
-  TensorRef tkt = g.tensor(kK, io, bhds_dims(k), bhds_strides(k));
-  TensorRef tv = g.tensor(kV, io, bhsd_dims(v), bhsd_strides(v));
-  TensorRef to = g.tensor(kO, io, bhsd_dims(out), bhsd_strides(out));
-  TensorRef stats = g.tensor(kStats, CUDNN_DATA_FLOAT, {d.B, d.Hq, d.T, 1}, {lse_batch_stride, d.T, 1, 1});
+  TensorRef tq = bf16_input(g, kQ, q), tkt = bf16_input(g, kK, k, true), tv = bf16_input(g, kV, v);
+  TensorRef to = bf16_input(g, kO, out), stats = stats_tensor(g, d, lse_batch_stride);
   TensorRef scale = g.scalar(kScale, CUDNN_DATA_FLOAT);
   TensorRef mask_value = g.scalar(kMaskValue, CUDNN_DATA_FLOAT);
 
@@ -136,15 +144,9 @@ std::unique_ptr<Plan> build_backward(const Geometry& d, const Tensor& dq, const 
                                      const Tensor& out, int64_t lse_batch_stride, bool causal, std::string* why) {
   Graph g;
   const cudnnDataType_t io = CUDNN_DATA_BFLOAT16;
-  TensorRef tq = g.tensor(kQ, io, bhsd_dims(q), bhsd_strides(q));
-  TensorRef tkt = g.tensor(kK, io, bhds_dims(k), bhds_strides(k));
-  TensorRef tvt = g.tensor(kV, io, bhds_dims(v), bhds_strides(v));
-  TensorRef to = g.tensor(kO, io, bhsd_dims(out), bhsd_strides(out));
-  TensorRef tdo = g.tensor(kdO, io, bhsd_dims(dout), bhsd_strides(dout));
-  TensorRef stats = g.tensor(kStats, CUDNN_DATA_FLOAT, {d.B, d.Hq, d.T, 1}, {lse_batch_stride, d.T, 1, 1});
-  TensorRef tdq = g.tensor(kdQ, io, bhsd_dims(dq), bhsd_strides(dq));
-  TensorRef tdk = g.tensor(kdK, io, bhsd_dims(dk), bhsd_strides(dk));
-  TensorRef tdv = g.tensor(kdV, io, bhsd_dims(dv), bhsd_strides(dv));
+  TensorRef tq = bf16_input(g, kQ, q), tkt = bf16_input(g, kK, k, true), tvt = bf16_input(g, kV, v, true);
+  TensorRef to = bf16_input(g, kO, out), tdo = bf16_input(g, kdO, dout), stats = stats_tensor(g, d, lse_batch_stride);
+  TensorRef tdq = bf16_input(g, kdQ, dq), tdk = bf16_input(g, kdK, dk), tdv = bf16_input(g, kdV, dv);
   const Dims qd{d.B, d.Hq, d.T, d.Dqk};
   TensorRef dq_accum = g.tensor(kdQAccum, CUDNN_DATA_FLOAT, qd, packed(qd), /*reorder_f16x16=*/true);
   TensorRef scale = g.scalar(kScale, CUDNN_DATA_FLOAT);
