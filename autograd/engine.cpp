@@ -12,6 +12,12 @@ namespace latte::autograd {
 
 namespace {
 thread_local bool g_grad_enabled = true;
+
+// Nothing but this handle can see t's memory: it is the only owner of its tensor, the tensor the only owner
+// of its storage. Then t may be written in place or kept.
+bool exclusively_owned(const Tensor& t) {
+  return t.impl_ptr().use_count() == 1 && t.storage() && t.storage().use_count() == 1;
+}
 std::atomic<uint64_t> g_sequence{0};
 
 // Adds `g` into slot. In place only when nothing else can see slot's memory: this handle is the only owner
@@ -25,8 +31,7 @@ void accumulate_into(Tensor& slot, const Tensor& g) {
     slot = g;
     return;
   }
-  if (slot.impl_ptr().use_count() == 1 && slot.storage() && slot.storage().use_count() == 1 &&
-      slot.is_contiguous()) {
+  if (exclusively_owned(slot) && slot.is_contiguous()) {
     ops::axpy(slot, g.contiguous(), 1.0);
     return;
   }
@@ -92,9 +97,8 @@ std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grad_output
     // contiguous tensor of the leaf's dtype over its whole allocation (the usual case: a matmul's fresh
     // output; saves a copy per parameter per step). Otherwise our own contiguous copy in the leaf's dtype
     // (never alias a user tensor or a slice of a larger buffer).
-    const std::shared_ptr<Storage>& st = g.storage();
-    if (g.impl_ptr().use_count() == 1 && st && st.use_count() == 1 && g.is_contiguous() && g.dtype() == leaf->dtype &&
-        g.data_ptr() == st->data() && g.nbytes() == st->bytes()) {
+    if (exclusively_owned(g) && g.is_contiguous() && g.dtype() == leaf->dtype &&
+        g.data_ptr() == g.storage()->data() && g.nbytes() == g.storage()->bytes()) {
       leaf->grad = g.impl_ptr();
     } else {
       Tensor fresh = Tensor::empty(g.shape(), leaf->dtype, g.device());

@@ -80,6 +80,17 @@ double copy_bandwidth_gbs() {
   return gbs;
 }
 
+// The first batch of a (B, ...) output on the host, and ||out[0] - ref|| / ||ref|| against such a copy.
+std::vector<double> first_batch(const Tensor& out) {
+  return out.narrow(0, 0, 1).contiguous().to(DType::F32).cpu().to_vector();
+}
+double rel_diff_first_batch(const Tensor& out, const std::vector<double>& ref) {
+  const std::vector<double> o = first_batch(out);
+  double num = 0, den = 0;
+  for (size_t x = 0; x < o.size(); ++x) num += (o[x] - ref[x]) * (o[x] - ref[x]), den += ref[x] * ref[x];
+  return std::sqrt(num / den);
+}
+
 void bench_flash(int64_t dqk, int64_t dv) {
   const int64_t B = 4, T = 4096, H = 16;
   const Device dev = Device::cuda();
@@ -102,7 +113,7 @@ void bench_flash(int64_t dqk, int64_t dv) {
   const double m_tf = fwd_flops / (m_ms * 1e-3) / 1e12;
   rows.push_back({"latte flash fwd (mma.sync)", shape, m_ms, m_tf, "TFLOP/s", m_tf / 989.0, "dense peak"});
   result("latte_fwd_mma_" + tag, m_tf);
-  const std::vector<double> ref_out = out.narrow(0, 0, 1).contiguous().to(DType::F32).cpu().to_vector();
+  const std::vector<double> ref_out = first_batch(out);
   double f_ms = m_ms;
   const bool wgmma_off = std::getenv("LATTE_FLASH_NO_WGMMA") != nullptr;
   const bool pingpong_off = std::getenv("LATTE_FLASH_NO_PINGPONG") != nullptr;
@@ -112,10 +123,7 @@ void bench_flash(int64_t dqk, int64_t dv) {
     cuda::flash_attention_set_sm90_pingpong(pingpong);
     out.fill_(0.0);
     cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);
-    const std::vector<double> o = out.narrow(0, 0, 1).contiguous().to(DType::F32).cpu().to_vector();
-    double num = 0, den = 0;
-    for (size_t x = 0; x < o.size(); ++x) num += (o[x] - ref_out[x]) * (o[x] - ref_out[x]), den += ref_out[x] * ref_out[x];
-    const double err = std::sqrt(num / den);
+    const double err = rel_diff_first_batch(out, ref_out);
     const double w_ms =
         median_ms([&](int) { cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true); }, 3, 20);
     const double w_tf = fwd_flops / (w_ms * 1e-3) / 1e12;
@@ -152,10 +160,7 @@ void bench_flash(int64_t dqk, int64_t dv) {
   } else {
     const double c_ms =
         median_ms([&](int) { cuda::cudnn_attention_forward(out, lse, q, k, v, 1, scale, true); }, 3, 20);
-    const std::vector<double> o = out.narrow(0, 0, 1).contiguous().to(DType::F32).cpu().to_vector();
-    double num = 0, den = 0;
-    for (size_t x = 0; x < o.size(); ++x) num += (o[x] - ref_out[x]) * (o[x] - ref_out[x]), den += ref_out[x] * ref_out[x];
-    std::printf("latte cudnn fwd %s: rel. diff vs flash %.3g\n", shape.c_str(), std::sqrt(num / den));
+    std::printf("latte cudnn fwd %s: rel. diff vs flash %.3g\n", shape.c_str(), rel_diff_first_batch(out, ref_out));
     const double c_tf = fwd_flops / (c_ms * 1e-3) / 1e12;
     rows.push_back({"latte cudnn fwd", shape, c_ms, c_tf, "TFLOP/s", c_tf / 989.0, "dense peak"});
     result("latte_cudnn_fwd_" + tag, c_tf);

@@ -211,13 +211,12 @@ static Impl pick_impl(const char* op, const char* pass, const Dims& d, bool caus
     case AttentionBackend::Auto:
       break;
   }
-  std::vector<Impl> options;
-  if (flash) options.push_back(Impl::Flash);
-  if (cudnn_why.empty()) options.push_back(Impl::Cudnn);
-  if (options.empty()) return Impl::Reference;
-  std::vector<AttentionCandidate> candidates;
-  for (Impl i : options) candidates.push_back({impl_name(i), [&run, i] { run(i); }});
-  return options[attention_autotune(call_key(pass, d, causal), candidates)];
+  if (flash && cudnn_why.empty()) {
+    const Impl options[] = {Impl::Flash, Impl::Cudnn};
+    return options[attention_autotune(call_key(pass, d, causal), {impl_name(options[0]), impl_name(options[1])},
+                                      [&](size_t i) { run(options[i]); })];
+  }
+  return flash ? Impl::Flash : cudnn_why.empty() ? Impl::Cudnn : Impl::Reference;
 }
 
 void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -226,8 +225,8 @@ void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
   const Dims d = check_dims(q, k, v, out, lse, branches, causal, op);
   if (d.VH() == 0 || d.T == 0) return;
   const bool flash = flash_attention_supported(q, k, v, out);
-  const std::string cudnn_why = attention_backend() == AttentionBackend::Auto ||
-                                        attention_backend() == AttentionBackend::Cudnn
+  const AttentionBackend backend = attention_backend();
+  const std::string cudnn_why = backend == AttentionBackend::Auto || backend == AttentionBackend::Cudnn
                                     ? cudnn_attention_forward_unsupported(q, k, v, out, lse, branches, causal)
                                     : "not asked for";
   auto run = [&](Impl i) {
@@ -296,12 +295,12 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   LATTE_CHECK(dq.dtype() == q.dtype() && dk.dtype() == q.dtype() && dv.dtype() == q.dtype(), op, ": mixed dtypes");
   const bool flash = flash_attention_supported(q, k, v, out);
   const AttentionBackend backend = attention_backend();
-  std::string cudnn_why = "not asked for";
-  if (backend == AttentionBackend::Cudnn || (backend == AttentionBackend::Auto && !deterministic_attention()))
-    cudnn_why = cudnn_attention_backward_unsupported(dq, dk, dv, dout, q, k, v, out, lse, branches, causal);
   LATTE_REQUIRE(!(backend == AttentionBackend::Cudnn && deterministic_attention()), op,
                 ": LATTE_DETERMINISTIC=1 with attention_backend cudnn: cuDNN's backward accumulates dQ with "
                 "atomics; use auto or latte");
+  std::string cudnn_why = "not asked for";
+  if (backend == AttentionBackend::Cudnn || (backend == AttentionBackend::Auto && !deterministic_attention()))
+    cudnn_why = cudnn_attention_backward_unsupported(dq, dk, dv, dout, q, k, v, out, lse, branches, causal);
   auto run = [&](Impl i) {
     if (i == Impl::Flash)
       flash_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, branches, softmax_scale, causal,

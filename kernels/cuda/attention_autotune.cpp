@@ -11,8 +11,9 @@
 
 namespace latte::cuda {
 
-size_t attention_autotune(const std::string& key, const std::vector<AttentionCandidate>& candidates) {
-  if (candidates.size() <= 1) return 0;
+size_t attention_autotune(const std::string& key, const std::vector<const char*>& names,
+                          const std::function<void(size_t)>& run) {
+  if (names.size() <= 1) return 0;
   static std::mutex mu;
   static std::map<std::string, size_t> chosen;
   {
@@ -21,12 +22,12 @@ size_t attention_autotune(const std::string& key, const std::vector<AttentionCan
     if (it != chosen.end()) return it->second;
   }
   constexpr int kRepeats = 3;
-  std::vector<float> ms(candidates.size());
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    candidates[i].run();  // warm-up: plan building, kernel loading, allocator growth
+  std::vector<float> ms(names.size());
+  for (size_t i = 0; i < names.size(); ++i) {
+    run(i);  // warm-up: plan building, kernel loading, allocator growth
     Event start, stop;
     start.record();
-    for (int r = 0; r < kRepeats; ++r) candidates[i].run();
+    for (int r = 0; r < kRepeats; ++r) run(i);
     stop.record();
     stop.synchronize();
     ms[i] = stop.elapsed_ms(start) / kRepeats;
@@ -36,8 +37,8 @@ size_t attention_autotune(const std::string& key, const std::vector<AttentionCan
     if (ms[i] < ms[best]) best = i;
   std::ostringstream line;
   line << "attention auto " << key << ":";
-  for (size_t i = 0; i < ms.size(); ++i) line << " " << candidates[i].name << " " << ms[i] << " ms";
-  line << " -> " << candidates[best].name;
+  for (size_t i = 0; i < ms.size(); ++i) line << " " << names[i] << " " << ms[i] << " ms";
+  line << " -> " << names[best];
   log::info(line.str());
   std::lock_guard<std::mutex> lock(mu);
   chosen.emplace(key, best);

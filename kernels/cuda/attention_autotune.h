@@ -8,13 +8,11 @@
 
 namespace latte::cuda {
 
-struct AttentionCandidate {
-  const char* name;
-  std::function<void()> run;  // one full call on the current stream (writes the real outputs)
-};
-
-// Index of the candidate to use for `key`. On the first call for a key with several candidates each runs once
-// to warm up and then 3 times under CUDA events; the caller runs the winner afterwards for the real result.
-size_t attention_autotune(const std::string& key, const std::vector<AttentionCandidate>& candidates);
+// Index of the candidate to use for `key` (names[i] names candidate i; run(i) makes one full call of it on the
+// current stream, writing the real outputs). After the first call for a key this is a map lookup. On the first,
+// each candidate runs once to warm up and then 3 times under CUDA events; the caller runs the winner afterwards
+// for the real result.
+size_t attention_autotune(const std::string& key, const std::vector<const char*>& names,
+                          const std::function<void(size_t)>& run);
 
 }  // namespace latte::cuda

@@ -231,44 +231,56 @@ Geometry geometry(const Tensor& q, const Tensor& k, const Tensor& v, int64_t bra
   return Geometry{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2) / branches, branches, q.size(3), v.size(3)};
 }
 
-const CachedPlan& forward_plan(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                               int64_t branches, bool causal) {
+// The plan cached under `key`, built by build(&why) on first use; a failure is cached too, with its reason.
+template <typename Build>
+const CachedPlan& cached_plan(const std::string& key, Build build) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_plans.find(key);
+  if (it != g_plans.end()) return it->second;
+  CachedPlan c;
+  try {
+    c.plan = build(&c.why);
+  } catch (const std::exception& e) {
+    c.why = e.what();
+  }
+  return g_plans.emplace(key, std::move(c)).first->second;
+}
+
+// The forward plan for this call, or null with *why saying why cuDNN does not run it.
+const Plan* forward_plan(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, int64_t branches,
+                         bool causal, std::string* why) {
+  *why = basic_reason(q, k, v, out, branches, causal);
+  if (!why->empty()) return nullptr;
   const Geometry d = geometry(q, k, v, branches);
   const Tensor kb = branch_view(k, 0, d.Hk), vb = branch_view(v, 0, d.Hk), ob = branch_view(out, 0, d.Hq);
   std::ostringstream key;
   key << "fwd dev" << q.device().index << (causal ? " causal " : " full ") << branches << ' ';
   for (const Tensor* t : {&q, &kb, &vb, &ob}) describe(key, *t);
-  std::lock_guard<std::mutex> lock(g_mu);
-  auto it = g_plans.find(key.str());
-  if (it != g_plans.end()) return it->second;
-  CachedPlan c;
-  try {
-    c.plan = build_forward(d, q, kb, vb, ob, d.R * d.Hq * d.T, causal, &c.why);
-  } catch (const std::exception& e) {
-    c.why = e.what();
-  }
-  return g_plans.emplace(key.str(), std::move(c)).first->second;
+  const CachedPlan& c = cached_plan(key.str(), [&](std::string* w) {
+    return build_forward(d, q, kb, vb, ob, d.R * d.Hq * d.T, causal, w);
+  });
+  if (!c.plan) *why = c.why;
+  return c.plan.get();
 }
 
-const CachedPlan& backward_plan(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
-                                const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                                int64_t branches, bool causal) {
+// The backward plan for this call, or null with *why.
+const Plan* backward_plan(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
+                          const Tensor& k, const Tensor& v, const Tensor& out, int64_t branches, bool causal,
+                          std::string* why) {
+  *why = basic_reason(q, k, v, out, branches, causal);
+  if (why->empty()) *why = basic_reason(dq, dk, dv, dout, branches, causal);
+  if (!why->empty()) return nullptr;
   const Geometry d = geometry(q, k, v, branches);
   const Tensor kb = branch_view(k, 0, d.Hk), vb = branch_view(v, 0, d.Hk), ob = branch_view(out, 0, d.Hq),
                dob = branch_view(dout, 0, d.Hq), dkb = branch_view(dk, 0, d.Hk), dvb = branch_view(dv, 0, d.Hk);
   std::ostringstream key;
   key << "bwd dev" << q.device().index << (causal ? " causal " : " full ") << branches << ' ';
   for (const Tensor* t : {&q, &kb, &vb, &ob, &dob, &dq, &dkb, &dvb}) describe(key, *t);
-  std::lock_guard<std::mutex> lock(g_mu);
-  auto it = g_plans.find(key.str());
-  if (it != g_plans.end()) return it->second;
-  CachedPlan c;
-  try {
-    c.plan = build_backward(d, dq, dkb, dvb, dob, q, kb, vb, ob, d.R * d.Hq * d.T, causal, &c.why);
-  } catch (const std::exception& e) {
-    c.why = e.what();
-  }
-  return g_plans.emplace(key.str(), std::move(c)).first->second;
+  const CachedPlan& c = cached_plan(key.str(), [&](std::string* w) {
+    return build_backward(d, dq, dkb, dvb, dob, q, kb, vb, ob, d.R * d.Hq * d.T, causal, w);
+  });
+  if (!c.plan) *why = c.why;
+  return c.plan.get();
 }
 
 // Scratch for one execution: cuDNN's workspace (+ the dQ accumulator), from the caching allocator.
@@ -279,32 +291,28 @@ void* ptr(const Tensor& t) { return t.data_ptr(); }
 }  // namespace
 
 std::string cudnn_attention_forward_unsupported(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                                                const Tensor& lse, int64_t branches, bool causal) {
-  (void)lse;
-  std::string why = basic_reason(q, k, v, out, branches, causal);
-  if (!why.empty()) return why;
-  const CachedPlan& c = forward_plan(q, k, v, out, branches, causal);
-  return c.plan ? "" : c.why;
+                                                const Tensor&, int64_t branches, bool causal) {
+  std::string why;
+  forward_plan(q, k, v, out, branches, causal, &why);
+  return why;
 }
 
 std::string cudnn_attention_backward_unsupported(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                                                  const Tensor& dout, const Tensor& q, const Tensor& k,
-                                                 const Tensor& v, const Tensor& out, const Tensor& lse,
+                                                 const Tensor& v, const Tensor& out, const Tensor&,
                                                  int64_t branches, bool causal) {
-  (void)lse;
-  std::string why = basic_reason(q, k, v, out, branches, causal);
-  if (why.empty()) why = basic_reason(dq, dk, dv, dout, branches, causal);
-  if (!why.empty()) return why;
-  const CachedPlan& c = backward_plan(dq, dk, dv, dout, q, k, v, out, branches, causal);
-  return c.plan ? "" : c.why;
+  std::string why;
+  backward_plan(dq, dk, dv, dout, q, k, v, out, branches, causal, &why);
+  return why;
 }
 
 void cudnn_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                              int64_t branches, double softmax_scale, bool causal) {
-  const std::string why = cudnn_attention_forward_unsupported(q, k, v, out, lse, branches, causal);
-  LATTE_REQUIRE(why.empty(), "cudnn attention forward: ", why);
+  std::string why;
+  const Plan* found = forward_plan(q, k, v, out, branches, causal, &why);
+  LATTE_REQUIRE(found, "cudnn attention forward: ", why);
+  const Plan& plan = *found;
   const Geometry d = geometry(q, k, v, branches);
-  const Plan& plan = *forward_plan(q, k, v, out, branches, causal).plan;
   cudnnHandle_t h = cudnn::handle();
   Tensor ws = scratch_floats(plan.workspace_bytes(), q.device());
   float scale = static_cast<float>(softmax_scale), mask_value = std::numeric_limits<float>::lowest();
@@ -321,11 +329,11 @@ void cudnn_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
 void cudnn_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                               const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                               int64_t branches, double softmax_scale, bool causal) {
-  const std::string why =
-      cudnn_attention_backward_unsupported(dq, dk, dv, dout, q, k, v, out, lse, branches, causal);
-  LATTE_REQUIRE(why.empty(), "cudnn attention backward: ", why);
+  std::string why;
+  const Plan* found = backward_plan(dq, dk, dv, dout, q, k, v, out, branches, causal, &why);
+  LATTE_REQUIRE(found, "cudnn attention backward: ", why);
+  const Plan& plan = *found;
   const Geometry d = geometry(q, k, v, branches);
-  const Plan& plan = *backward_plan(dq, dk, dv, dout, q, k, v, out, branches, causal).plan;
   cudnnHandle_t h = cudnn::handle();
   const Device dev = q.device();
   Tensor ws = scratch_floats(plan.workspace_bytes(), dev);

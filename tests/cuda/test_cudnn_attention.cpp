@@ -3,14 +3,12 @@
 // backward (dq, dk, dv), MHA / GQA / MQA, MLRA branches, ragged lengths, non-causal S != T, an explicit scale,
 // strided views of fused projections; then the dispatcher: attention_backend cudnn, auto (timed choice, twice),
 // and the errors for what cuDNN cannot run. Outputs are poisoned with NaN first.
-#include "tests/cuda/cuda_test_util.h"
+#include "tests/cuda/attention_test_util.h"
 
 #ifdef LATTE_WITH_CUDA
-#include <cmath>
 #include <string>
 
 #include "kernels/attention_backend.h"
-#include "kernels/cpu/cpu_ops.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cudnn_attention.h"
 #include "kernels/cuda/flash_attention.h"
@@ -28,52 +26,8 @@ bool have_cudnn() {
 #endif
 }
 
-struct Case {
-  const char* name;
-  int64_t B, T, S, Hq, Hk, R, Dqk, Dv;
-  bool causal;
-  double scale;  // 0: 1/sqrt(Dqk)
-  bool strided;
-};
-
-struct Inputs {
-  Tensor q, k, v, dout;
-  double scale;
-  Tensor eout, else_, edq, edk, edv;  // f64 reference
-};
-
-Inputs make_inputs(const Case& c, uint64_t seed) {
-  const DType t = DType::BF16;
-  Inputs in;
-  if (c.strided) {
-    Tensor qf = rnd({c.B, c.T, c.Hq * c.Dqk + 8}, seed, t);
-    in.q = qf.narrow(2, 8, c.Hq * c.Dqk).view({c.B, c.T, c.Hq, c.Dqk});
-    Tensor kv = rnd({c.B, c.S, c.R * c.Hk, c.Dqk + c.Dv}, seed + 1, t);
-    in.k = kv.narrow(3, 0, c.Dqk);
-    in.v = kv.narrow(3, c.Dqk, c.Dv);
-  } else {
-    in.q = rnd({c.B, c.T, c.Hq, c.Dqk}, seed, t);
-    in.k = rnd({c.B, c.S, c.R * c.Hk, c.Dqk}, seed + 1, t);
-    in.v = rnd({c.B, c.S, c.R * c.Hk, c.Dv}, seed + 2, t);
-  }
-  in.dout = rnd({c.B, c.T, c.R * c.Hq, c.Dv}, seed + 3, t);
-  in.scale = c.scale > 0 ? c.scale : 1.0 / std::sqrt(static_cast<double>(c.Dqk));
-  Tensor rq = ref(in.q), rk = ref(in.k), rv = ref(in.v);
-  in.eout = Tensor::empty({c.B, c.T, c.R * c.Hq, c.Dv}, DType::F64);
-  in.else_ = Tensor::empty({c.B, c.R * c.Hq, c.T}, DType::F64);
-  cpu::attention_forward(in.eout, in.else_, rq, rk, rv, c.R, in.scale, c.causal);
-  in.edq = Tensor::empty(in.q.shape(), DType::F64);
-  in.edk = Tensor::empty(in.k.shape(), DType::F64);
-  in.edv = Tensor::empty(in.v.shape(), DType::F64);
-  cpu::attention_backward(in.edq, in.edk, in.edv, ref(in.dout), rq, rk, rv, in.eout, in.else_, c.R, in.scale,
-                          c.causal);
-  return in;
-}
-
-std::string trace(const Case& c) {
-  return str(c.name, " B=", c.B, " T=", c.T, " S=", c.S, " Hq=", c.Hq, " Hk=", c.Hk, " R=", c.R, " D=(", c.Dqk, ",",
-             c.Dv, ")", c.causal ? " causal" : " full");
-}
+using Case = AttentionCase;
+using Inputs = AttentionInputs;
 
 void check_forward(const Inputs& in, const Tensor& out, const Tensor& lse) {
   EXPECT_CLOSE(out, in.eout, DType::BF16);
@@ -90,14 +44,14 @@ void check_backward(const Inputs& in, const Tensor& dq, const Tensor& dk, const 
 // Direct calls into the cuDNN backend; `must_support`: a shape cuDNN 9 runs on sm_80+ (else the case is
 // reported and skipped, e.g. a head dim an older cuDNN's backward lacks).
 void run_case(const Case& c, uint64_t seed, bool must_support) {
-  SCOPED_TRACE(trace(c));
-  Inputs in = make_inputs(c, seed);
+  SCOPED_TRACE(describe(c));
+  Inputs in = make_attention_inputs(c, seed);
   const DType t = DType::BF16;
   Tensor out = poisoned({c.B, c.T, c.R * c.Hq, c.Dv}, t), lse = poisoned({c.B, c.R * c.Hq, c.T}, DType::F32);
   const std::string fwd_why = cuda::cudnn_attention_forward_unsupported(in.q, in.k, in.v, out, lse, c.R, c.causal);
   if (!fwd_why.empty()) {
     EXPECT_FALSE(must_support) << "cuDNN forward unsupported: " << fwd_why;
-    std::printf("  [cudnn] %s: forward not supported here: %s\n", trace(c).c_str(), fwd_why.c_str());
+    std::printf("  [cudnn] %s: forward not supported here: %s\n", describe(c).c_str(), fwd_why.c_str());
     return;
   }
   cuda::cudnn_attention_forward(out, lse, in.q, in.k, in.v, c.R, in.scale, c.causal);
@@ -108,7 +62,7 @@ void run_case(const Case& c, uint64_t seed, bool must_support) {
       cuda::cudnn_attention_backward_unsupported(dq, dk, dv, in.dout, in.q, in.k, in.v, out, lse, c.R, c.causal);
   if (!bwd_why.empty()) {
     EXPECT_FALSE(must_support) << "cuDNN backward unsupported: " << bwd_why;
-    std::printf("  [cudnn] %s: backward not supported here: %s\n", trace(c).c_str(), bwd_why.c_str());
+    std::printf("  [cudnn] %s: backward not supported here: %s\n", describe(c).c_str(), bwd_why.c_str());
     return;
   }
   cuda::cudnn_attention_backward(dq, dk, dv, in.dout, in.q, in.k, in.v, out, lse, c.R, in.scale, c.causal);
@@ -153,8 +107,8 @@ TEST(CudnnAttention, Dispatch) {
   LATTE_REQUIRE_CUDA();
   if (!have_cudnn()) GTEST_SKIP() << "built without cuDNN";
   const Case c{"dispatch", 2, 96, 96, 4, 2, 1, 128, 128, true, 0, false};
-  SCOPED_TRACE(trace(c));
-  Inputs in = make_inputs(c, 12500);
+  SCOPED_TRACE(describe(c));
+  Inputs in = make_attention_inputs(c, 12500);
   const DType t = DType::BF16;
   for (AttentionBackend backend : {AttentionBackend::Cudnn, AttentionBackend::Auto, AttentionBackend::Auto}) {
     set_attention_backend(backend);

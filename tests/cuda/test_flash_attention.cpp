@@ -4,7 +4,7 @@
 // 1000), S > T, non-causal, an explicit softmax scale, and q/k/v as strided views of fused projections.
 // Outputs are poisoned with NaN first; relative error ||out - ref|| / ||ref|| < 1e-2 (bf16). Deterministic mode
 // must give bitwise-identical gradients on two runs.
-#include "tests/cuda/cuda_test_util.h"
+#include "tests/cuda/attention_test_util.h"
 
 #ifdef LATTE_WITH_CUDA
 #include <cmath>
@@ -18,37 +18,16 @@ using namespace latte::cudatest;
 
 namespace {
 
-struct FlashCase {
-  const char* name;
-  int64_t B, T, S, Hq, Hk, R, Dqk, Dv;
-  bool causal;
-  double scale;  // 0: 1/sqrt(Dqk)
-  bool strided;  // q/k/v as views of fused projections
-};
+using FlashCase = AttentionCase;
 
 void run_flash_case(const FlashCase& c, uint64_t seed) {
-  SCOPED_TRACE(testing::Message() << c.name << " B=" << c.B << " T=" << c.T << " S=" << c.S << " Hq=" << c.Hq
-                                  << " Hk=" << c.Hk << " R=" << c.R << " Dqk=" << c.Dqk << " Dv=" << c.Dv
-                                  << (c.causal ? " causal" : " full"));
+  SCOPED_TRACE(describe(c));
   const DType t = DType::BF16;
-  Tensor q, k, v;
-  if (c.strided) {
-    Tensor qf = rnd({c.B, c.T, c.Hq * c.Dqk + 8}, seed, t);  // (B, T, Hq*Dqk + 8): rows strided in B/T
-    q = qf.narrow(2, 8, c.Hq * c.Dqk).view({c.B, c.T, c.Hq, c.Dqk});
-    Tensor kv = rnd({c.B, c.S, c.R * c.Hk, c.Dqk + c.Dv}, seed + 1, t);  // k | v halves: strided in B/S/H
-    k = kv.narrow(3, 0, c.Dqk);
-    v = kv.narrow(3, c.Dqk, c.Dv);
-  } else {
-    q = rnd({c.B, c.T, c.Hq, c.Dqk}, seed, t);
-    k = rnd({c.B, c.S, c.R * c.Hk, c.Dqk}, seed + 1, t);
-    v = rnd({c.B, c.S, c.R * c.Hk, c.Dv}, seed + 2, t);
-  }
+  const AttentionInputs in = make_attention_inputs(c, seed);
+  const Tensor &q = in.q, &k = in.k, &v = in.v, &dout = in.dout, &eout = in.eout, &else_ = in.else_;
+  const double scale = in.scale;
   ASSERT_TRUE(cuda::flash_attention_supported(q, k, v, poisoned({c.B, c.T, c.R * c.Hq, c.Dv}, t)));
-  const double scale = c.scale > 0 ? c.scale : 1.0 / std::sqrt(static_cast<double>(c.Dqk));
   const Shape oshape{c.B, c.T, c.R * c.Hq, c.Dv}, lshape{c.B, c.R * c.Hq, c.T};
-  Tensor rq = ref(q), rk = ref(k), rv = ref(v);
-  Tensor eout = Tensor::empty(oshape, DType::F64), else_ = Tensor::empty(lshape, DType::F64);
-  cpu::attention_forward(eout, else_, rq, rk, rv, c.R, scale, c.causal);
 
   // Both forward kernels: mma.sync (any sm_80+) and, where the device and build have it, wgmma (sm_90a).
   Tensor out, lse;
@@ -63,10 +42,7 @@ void run_flash_case(const FlashCase& c, uint64_t seed) {
   }
   cuda::flash_attention_set_forward_kernel(cuda::FlashForwardKernel::kAuto);
 
-  Tensor dout = rnd(oshape, seed + 3, t);
-  Tensor edq = Tensor::empty(q.shape(), DType::F64), edk = Tensor::empty(k.shape(), DType::F64),
-         edv = Tensor::empty(v.shape(), DType::F64);
-  cpu::attention_backward(edq, edk, edv, ref(dout), rq, rk, rv, eout, else_, c.R, scale, c.causal);
+  const Tensor &edq = in.edq, &edk = in.edk, &edv = in.edv;
   for (bool det : {false, true}) {
     SCOPED_TRACE(det ? "deterministic" : "atomic dq");
     Tensor dq = poisoned(q.shape(), t), dk = poisoned(k.shape(), t), dv = poisoned(v.shape(), t);
