@@ -27,7 +27,7 @@ base: $PWD/$CONFIG
 model: {max_seq_len: $SEQ}
 train: {steps: $STEPS, micro_batch: $BATCH, seq_len: $SEQ, warmup_steps: 2, out_dir: /tmp/runs/profile-$name}
 data: {train: $PWD/data/$DATA/${DATA}_train_*.bin, val: $PWD/data/$DATA/${DATA}_val_*.bin}
-checkpoint: {every: 0, keep_last: 1}
+checkpoint: {every: 0, keep_last: 1, at_end: false}
 eval: {every: 0, batches: 2}
 log: {every: 10}
 YAML

@@ -33,7 +33,7 @@ base: $PWD/configs/models/$v-$size.yaml
 model: {max_seq_len: $seq}
 train: {steps: $steps, micro_batch: $batch, seq_len: $seq, lr: 6.0e-4, warmup_steps: $((steps / 10)), out_dir: /tmp/runs/$name}
 data: {train: $PWD/data/$DATA/${DATA}_train_*.bin, val: $PWD/data/$DATA/${DATA}_val_*.bin}
-checkpoint: {every: 0, keep_last: 1}
+checkpoint: {every: 0, keep_last: 1, at_end: false}
 eval: {every: 0, batches: 4}
 log: {every: 25}
 YAML

@@ -8,7 +8,7 @@
 # Ranks are placed by slot (consecutive ranks on one node, so tensor-parallel groups stay inside a
 # node) and not bound to cores (the data loader and NCCL start threads of their own). Environment
 # set for every rank (the caller's value wins where marked "default"):
-#   NCCL_NVLS_ENABLE=0, TORCH_SYMM_MEM_DISABLE_MULTICAST=1   always: NVLink multicast (NVLS) stays off
+#   NCCL_NVLS_ENABLE=0, TORCH_SYMM_MEM_DISABLE_MULTICAST=1, NVSHMEM_DISABLE_NVLS=1   always: NVLink multicast stays off
 #   NCCL_DEBUG=WARN (default)                                  NCCL explains its failures
 #   OMP_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1 (defaults)       no thread oversubscription across ranks
 # Options:
@@ -67,11 +67,12 @@ else
 fi
 export NCCL_NVLS_ENABLE=0
 export TORCH_SYMM_MEM_DISABLE_MULTICAST=1
+export NVSHMEM_DISABLE_NVLS=1
 export NCCL_DEBUG="${NCCL_DEBUG:-WARN}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 # -x forwards the variables to ranks on other nodes.
-for var in NCCL_NVLS_ENABLE TORCH_SYMM_MEM_DISABLE_MULTICAST NCCL_DEBUG OMP_NUM_THREADS OPENBLAS_NUM_THREADS; do
+for var in NCCL_NVLS_ENABLE TORCH_SYMM_MEM_DISABLE_MULTICAST NVSHMEM_DISABLE_NVLS NCCL_DEBUG OMP_NUM_THREADS OPENBLAS_NUM_THREADS; do
   args+=(-x "$var")
 done
 for var in $(compgen -e | grep -E '^(NCCL_|LATTE_|CUDA_VISIBLE_DEVICES$)' || true); do

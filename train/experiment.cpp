@@ -144,6 +144,7 @@ ExperimentConfig parse_experiment(const YAML::Node& resolved, const std::string&
   YamlReader c = top.child("checkpoint");
   cfg.checkpoint.every = c.get("every", cfg.checkpoint.every);
   cfg.checkpoint.keep_last = c.get("keep_last", cfg.checkpoint.keep_last);
+  cfg.checkpoint.at_end = c.get("at_end", cfg.checkpoint.at_end);
   cfg.checkpoint.dir = c.get("dir", (fs::path(tr.out_dir) / "ckpt").string());
   c.finish();
 

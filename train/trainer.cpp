@@ -298,7 +298,9 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
     bool stop_now = g_stop_requested.load();
     if (run.world_group())  // every rank stops at the same step when any one was signalled
       stop_now = run.world_group()->all_reduce_scalar(stop_now ? 1.0 : 0.0, dist::ReduceOp::Max) > 0;
-    if ((cfg.checkpoint.every > 0 && (step + 1) % cfg.checkpoint.every == 0) || last || stop_now) save_checkpoint(step + 1);
+    const bool finished = step + 1 == tc.steps;  // not an invocation cut short by --stop-after
+    const bool periodic = cfg.checkpoint.every > 0 && (step + 1) % cfg.checkpoint.every == 0;
+    if (periodic || (last && (!finished || cfg.checkpoint.at_end)) || stop_now) save_checkpoint(step + 1);
     if (stop_now) {
       log::info("stop requested: saved at step ", step + 1, ", exiting");
       ++step;

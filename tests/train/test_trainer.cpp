@@ -82,6 +82,15 @@ TEST(Trainer, LossDecreasesAndMetricsAreWritten) {
   EXPECT_TRUE(fs::exists(root() + "/decrease/ckpt/step_00000030/COMPLETE"));
 }
 
+// checkpoint.at_end = false skips only the save at train.steps: periodic saves and --stop-after still write.
+TEST(Trainer, AtEndFalseSkipsOnlyTheFinalSave) {
+  train(config("no_final", {"train.steps=6", "checkpoint.every=4", "checkpoint.at_end=false"}), {"", true});
+  EXPECT_TRUE(fs::exists(root() + "/no_final/ckpt/step_00000004/COMPLETE"));
+  EXPECT_FALSE(fs::exists(root() + "/no_final/ckpt/step_00000006"));
+  train(config("no_final_cut", {"train.steps=6", "checkpoint.at_end=false", "train.stop_after=3"}), {"", true});
+  EXPECT_TRUE(fs::exists(root() + "/no_final_cut/ckpt/step_00000003/COMPLETE"));
+}
+
 TEST(Trainer, ResumeIsBitwiseIdentical) {
   train(config("straight"), {"", true});
   TrainResult first = train(config("resumed", {"train.stop_after=3"}), {"", true});
