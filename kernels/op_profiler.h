@@ -1,9 +1,10 @@
-// Per-op GPU time, for finding where a training step goes (LATTE_PROFILE_OPS=1 in the environment).
+// Per-op GPU and host time, for finding where a training step goes (LATTE_PROFILE_OPS=1 in the environment).
 // Every kernel-contract op (kernels/op_decls.inc) runs through LATTE_DISPATCH; with profiling on, a CUDA op is
 // bracketed by two events on the current stream (a CPU op by the wall clock) and its time is added to the op's
 // total when op_profile_collect() is called (once per step by the trainer, after the step's host sync). Off,
 // the cost is one branch per op. The report ranks ops by time per step and compares their sum with the step's
-// wall time: the difference is time the GPU waited for the host (launch gaps, syncs).
+// wall time: the difference is time the GPU waited for the host (launch gaps, syncs). Each op also counts the
+// host time inside its call, so a host-bound step shows as host time (ops + elsewhere) near the wall time.
 #pragma once
 #include <string>
 
@@ -24,6 +25,19 @@ class OpScope {
   bool cuda_;
   int start_ = -1;     // event slot (CUDA)
   double t0_ = 0;      // seconds (CPU)
+};
+
+// Brackets a place where the host blocks on the device (the trainer's loss and gradient-norm reads): its time
+// is reported as the host's wait, which is near zero when the step is bound by the host.
+class WaitScope {
+ public:
+  WaitScope();
+  ~WaitScope();
+  WaitScope(const WaitScope&) = delete;
+  WaitScope& operator=(const WaitScope&) = delete;
+
+ private:
+  double t0_ = 0;
 };
 
 // Waits for the recorded ops, adds their times into the totals and recycles the events. Called once per step:

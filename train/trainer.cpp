@@ -231,13 +231,17 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
       Tensor targets = batch_tensor(batch->targets, batch->batch_size, batch->seq_len, device);
       Tensor loss = distiller ? distiller->loss(model, ids, targets).loss : model.loss(ids, targets);
       scale(loss, 1.0 / static_cast<double>(accum)).backward();
+      ops::WaitScope wait;  // LATTE_PROFILE_OPS=1: the host blocks here until the micro-batch is done
       loss_sum += loss.item();
     }
     optimizer.reduce_gradients();  // averaged over DP, replicated parameters summed over TP
     double loss = loss_sum / static_cast<double>(accum);
     const auto [distill_kl, distill_ce] = distiller ? distiller->take_stats() : std::pair<double, double>{-1.0, -1.0};
     if (run.dp_group()) loss = run.dp_group()->all_reduce_scalar(loss, dist::ReduceOp::Avg);
-    const double grad_norm = optimizer.grad_norm();
+    const double grad_norm = [&] {
+      ops::WaitScope wait;
+      return optimizer.grad_norm();
+    }();
     const double lr = schedule.at(step);
 
     // NaN/spike guard: skip the update, and give up after max_bad_steps in a row.
