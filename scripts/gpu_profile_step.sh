@@ -33,7 +33,7 @@ log: {every: 10}
 YAML
 rm -rf "/tmp/runs/profile-$name"
 LATTE_PROFILE_OPS=1 "$LATTE" train "/tmp/profile-$name.yaml" > "$OUT/ops-$name.log" 2>&1 || tail -20 "$OUT/ops-$name.log"
-sed -n '/op profile/,/device is idle/p' "$OUT/ops-$name.log"
+sed -n '/op profile/,/^  host:/p' "$OUT/ops-$name.log"
 rm -rf "/tmp/runs/profile-$name"
 NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
 if [ -z "$NSYS" ]; then echo "(no nsys on this machine: kernel-level ranking skipped)"; exit 0; fi

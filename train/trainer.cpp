@@ -223,7 +223,9 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   for (; step < end_step; ++step) {
     const auto t0 = Clock::now();
     optimizer.zero_grad();
-    double loss_sum = 0;
+    // The micro-batches' losses stay on the device until the step's end: one host read per step instead of one
+    // per micro-batch, so the host keeps queueing the next micro-batch while the device runs this one.
+    Tensor micro_losses;  // (accum), the loss's dtype and device
     for (int64_t micro = 0; micro < accum; ++micro) {
       optimizer.begin_micro_batch(micro == accum - 1);  // DP reduction once per optimizer step
       const data::Batch* batch = loader.next();
@@ -231,8 +233,13 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
       Tensor targets = batch_tensor(batch->targets, batch->batch_size, batch->seq_len, device);
       Tensor loss = distiller ? distiller->loss(model, ids, targets).loss : model.loss(ids, targets);
       scale(loss, 1.0 / static_cast<double>(accum)).backward();
-      ops::WaitScope wait;  // LATTE_PROFILE_OPS=1: the host blocks here until the micro-batch is done
-      loss_sum += loss.item();
+      if (!micro_losses.defined()) micro_losses = Tensor::empty({accum}, loss.dtype(), loss.device());
+      micro_losses.narrow(0, micro, 1).copy_(loss.detach().reshape({1}));
+    }
+    double loss_sum = 0;
+    {
+      ops::WaitScope wait;  // LATTE_PROFILE_OPS=1: the host blocks here until the step's backward is done
+      for (double l : micro_losses.to_vector()) loss_sum += l;  // in micro-batch order, as before
     }
     optimizer.reduce_gradients();  // averaged over DP, replicated parameters summed over TP
     double loss = loss_sum / static_cast<double>(accum);

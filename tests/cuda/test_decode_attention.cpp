@@ -43,6 +43,7 @@ TEST(DecodeAttention, GqaMatchesFullAttention) {
   const GqaCase cases[] = {
       {2, 1, 8, 4, 4, 64, 64},        {1, 1000, 1100, 8, 2, 128, 128}, {3, 777, 800, 4, 1, 128, 128},
       {1, 4097, 4200, 32, 8, 128, 128}, {2, 130, 200, 6, 3, 192, 128},   {1, 65, 65, 16, 1, 96, 64},
+      {2, 300, 310, 48, 2, 64, 64},  // 24 heads per kv head: two head tiles per group, side by side in the grid
   };
   uint64_t seed = 7000;
   for (const GqaCase& c : cases) {
@@ -73,6 +74,7 @@ TEST(DecodeAttention, LatentEqualsPlainAttention) {
   const LatentCase cases[] = {
       {2, 1, 4, 64, 16, 32, 32},     {1, 1000, 16, 512, 64, 128, 128}, {2, 333, 12, 96, 32, 64, 64},
       {1, 2049, 20, 256, 32, 64, 64}, {3, 129, 8, 128, 0, 64, 64},      {1, 700, 4, 192, 64, 64, 64},
+      {2, 1500, 40, 512, 64, 32, 32},  // three head tiles sharing one cache
   };
   uint64_t seed = 8000;
   for (const LatentCase& c : cases) {
