@@ -10,14 +10,13 @@
 
 namespace latte::autograd {
 
-namespace {
-thread_local bool g_grad_enabled = true;
-
-// Nothing but this handle can see t's memory: it is the only owner of its tensor, the tensor the only owner
-// of its storage. Then t may be written in place or kept.
 bool exclusively_owned(const Tensor& t) {
   return t.impl_ptr().use_count() == 1 && t.storage() && t.storage().use_count() == 1;
 }
+
+namespace {
+thread_local bool g_grad_enabled = true;
+
 std::atomic<uint64_t> g_sequence{0};
 
 // Adds `g` into slot. In place only when nothing else can see slot's memory: this handle is the only owner

@@ -88,6 +88,12 @@ struct RopeBackward : Node {
   Tensor inv_freq;  // (R/2)
   int64_t start_pos = 0, rope_offset = 0;
   std::vector<Tensor> apply(const std::vector<Tensor>& g) override {
+    // The incoming gradient is rotated back in place when nothing else holds it (attention's fresh dq):
+    // the channels outside the rope range are then left as they are instead of copied.
+    if (autograd::exclusively_owned(g[0]) && g[0].stride(3) == 1) {
+      ops::rope_backward(g[0], g[0], inv_freq, start_pos, rope_offset);
+      return {g[0]};
+    }
     Tensor dout = last_dim_contiguous(g[0]);  // (B, T, H, D)
     Tensor dx = Tensor::empty(dout.shape(), dout.dtype(), dout.device());
     ops::rope_backward(dx, dout, inv_freq, start_pos, rope_offset);
@@ -196,12 +202,19 @@ Tensor group_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, int
   return y;
 }
 
-Tensor rope(const Tensor& x, const Tensor& inv_freq, int64_t start_pos, int64_t rope_offset) {
+namespace {
+Tensor rope_impl(const Tensor& x, const Tensor& inv_freq, int64_t start_pos, int64_t rope_offset, bool in_place) {
   LATTE_REQUIRE(x.dim() == 4, "rope: x must be (B, T, H, D), got ", x.shape().str());
-  Tensor xin = last_dim_contiguous(x);                            // (B, T, H, D), strided in B/T/H
-  Tensor freq = inv_freq.detach();                                // (R/2)
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());   // (B, T, H, D)
-  ops::rope_forward(out, xin, freq, start_pos, rope_offset);
+  Tensor freq = inv_freq.detach();  // (R/2)
+  Tensor out;                       // (B, T, H, D)
+  if (in_place) {
+    out = x.detach();  // x's memory under a new handle: the node below becomes its producer
+    ops::rope_forward(out, out, freq, start_pos, rope_offset);
+  } else {
+    Tensor xin = last_dim_contiguous(x);  // (B, T, H, D), strided in B/T/H
+    out = Tensor::empty(x.shape(), x.dtype(), x.device());
+    ops::rope_forward(out, xin, freq, start_pos, rope_offset);
+  }
   // inv_freq is a fixed buffer (layers/rope.h), never trained: only x gets a gradient.
   if (autograd::needs_grad({&x})) {
     auto node = std::make_shared<RopeBackward>();
@@ -211,6 +224,17 @@ Tensor rope(const Tensor& x, const Tensor& inv_freq, int64_t start_pos, int64_t 
     autograd::record(node, {x}, {out});
   }
   return out;
+}
+}  // namespace
+
+Tensor rope(const Tensor& x, const Tensor& inv_freq, int64_t start_pos, int64_t rope_offset) {
+  return rope_impl(x, inv_freq, start_pos, rope_offset, false);
+}
+
+Tensor rope(Tensor&& x, const Tensor& inv_freq, int64_t start_pos, int64_t rope_offset) {
+  // Nothing else sees the memory (a parameter is held by its module too; a saved tensor by its node).
+  const bool in_place = x.defined() && x.dim() == 4 && x.stride(3) == 1 && autograd::exclusively_owned(x);
+  return rope_impl(x, inv_freq, start_pos, rope_offset, in_place);
 }
 
 Tensor swiglu(const Tensor& gate, const Tensor& up) {

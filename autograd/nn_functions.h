@@ -16,6 +16,10 @@ inline Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bia
 // Rotate-half RoPE on channels [rope_offset, rope_offset + 2*inv_freq.numel()) of every head of x (B, T, H, D);
 // positions start_pos + t. inv_freq (R/2) f32 on x's device (see layers/rope.h).
 Tensor rope(const Tensor& x, const Tensor& inv_freq, int64_t start_pos, int64_t rope_offset = 0);
+// The same, rotating x's memory in place when nothing else can see it (a projection's output the caller hands
+// over: `q = rope(std::move(q), ...)`): the channels outside the rope range are then neither read nor copied.
+// Otherwise as above.
+Tensor rope(Tensor&& x, const Tensor& inv_freq, int64_t start_pos, int64_t rope_offset = 0);
 
 Tensor swiglu(const Tensor& gate, const Tensor& up);       // silu(gate) * up
 

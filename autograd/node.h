@@ -88,6 +88,10 @@ bool needs_grad(const std::vector<Tensor>& inputs);
 // output as produced by `node`. Call only when needs_grad(...) is true.
 void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs);
 
+// Nothing but this handle can see t's memory: it is the only owner of its tensor, the tensor the only owner
+// of its storage (no view, no saved tensor of a node). Then t may be written in place or kept.
+bool exclusively_owned(const Tensor& t);
+
 // Runs backward from `roots` with the given gradients (engine.cpp).
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph);
 

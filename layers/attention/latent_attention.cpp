@@ -101,8 +101,9 @@ Tensor LatentAttention::query(const Tensor& x) const {
 Tensor LatentAttention::forward(const Tensor& x, const AttentionContext& ctx) const {
   const int64_t B = x.size(0), T = x.size(1), H = local_heads_;
   const int64_t dn = cfg_.nope_dim, dr = cfg_.rope_dim, dc = cfg_.kv_rank;
-  // Queries [q^N | RoPE(q^R)] per head.
-  Tensor q = rope(query(x).view({B, T, H, dn + dr}), inv_freq_, ctx.start_pos, dn);  // (B, T, n_h, d_qk)
+  // Queries [q^N | RoPE(q^R)] per head, rotated in place: the projection's output is q's alone.
+  Tensor q = query(x).view({B, T, H, dn + dr});       // (B, T, n_h, d_qk)
+  q = rope(std::move(q), inv_freq_, ctx.start_pos, dn);
   Tensor kv_a = wkv_a_->forward(x);                                                  // (B, T, d_c + d_r)
   Tensor k_rope = rope(kv_a.narrow(2, dc, dr).unsqueeze(2), inv_freq_, ctx.start_pos);  // (B, T, 1, d_r)
   Tensor c = latent(kv_a.narrow(2, 0, dc), ctx);                                     // (B, T, d_c)

@@ -31,8 +31,11 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx)
   auto kv_proj = [&](const Linear* w) {
     return kv_replicated_ ? linear(x, w->weight().narrow(0, kv_head_ * dh, dh)) : w->forward(x);  // (B, T, n_kv d_h / tp)
   };
-  Tensor q = rope(wq_->forward(x).view({B, T, local_heads_, dh}), inv_freq_, ctx.start_pos);  // (B, T, n_h/tp, d_h)
-  Tensor k = rope(kv_proj(wk_).view({B, T, local_kv_heads_, dh}), inv_freq_, ctx.start_pos);  // (B, T, n_kv/tp, d_h)
+  // q and k are rotated in place: each projection's output is theirs alone once the statement ends.
+  Tensor q = wq_->forward(x).view({B, T, local_heads_, dh});     // (B, T, n_h/tp, d_h)
+  Tensor k = kv_proj(wk_).view({B, T, local_kv_heads_, dh});     // (B, T, n_kv/tp, d_h)
+  q = rope(std::move(q), inv_freq_, ctx.start_pos);
+  k = rope(std::move(k), inv_freq_, ctx.start_pos);
   Tensor v = kv_proj(wv_).view({B, T, local_kv_heads_, dh});                                  // (B, T, n_kv/tp, d_h)
   Tensor o;
   if (ctx.cache) {

@@ -162,6 +162,17 @@ TEST(BasicGradcheck, ConcatAndSplit) {
     auto p = split(v[0], {1, 3}, 0);
     return add(p[0].expand({3, 9}), p[1]);
   }, {x});
+  // expand of a middle dim (MLA's rope key shared by the heads), of several dims, with a new leading dim, and
+  // of a strided slice, each under a nonlinear op so every element's gradient differs.
+  Tensor kr = leaf({2, 3, 1, 4}, 75);
+  expect_gradcheck([](const std::vector<Tensor>& v) { Tensor y = v[0].expand({2, 3, 5, 4}); return mul(y, y); }, {kr});
+  Tensor m = leaf({2, 1, 3, 1}, 76);
+  expect_gradcheck([](const std::vector<Tensor>& v) { Tensor y = v[0].expand({4, 2, 5, 3, 6}); return mul(y, y); }, {m});
+  Tensor wide = leaf({2, 3, 1, 9}, 77);
+  expect_gradcheck([](const std::vector<Tensor>& v) {
+    Tensor y = concat({v[0].narrow(3, 0, 5), v[0].narrow(3, 5, 4).expand({2, 3, 1, 4})}, 3).expand({2, 3, 3, 9});
+    return mul(y, y);
+  }, {wide});
 }
 
 }  // namespace

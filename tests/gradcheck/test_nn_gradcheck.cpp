@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/basic_functions.h"
 #include "autograd/gradcheck.h"
 #include "autograd/nn_functions.h"
 
@@ -89,6 +90,13 @@ TEST(NnGradcheck, Rope) {
   // A strided input: (B, H, T, D) permuted to (B, T, H, D), whole-head rope.
   check([&](const std::vector<Tensor>& in) { return rope(in[0].permute({0, 2, 1, 3}), inv, 0); },
         {leaf({2, 3, 4, 6}, 51)}, "rope strided");
+  // In place: a temporary handed over (forward rotates its memory, backward the incoming gradient's).
+  check(
+      [&](const std::vector<Tensor>& in) {
+        Tensor t = scale(in[0], 1.5);
+        return rope(std::move(t), inv, 5, 3);
+      },
+      {leaf({2, 4, 3, 11}, 52)}, "rope in place");
 }
 
 TEST(NnGradcheck, Swiglu) {

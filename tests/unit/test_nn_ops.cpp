@@ -291,6 +291,24 @@ TEST_P(NnDtype, RopeAtPositionZeroIsACopyAndBackwardInverts) {
   EXPECT_GT(rel_err(y.to_vector(), x2.to_vector()), 0.1);  // and the rotation did move it
 }
 
+TEST(NnRope, RvalueRotatesInPlaceOnlyWhenNothingElseSeesTheMemory) {
+  Tensor inv = make_inv_freq(6);
+  Tensor x = randn({2, 5, 3, 11}, 70, DType::F64);
+  const Vec expect = rope(x, inv, 4, 3).to_vector();  // out of place
+  Tensor t = x.clone();
+  const void* memory = t.data_ptr();
+  Tensor y = rope(std::move(t), inv, 4, 3);
+  EXPECT_EQ(y.data_ptr(), memory);      // rotated where it was
+  EXPECT_EQ(y.to_vector(), expect);     // the same kernel on the same values: bit for bit
+  // Another handle sees the memory: rotated out of place, the other handle's values untouched.
+  Tensor u = x.clone();
+  Tensor other = u.view({10, 33});
+  Tensor z = rope(std::move(u), inv, 4, 3);
+  EXPECT_NE(z.data_ptr(), other.data_ptr());
+  EXPECT_EQ(z.to_vector(), expect);
+  EXPECT_EQ(other.to_vector(), x.to_vector());
+}
+
 // ---- SwiGLU --------------------------------------------------------------------------------------------------
 
 TEST_P(NnDtype, SwigluMatchesDefinition) {
