@@ -1,5 +1,6 @@
 // CPU cross-entropy from logits, fused with its gradient. Per row: a numerically stable log-softmax
-// (subtract the row max before exp, accumulate the exp-sum in fp64), loss = logsumexp - logit[target],
+// (subtract the row max before exp, accumulate the exp-sum in fp64; the exponentials themselves in the
+// logits' precision, each computed once), loss = logsumexp - logit[target],
 // and, when dlogits is given, dlogits = (softmax - onehot(target)) * grad_scale written in the same pass,
 // so no probability tensor is materialised. Rows whose target is ignore_index get loss 0 and a zero
 // gradient row. losses may be f32 (the contract) or f64 (so fp64 gradchecks keep full precision).
@@ -47,17 +48,24 @@ void cross_entropy_forward_backward(const Tensor& losses, const Tensor& dlogits,
           for (int64_t v = 0; v < V; ++v) dx[n * V + v] = T(0);
         continue;
       }
-      double max = static_cast<double>(row[0]);
-      for (int64_t v = 1; v < V; ++v) max = std::max(max, static_cast<double>(row[v]));
+      T max = row[0];
+      for (int64_t v = 1; v < V; ++v) max = std::max(max, row[v]);
+      const double target_logit = static_cast<double>(row[target[n]]);  // before dlogits may overwrite it (alias)
+      // exp in the logits' precision (float exp for f32: the row's sum is still accumulated in fp64), each
+      // exponential computed once: kept in the gradient row, which is then scaled to softmax - onehot.
+      T* e = dx ? dx + n * V : nullptr;
       double sum_exp = 0.0;
-      for (int64_t v = 0; v < V; ++v) sum_exp += std::exp(static_cast<double>(row[v]) - max);
-      const double lse = max + std::log(sum_exp);
-      store_from_double(loss_out, losses.dtype(), n, lse - static_cast<double>(row[target[n]]));
-      if (dx) {
-        for (int64_t v = 0; v < V; ++v) {
-          const double p = std::exp(static_cast<double>(row[v]) - lse);
-          dx[n * V + v] = static_cast<T>((p - (v == target[n] ? 1.0 : 0.0)) * grad_scale);
-        }
+      for (int64_t v = 0; v < V; ++v) {
+        const T ev = std::exp(row[v] - max);
+        if (e) e[v] = ev;
+        sum_exp += static_cast<double>(ev);
+      }
+      const double lse = static_cast<double>(max) + std::log(sum_exp);
+      store_from_double(loss_out, losses.dtype(), n, lse - target_logit);
+      if (e) {
+        const double inv = grad_scale / sum_exp;
+        for (int64_t v = 0; v < V; ++v) e[v] = static_cast<T>(static_cast<double>(e[v]) * inv);
+        e[target[n]] = static_cast<T>(static_cast<double>(e[target[n]]) - grad_scale);
       }
     }
   });
