@@ -11,6 +11,7 @@
 #include <cmath>
 #include <set>
 
+#include "core/config_keys.h"
 #include "core/error.h"
 
 namespace latte {
@@ -88,6 +89,7 @@ class Section {
 
   // Every key must be in `known`; the error lists each unknown key with its closest known one.
   void reject_unknown(const std::vector<std::string>& known) const {
+    for (const std::string& k : known) note_config_key(key_path(k));
     std::string msg;
     for (const auto& kv : node_) {
       const std::string key = kv.first.as<std::string>();

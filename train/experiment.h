@@ -1,7 +1,8 @@
 // Experiment configuration: one YAML file per run with sections model, train, data, parallel,
 // checkpoint, eval, log. `base: other.yaml` inherits (deep merge, this file wins); `--set a.b.c=value`
 // overrides from the command line. Every key is validated: unknown keys, wrong types and impossible
-// combinations are errors naming the key path and a fix. The resolved YAML is kept for saving.
+// combinations are errors naming the key path and a fix. The resolved YAML is kept for saving. Every key is
+// listed in docs/configuration.md (tests/train/test_config_docs.cpp keeps the two in step).
 #pragma once
 #include <yaml-cpp/yaml.h>
 

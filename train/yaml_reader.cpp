@@ -1,5 +1,6 @@
 #include "train/yaml_reader.h"
 
+#include "core/config_keys.h"
 #include "core/text_match.h"
 
 #include <algorithm>
@@ -21,6 +22,11 @@ YamlReader::YamlReader(const YAML::Node& node, std::string where, std::string fi
     : node_(node), where_(std::move(where)), file_(std::move(file)) {
   if (node_ && !node_.IsNull() && !node_.IsMap())
     LATTE_FAIL((file_.empty() ? "" : file_ + ": "), where_, " must be a mapping of keys to values");
+}
+
+void YamlReader::mark(const std::string& key) {
+  read_.insert(key);
+  note_config_key(path(key));
 }
 
 void YamlReader::fail(const std::string& key, const std::string& message) const {
@@ -61,14 +67,14 @@ T YamlReader::convert(const std::string& key, const YAML::Node& value) const {
 
 template <typename T>
 T YamlReader::get(const std::string& key, const T& fallback) {
-  read_.insert(key);
+  mark(key);
   if (!has(key) || node_[key].IsNull()) return fallback;
   return convert<T>(key, node_[key]);
 }
 
 template <typename T>
 T YamlReader::require(const std::string& key) {
-  read_.insert(key);
+  mark(key);
   if (!has(key) || node_[key].IsNull()) fail(key, "is required but missing");
   return convert<T>(key, node_[key]);
 }
@@ -85,7 +91,7 @@ template double YamlReader::require<double>(const std::string&);
 template std::string YamlReader::require<std::string>(const std::string&);
 
 std::vector<std::string> YamlReader::get_strings(const std::string& key) {
-  read_.insert(key);
+  mark(key);
   std::vector<std::string> out;
   if (!has(key)) return out;
   const YAML::Node v = node_[key];
@@ -103,12 +109,12 @@ std::vector<std::string> YamlReader::get_strings(const std::string& key) {
 }
 
 YamlReader YamlReader::child(const std::string& key) {
-  read_.insert(key);
+  mark(key);
   return YamlReader(has(key) ? node_[key] : YAML::Node(), path(key), file_);
 }
 
 YAML::Node YamlReader::raw(const std::string& key) {
-  read_.insert(key);
+  mark(key);
   return has(key) ? node_[key] : YAML::Node();
 }
 

@@ -30,6 +30,7 @@ class YamlReader {
 
  private:
   template <typename T> T convert(const std::string& key, const YAML::Node& value) const;
+  void mark(const std::string& key);  // read (finish() accepts it) and noted (core/config_keys.h)
   YAML::Node node_;
   std::string where_, file_;
   std::set<std::string> read_;
