@@ -22,4 +22,9 @@ std::set<std::string> config_keys_noted() {
   return keys();
 }
 
+void forget_config_keys() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  keys().clear();
+}
+
 }  // namespace latte

@@ -9,5 +9,6 @@ namespace latte {
 
 void note_config_key(const std::string& path);
 std::set<std::string> config_keys_noted();
+void forget_config_keys();  // starts the record afresh (a test that parses only what it checks)
 
 }  // namespace latte
