@@ -32,6 +32,9 @@
 #   EXTRA_SET [""]           more --set overrides for every training run, e.g. "train.dtype=f32": f32 runs on the GPU
 #                            (cuBLAS without TF32) separate a parallelism bug from bf16 rounding, which early
 #                            training at a high learning rate amplifies (use another OUT and RESULTS for them)
+#   LOSS_TOL [unset]         exit 3 when a DP or TP run's loss differs from DP/TP = 1 by more than this at any
+#                            step (CPU runs in f32: 1e-4; the CI smoke test uses it)
+#   SYNTHETIC_TOKENS [16777216]  size of the synthetic corpus
 #   DRY_RUN=1                print every command instead of running it
 # One call of everything takes well over the device tool's 10 minutes per command: run it in pieces with the
 # same OUT (PARTS=decode, PARTS=tp, PARTS=dp DP_CONFIGS="..."); each call rewrites the tables from every
@@ -67,6 +70,7 @@ DECODE_TPS=${DECODE_TPS:-"1 2 4"}
 export NCCL_NVLS_ENABLE=0
 mkdir -p "$OUT/runs" "$OUT/logs" "$OUT/metrics" "$OUT/decode"
 SKIPPED="$OUT/skipped.txt"
+FAILED_RUNS=0
 : > "$SKIPPED"
 
 if [ -z "${DP_CONFIGS:-}" ]; then
@@ -87,7 +91,7 @@ run() {  # run <log> <command...>: logs stdout+stderr, or prints the command und
   if [ "$DRY_RUN" = 1 ]; then printf '%q ' "$@"; echo; return 0; fi
   "$@" > "$log" 2>&1
   local rc=$?
-  [ $rc -eq 0 ] || { echo "FAILED (rc $rc): $*"; tail -15 "$log"; }
+  [ $rc -eq 0 ] || { echo "FAILED (rc $rc): $*"; tail -15 "$log"; FAILED_RUNS=$((FAILED_RUNS + 1)); }
   return $rc
 }
 
@@ -122,9 +126,9 @@ if [ "$DATA" = synthetic ]; then
   DATA="$OUT/data/synthetic_train_*.bin"
   if [ ! -f "$OUT/data/synthetic_train_000000.bin" ] && [ "$DRY_RUN" != 1 ]; then
     mkdir -p "$OUT/data"
-    python3 - "$OUT/data/synthetic_train_000000.bin" <<'PY'
+    python3 - "$OUT/data/synthetic_train_000000.bin" "${SYNTHETIC_TOKENS:-16777216}" <<'PY'
 import array, random, sys
-n = 16 * 1024 * 1024
+n = int(sys.argv[2])
 rng = random.Random(10)
 header = array.array("i", [20240520, 1, n] + [0] * 253)
 tokens = array.array("H", (int(128 * rng.random() ** 3) for _ in range(n)))
@@ -198,7 +202,7 @@ decode_run() {  # decode_run <config> <tp> <mlra layout>
               --steps "$DECODE_STEPS" --mlra-layout "$layout" --device "$DEVICE" --json)
   if [ "$DRY_RUN" = 1 ]; then run /dev/null "$LAUNCH" -n "$tp" -- "${args[@]}"; return; fi
   "$LAUNCH" -n "$tp" -- "${args[@]}" > "$OUT/decode/$name.json" 2> "$OUT/logs/$name.log" \
-    || { echo "FAILED: decode $cfg TP=$tp"; tail -15 "$OUT/logs/$name.log"; }
+    || { echo "FAILED: decode $cfg TP=$tp"; tail -15 "$OUT/logs/$name.log"; FAILED_RUNS=$((FAILED_RUNS + 1)); }
 }
 if [[ " $PARTS " == *" decode "* ]]; then
   for size in $DECODE_SIZES; do
@@ -213,9 +217,11 @@ fi
 
 # ---- tables -----------------------------------------------------------------------------------------
 mkdir -p "$(dirname "$RESULTS")"
-python3 - "$OUT" "$RESULTS" "$NGPU" "$DEVICE" "$DATA" <<'PY'
+python3 - "$OUT" "$RESULTS" "$NGPU" "$DEVICE" "$DATA" "${LOSS_TOL:-}" <<'PY'
 import datetime, glob, json, os, statistics, subprocess, sys
 out, results, ngpu, device, data = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+loss_tol = float(sys.argv[6]) if sys.argv[6] else None
+too_far = []  # runs whose losses left LOSS_TOL of the one-GPU run
 
 def rows(path):
     try:
@@ -265,6 +271,8 @@ if dp_runs:
             eff = per / base["tps"] if base else float("nan")
             diff = s["loss"] - base["loss"] if base else float("nan")
             worst = spread(s, base)[1] if base else float("nan")
+            if loss_tol is not None and dp > 1 and not worst <= loss_tol:
+                too_far.append(f"dp{dp}-{cfg}: max abs loss diff {worst:.2e} > {loss_tol:g}")
             lines.append(f"| {cfg} | {dp} | {s['steps']} | {s['loss']:.5f} | {diff:+.2e} | {worst:.2e} | {s['tps']:.0f} | "
                          f"{per:.0f} | {100 * eff:.1f}% |")
     lines.append("")
@@ -285,6 +293,8 @@ if tp_runs:
             if not s:
                 continue
             first, worst = spread(s, base)
+            if loss_tol is not None and tp > 1 and not worst <= loss_tol:
+                too_far.append(f"tp{tp}-{cfg}: max abs loss diff {worst:.2e} > {loss_tol:g}")
             lines.append(f"| {cfg} | {label} | {s['steps']} | {s['loss']:.5f} | {s['loss'] - base['loss']:+.2e} | "
                          f"{first:.2e} | {worst:.2e} | {s['tps']:.0f} | {s['tps'] / tp:.0f} | {s['tps'] / base['tps']:.2f}x |")
     lines.append("")
@@ -335,4 +345,10 @@ print(text)
 with open(results, "w") as f:
     f.write(text)
 print(f"\n(written to {results})")
+if too_far:
+    print("LOSS_TOL exceeded:\n  " + "\n  ".join(too_far))
+    sys.exit(3)
 PY
+tables_rc=$?
+if [ "$FAILED_RUNS" -gt 0 ]; then echo "multi_gpu.sh: $FAILED_RUNS run(s) failed (logs in $OUT/logs)"; exit 4; fi
+exit $tables_rc
