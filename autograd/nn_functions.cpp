@@ -84,13 +84,19 @@ struct GroupNormBackward : Node {
 
 // ---- RoPE ------------------------------------------------------------------------------------------------
 
+// RoPE may rotate t where it is: nothing else can see its memory (a parameter is held by its module too, a
+// saved tensor by its node) and its rows are what the kernel reads (contiguous last dim).
+bool rotatable_in_place(const Tensor& t) {
+  return t.defined() && t.dim() == 4 && t.stride(3) == 1 && autograd::exclusively_owned(t);
+}
+
 struct RopeBackward : Node {
   Tensor inv_freq;  // (R/2)
   int64_t start_pos = 0, rope_offset = 0;
   std::vector<Tensor> apply(const std::vector<Tensor>& g) override {
     // The incoming gradient is rotated back in place when nothing else holds it (attention's fresh dq):
     // the channels outside the rope range are then left as they are instead of copied.
-    if (autograd::exclusively_owned(g[0]) && g[0].stride(3) == 1) {
+    if (rotatable_in_place(g[0])) {
       ops::rope_backward(g[0], g[0], inv_freq, start_pos, rope_offset);
       return {g[0]};
     }
@@ -232,9 +238,7 @@ Tensor rope(const Tensor& x, const Tensor& inv_freq, int64_t start_pos, int64_t 
 }
 
 Tensor rope(Tensor&& x, const Tensor& inv_freq, int64_t start_pos, int64_t rope_offset) {
-  // Nothing else sees the memory (a parameter is held by its module too; a saved tensor by its node).
-  const bool in_place = x.defined() && x.dim() == 4 && x.stride(3) == 1 && autograd::exclusively_owned(x);
-  return rope_impl(x, inv_freq, start_pos, rope_offset, in_place);
+  return rope_impl(x, inv_freq, start_pos, rope_offset, rotatable_in_place(x));
 }
 
 Tensor swiglu(const Tensor& gate, const Tensor& up) {
