@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "autograd/node.h"
+#include "kernels/op_profiler.h"
 #include "kernels/ops.h"
 
 namespace latte::autograd {
@@ -166,6 +167,8 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
   while (!ready.empty()) {
     Node* n = ready.top();
     ready.pop();
+    // LATTE_PROFILE_OPS=callers: the ops below count under this node's name.
+    ops::ProfileCaller caller(ops::op_profiling_callers() ? n->name() : std::string());
     std::vector<Tensor> grad_outputs = std::move(buffers[n]);
     buffers.erase(n);
     grad_outputs.resize(std::max<size_t>(1, n->outputs.size()));
@@ -197,6 +200,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
       if (i < grad_inputs.size() && grad_inputs[i].defined()) {
         auto& buf = buffers[next];
         buf.resize(std::max<size_t>(1, next->outputs.size()));
+        ops::ProfileCaller accumulating(ops::op_profiling_callers() ? "accumulate into " + next->name() : std::string());
         accumulate_into(buf[static_cast<size_t>(e.input_nr)], grad_inputs[i]);
       }
       if (--dependencies[next] == 0) ready.push(next);

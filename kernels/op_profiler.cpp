@@ -25,7 +25,7 @@ struct Total {
 };
 
 struct Pending {
-  const char* name;
+  std::string name;  // the op, or "op <- caller"
   int start, stop;  // event slots (CUDA), or -1
   double ms;        // measured on the host (CPU ops)
   double host_ms;   // host time inside the call (between the two events for a CUDA op)
@@ -43,6 +43,8 @@ struct State {
   int used = 0;
 #endif
 };
+
+thread_local std::string t_caller;  // ProfileCaller's innermost name ("" outside any)
 
 State& state() {
   static State* s = new State();  // never destroyed: events may outlive the CUDA context at exit
@@ -72,9 +74,28 @@ int record_event(State& s) {
 bool op_profiling() {
   static const bool on = [] {
     const char* v = std::getenv("LATTE_PROFILE_OPS");
-    return v && std::string(v) == "1";
+    return v && (std::string(v) == "1" || op_profiling_callers());
   }();
   return on;
+}
+
+bool op_profiling_callers() {
+  static const bool on = [] {
+    const char* v = std::getenv("LATTE_PROFILE_OPS");
+    return v && std::string(v) == "callers";
+  }();
+  return on;
+}
+
+ProfileCaller::ProfileCaller(const std::string& caller) {
+  if (caller.empty() || !op_profiling_callers()) return;
+  active_ = true;
+  previous_ = std::move(t_caller);
+  t_caller = caller;
+}
+
+ProfileCaller::~ProfileCaller() {
+  if (active_) t_caller = std::move(previous_);
 }
 
 OpScope::OpScope(const char* name, bool cuda) : name_(name), cuda_(cuda) {
@@ -87,16 +108,17 @@ OpScope::OpScope(const char* name, bool cuda) : name_(name), cuda_(cuda) {
 OpScope::~OpScope() {
   State& s = state();
   const double host_ms = (now_s() - t0_) * 1e3;
+  const std::string key = t_caller.empty() ? std::string(name_) : std::string(name_) + " <- " + t_caller;
 #ifdef LATTE_WITH_CUDA
   if (cuda_) {
     const int stop = record_event(s);
     std::lock_guard<std::mutex> lock(s.mu);
-    s.pending.push_back({name_, start_, stop, 0.0, host_ms});
+    s.pending.push_back({key, start_, stop, 0.0, host_ms});
     return;
   }
 #endif
   std::lock_guard<std::mutex> lock(s.mu);
-  s.pending.push_back({name_, -1, -1, host_ms, host_ms});
+  s.pending.push_back({key, -1, -1, host_ms, host_ms});
 }
 
 WaitScope::WaitScope() {
@@ -158,7 +180,7 @@ std::string op_profile_report() {
   for (const auto& r : rows) sum += r.second.ms, host_sum += r.second.host_ms, calls += static_cast<double>(r.second.calls);
   const double steps = static_cast<double>(s.steps), wall_ms = s.wall_s * 1e3 / steps;
   std::string out = "op profile over " + std::to_string(s.steps) + " steps (device time per step, by op):\n";
-  char line[256];
+  char line[512];
   std::snprintf(line, sizeof line, "  %8s %6s %8s %9s %8s  %s\n", "ms/step", "share", "calls", "host ms", "us/call",
                 "op");
   out += line;

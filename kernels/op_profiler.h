@@ -10,7 +10,24 @@
 
 namespace latte::ops {
 
-bool op_profiling();  // LATTE_PROFILE_OPS=1 (read once)
+bool op_profiling();  // LATTE_PROFILE_OPS=1 or =callers (read once)
+// LATTE_PROFILE_OPS=callers: every op's time is also split by its caller (the autograd node whose backward ran
+// it, or the gradient accumulation into a node's output), e.g. "axpy <- accumulate into AddBackward".
+bool op_profiling_callers();
+
+// Names the caller of the ops run in its scope (LATTE_PROFILE_OPS=callers; otherwise it does nothing). Scopes
+// nest; the innermost names the caller. An empty name does nothing (callers pass "" when profiling is off).
+class ProfileCaller {
+ public:
+  explicit ProfileCaller(const std::string& caller);
+  ~ProfileCaller();
+  ProfileCaller(const ProfileCaller&) = delete;
+  ProfileCaller& operator=(const ProfileCaller&) = delete;
+
+ private:
+  bool active_ = false;
+  std::string previous_;
+};
 
 // Brackets one op call.
 class OpScope {

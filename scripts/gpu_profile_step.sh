@@ -4,6 +4,7 @@
 # step by op, and the share of the step the device waits on the host). Where Nsight Systems is installed it
 # then profiles the same run and ranks the individual kernels too (the lent H100 image has no nsys).
 #   CONFIG=configs/models/egmla-125m.yaml BATCH=16 SEQ=1024 STEPS=30 DATA=linuxdoc bash scripts/gpu_profile_step.sh
+# PROFILE=callers splits each op by its caller (the autograd node or gradient accumulation that ran it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/latte-out}
@@ -32,7 +33,7 @@ eval: {every: 0, batches: 2}
 log: {every: 10}
 YAML
 rm -rf "/tmp/runs/profile-$name"
-LATTE_PROFILE_OPS=1 "$LATTE" train "/tmp/profile-$name.yaml" > "$OUT/ops-$name.log" 2>&1 || tail -20 "$OUT/ops-$name.log"
+LATTE_PROFILE_OPS=${PROFILE:-1} "$LATTE" train "/tmp/profile-$name.yaml" > "$OUT/ops-$name.log" 2>&1 || tail -20 "$OUT/ops-$name.log"
 sed -n '/op profile/,/^  host:/p' "$OUT/ops-$name.log"
 rm -rf "/tmp/runs/profile-$name"
 NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)

@@ -159,10 +159,59 @@ def bench(cfg, args, compile_model):
     end.record()
     torch.cuda.synchronize()
     ms = start.elapsed_time(end) / args.steps
+    if args.profile:
+        profile_kernels(step, args.profile, "compile" if compile_model else "eager")
     return {"config": args.config, "mode": "compile" if compile_model else "eager", "batch": args.batch, "seq": args.seq,
             "step_ms": round(ms, 2), "tokens_per_s": round(args.batch * args.seq / ms * 1e3),
             "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
             "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1)}
+
+
+def kernel_category(name):
+    """Groups CUDA kernels the way latte's op profiler groups ops, so the two tables can be read side by side."""
+    n = name.lower()
+    if any(k in n for k in ("gemm", "nvjet", "xmma", "cutlass", "sm90_", "ampere_", "splitk")):
+        return "matmul"
+    if any(k in n for k in ("flash", "fmha", "cudnn", "attention", "sdpa", "efficient")):
+        return "attention"
+    if "triton" in n:
+        return "triton (fused elementwise/norm/loss)"
+    if "adam" in n or "foreach" in n or "multi_tensor" in n:
+        return "optimizer / grad norm"
+    if "embedding" in n or "index" in n or "scatter" in n or "gather" in n:
+        return "embedding"
+    if "reduce" in n or "norm" in n:
+        return "reduce / norm"
+    return "other elementwise / copy"
+
+
+def profile_kernels(step, steps, mode):
+    """Device time per step of every CUDA kernel over `steps` steps (torch.profiler), by category and the top 25,
+    on stderr: where PyTorch's step goes, to compare with latte's LATTE_PROFILE_OPS table."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    totals, calls = {}, {}
+    for e in prof.events():
+        if e.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        us = e.device_time if hasattr(e, "device_time") else e.cuda_time
+        totals[e.name] = totals.get(e.name, 0.0) + us
+        calls[e.name] = calls.get(e.name, 0) + 1
+    cats = {}
+    for name, us in totals.items():
+        c = kernel_category(name)
+        cats[c] = cats.get(c, 0.0) + us
+    all_ms = sum(totals.values()) / 1e3 / steps
+    print(f"torch {mode}: kernels {all_ms:.2f} ms/step over {steps} steps, by category:", file=sys.stderr)
+    for c, us in sorted(cats.items(), key=lambda kv: -kv[1]):
+        print(f"  {us / 1e3 / steps:8.3f} ms  {c}", file=sys.stderr)
+    print("  top kernels (ms/step, calls/step, name):", file=sys.stderr)
+    for name, us in sorted(totals.items(), key=lambda kv: -kv[1])[:25]:
+        print(f"  {us / 1e3 / steps:8.3f} {calls[name] / steps:6.1f}  {name[:110]}", file=sys.stderr)
 
 
 def main():
@@ -173,6 +222,8 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--modes", default="eager,compile")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="after timing, profile this many steps and print device time by kernel to stderr")
     args = ap.parse_args()
     cfg = Config(load_model_section(args.config))
     torch.backends.cuda.matmul.allow_tf32 = True
