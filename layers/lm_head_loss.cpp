@@ -46,7 +46,7 @@ Tensor lm_head_cross_entropy(const Tensor& hidden, const Tensor& weight, const T
     Tensor rows = h.narrow(0, r, n);                                       // (n, d)
     Tensor logits = Tensor::empty({n, V}, h.dtype(), h.device());          // (n, V)
     ops::matmul(logits, rows, w, false, true, 1.0, 0.0);
-    Tensor dlogits = grad ? Tensor::empty({n, V}, h.dtype(), h.device()) : Tensor();  // (n, V)
+    Tensor dlogits = grad ? logits : Tensor();  // (n, V): the gradient overwrites the logits (the kernel allows it)
     ops::cross_entropy_forward_backward(losses.narrow(0, r, n), dlogits, logits, t.narrow(0, r, n), -1, grad_scale);
     if (d_hidden.defined()) ops::matmul(d_hidden.narrow(0, r, n), dlogits, w, false, false, 1.0, 0.0);  // dlogits W
     if (d_weight.defined()) ops::matmul(d_weight, dlogits, rows, true, false, 1.0, 1.0);               // += dlogits^T h

@@ -88,9 +88,17 @@ std::map<std::string, std::string> TransformerLM::tp_layout_metadata() const {
 
 const Tensor& TransformerLM::output_weight() const { return lm_head_ ? lm_head_->weight() : tok_embed_->weight(); }
 
-int64_t TransformerLM::loss_chunk_rows() const {
+int64_t TransformerLM::loss_chunk_rows(int64_t total_rows) const {
   if (loss_chunk_rows_ > 0) return loss_chunk_rows_;
-  return std::max<int64_t>(1, (int64_t{1} << 25) / config_.vocab_size);
+  const int64_t budget = options_.device.is_cuda() ? int64_t{1} << 28 : int64_t{1} << 25;  // logits per chunk
+  const int64_t vocab = std::max<int64_t>(1, config_.vocab_size / tp_.tp_size);              // this rank's columns
+  const int64_t max_rows = std::max<int64_t>(1, budget / vocab);
+  const int64_t rows = std::max<int64_t>(1, total_rows);
+  const int64_t chunks = (rows + max_rows - 1) / max_rows;
+  const int64_t even = (rows + chunks - 1) / chunks;
+  // A multiple of 64 rows (GEMM tiles) when that stays within the budget.
+  const int64_t rounded = (even + 63) / 64 * 64;
+  return rounded <= max_rows ? rounded : even;
 }
 
 void TransformerLM::check_ids(const Tensor& ids, const char* what) const {
@@ -175,8 +183,8 @@ Tensor TransformerLM::loss(const Tensor& ids, const Tensor& targets) const {
   Tensor rows = h.reshape({N, config_.d_model});  // (N, d)
   if (tp_.enabled())
     return vocab_parallel_lm_head_cross_entropy(rows, output_weight(), flat_targets, host_targets, vocab_start(),
-                                                config_.vocab_size, counted, loss_chunk_rows(), tp_);
-  return lm_head_cross_entropy(rows, output_weight(), flat_targets, counted, loss_chunk_rows());
+                                                config_.vocab_size, counted, loss_chunk_rows(N), tp_);
+  return lm_head_cross_entropy(rows, output_weight(), flat_targets, counted, loss_chunk_rows(N));
 }
 
 Tensor TransformerLM::forward_cached(const Tensor& ids, KVCache& cache, bool absorbed) const {

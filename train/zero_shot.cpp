@@ -237,7 +237,7 @@ std::vector<RequestScore> score_requests(const TransformerLM& model, const std::
   autograd::NoGradGuard no_grad;
   const Device device = model.device();
   const Tensor& head = model.output_weight();  // (V, d)
-  const int64_t d = model.config().d_model, chunk_rows = model.loss_chunk_rows();
+  const int64_t d = model.config().d_model;
   std::vector<RequestScore> scores(requests.size());
   for (size_t first = 0; first < order.size(); first += static_cast<size_t>(batch_rows)) {
     const size_t rows = std::min(order.size() - first, static_cast<size_t>(batch_rows));
@@ -268,6 +268,7 @@ std::vector<RequestScore> score_requests(const TransformerLM& model, const std::
     if (!device.is_cpu()) tgt = tgt.to(device);
     std::vector<double> logprob(static_cast<size_t>(N));
     std::vector<char> is_argmax(static_cast<size_t>(N), 1);
+    const int64_t chunk_rows = model.loss_chunk_rows(N);
     for (int64_t s = 0; s < N; s += chunk_rows) {
       const int64_t m = std::min(chunk_rows, N - s);
       Tensor logits = linear(scored.narrow(0, s, m), head);                     // (m, V)

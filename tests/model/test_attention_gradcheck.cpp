@@ -157,3 +157,24 @@ TEST(ModelGradcheck, FusedLossMatchesUnfused) {
       EXPECT_LT(max_rel_diff(p.tensor.grad(), b.parameter(p.name).grad()), 1e-10) << p.name;
   }
 }
+
+// The automatic LM-head chunking: the fewest chunks within the logits budget (2^25 per chunk on the CPU), split
+// evenly (no sliver of a last chunk), a multiple of 64 rows where that fits; an explicit setting wins.
+TEST(ModelLossChunks, FewestEvenChunksWithinTheBudget) {
+  ModelConfig cfg = tiny_config("mla");
+  TransformerLM model(cfg, 4, DType::F32, Device::cpu());
+  const int64_t max_rows = (int64_t{1} << 25) / cfg.vocab_size;
+  for (int64_t N : {int64_t{1}, int64_t{100}, max_rows, max_rows + 1, 3 * max_rows - 7, 16 * max_rows + 5}) {
+    SCOPED_TRACE(N);
+    const int64_t rows = model.loss_chunk_rows(N);
+    const int64_t chunks = (N + rows - 1) / rows, fewest = (N + max_rows - 1) / max_rows;
+    EXPECT_LE(rows, std::max<int64_t>(max_rows, 1));
+    EXPECT_EQ(chunks, fewest);
+    EXPECT_LT(rows * chunks - N, 64 * chunks);  // even: the last chunk is short by less than the rounding
+    if (((N + fewest - 1) / fewest + 63) / 64 * 64 <= max_rows) {
+      EXPECT_EQ(rows % 64, 0);
+    }
+  }
+  model.set_loss_chunk_rows(5);
+  EXPECT_EQ(model.loss_chunk_rows(1000), 5);
+}

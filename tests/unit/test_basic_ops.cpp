@@ -410,6 +410,22 @@ TEST(BasicCrossEntropy, StableForLargeLogitsAndAllIgnored) {
   EXPECT_EQ(cross_entropy(logits, ids_tensor({-1, -1, -1}, {N})).item(), 0.0);
 }
 
+// The gradient may overwrite the logits in place (the LM-head loss does): same losses and gradient.
+TEST(BasicCrossEntropy, InPlaceGradientMatches) {
+  const int64_t N = 4, V = 9;
+  std::vector<double> x(static_cast<size_t>(N * V));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(1.7 * static_cast<double>(i)) * 4;
+  for (DType t : {DType::F32, DType::F64}) {
+    Tensor logits = Tensor::from_vector(x, {N, V}, t), targets = ids_tensor({8, -1, 0, 3}, {N});
+    Tensor losses = Tensor::empty({N}, DType::F64), dlogits = Tensor::empty({N, V}, t);
+    ops::cross_entropy_forward_backward(losses, dlogits, logits, targets, -1, 0.5);
+    Tensor in_place = logits.clone(), losses2 = Tensor::empty({N}, DType::F64);
+    ops::cross_entropy_forward_backward(losses2, in_place, in_place, targets, -1, 0.5);
+    EXPECT_EQ(losses2.to_vector(), losses.to_vector());
+    EXPECT_EQ(in_place.to_vector(), dlogits.to_vector());
+  }
+}
+
 // ---- concat / split -----------------------------------------------------------------------------------
 
 TEST(BasicConcat, ConcatAndSplitRoundTrip) {
