@@ -172,14 +172,31 @@ Tensor matmul_into_shape(const Shape& shape, const Tensor& l, const Tensor& r, b
 // C = op(A) @ op(B), G = dC:
 //   dop(A) = G @ op(B)^T  =>  dA = G @ op(B)^T          (A not transposed)   or  op(B) @ G^T   (A transposed)
 //   dop(B) = op(A)^T @ G  =>  dB = op(A)^T @ G          (B not transposed)   or  G^T @ op(A)   (B transposed)
+// linear() records this node for its (..., in) input and (..., out) output directly, the kernel seeing them
+// flattened to (rows, in) / (rows, out): a_input_shape and out_shape say how (no reshape nodes in the graph, so
+// the gradients of several projections of one input meet in one slot, where dA can be added by the GEMM).
 struct MatmulBackward : Node {
   Tensor a, b;  // as handed to the kernel (gemm_ready layout)
   bool trans_a = false, trans_b = false;
+  Shape a_input_shape;  // input 0 as recorded (a's shape, or linear's (..., in))
+  Shape out_shape;      // the product as the kernel wrote it (2-D or 3-D)
   std::vector<Tensor> apply(const std::vector<Tensor>& grads) override {
-    const Tensor g = gemm_ready(grads[0]);
+    const Tensor g = gemm_ready(grads[0].shape() == out_shape ? grads[0] : grads[0].reshape(out_shape));
     Tensor da, db;
-    if (wants_grad(*this, 0))
-      da = trans_a ? matmul_into_shape(a.shape(), b, g, trans_b, true) : matmul_into_shape(a.shape(), g, b, false, !trans_b);
+    if (wants_grad(*this, 0)) {
+      // Direct products only (not a 2-D operand broadcast over a batch): dA += G op(B)^T into the offered sum.
+      const Tensor& sum = partial_sums.empty() ? Tensor() : partial_sums[0];
+      const bool direct = a.dim() == 3 || (a.dim() == 2 && b.dim() == 2);
+      if (direct && sum.defined() && sum.shape() == a_input_shape && sum.dtype() == a.dtype() && sum.device() == a.device()) {
+        const Tensor into = sum.view(a.shape());
+        if (trans_a) ops::matmul(into, b, g, trans_b, true, 1.0, 1.0);
+        else ops::matmul(into, g, b, false, !trans_b, 1.0, 1.0);
+        da = sum;
+      } else {
+        da = trans_a ? matmul_into_shape(a.shape(), b, g, trans_b, true) : matmul_into_shape(a.shape(), g, b, false, !trans_b);
+        if (da.shape() != a_input_shape) da = da.view(a_input_shape);
+      }
+    }
     if (wants_grad(*this, 1))
       db = trans_b ? matmul_into_shape(b.shape(), g, a, true, trans_a) : matmul_into_shape(b.shape(), a, g, !trans_a, false);
     return {da, db};
@@ -272,6 +289,24 @@ struct ConcatBackward : Node {
   std::string name() const override { return "ConcatBackward"; }
 };
 
+// Gradient of split: the parts' gradients written side by side into one fresh tensor (one pass over the input's
+// size), where a slice backward per part would zero a full-size tensor for each and then add them up.
+struct SplitBackward : Node {
+  autograd::OutputMeta input;
+  int dim = 0;
+  std::vector<int64_t> sizes;
+  std::vector<Tensor> apply(const std::vector<Tensor>& g) override {
+    Tensor full = Tensor::empty(input.shape, g[0].dtype(), g[0].device());
+    int64_t start = 0;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      ops::copy(full.narrow(dim, start, sizes[i]), g[i]);  // the engine hands zeros for a part nobody used
+      start += sizes[i];
+    }
+    return {full};
+  }
+  std::string name() const override { return "SplitBackward"; }
+};
+
 int wrap_dim(const char* op, int dim, int ndim) {
   const int w = dim < 0 ? dim + ndim : dim;
   LATTE_REQUIRE(w >= 0 && w < ndim, op, ": dim ", dim, " out of range for a ", ndim, "-D tensor");
@@ -343,6 +378,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
     node->b = br;
     node->trans_a = trans_a;
     node->trans_b = trans_b;
+    node->a_input_shape = a.shape();
+    node->out_shape = out_shape;
     autograd::record(node, {a, b}, {out});
   }
   return out;
@@ -357,8 +394,28 @@ Tensor linear(const Tensor& x, const Tensor& weight) {
   Shape out_shape = x.shape();
   out_shape[out_shape.ndim() - 1] = weight.size(0);
   const int64_t rows = in == 0 ? 0 : x.numel() / in;
-  Tensor y = matmul(x.dim() == 2 ? x : x.reshape({rows, in}), weight, false, true);  // (N, out)
-  return x.dim() == 2 ? y : y.reshape(out_shape);
+  if (x.dim() == 2 || rows == 0) {
+    Tensor y = matmul(x.dim() == 2 ? x : x.reshape({rows, in}), weight, false, true);  // (N, out)
+    return x.dim() == 2 ? y : y.reshape(out_shape);
+  }
+  LATTE_REQUIRE(x.dtype() == weight.dtype(), "linear: dtypes differ, x ", dtype_name(x.dtype()), " vs weight ",
+                dtype_name(weight.dtype()));
+  // (..., in) @ W^T as one (rows, in) GEMM, recorded against x and y themselves (see MatmulBackward).
+  Tensor xr = gemm_ready(x.detach().reshape({rows, in}));  // (rows, in)
+  Tensor wr = gemm_ready(weight);                           // (out, in)
+  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());  // (..., out)
+  const Shape flat{rows, weight.size(0)};
+  ops::matmul(y.view(flat), xr, wr, false, true, 1.0, 0.0);
+  if (autograd::needs_grad({&x, &weight})) {
+    auto node = std::make_shared<MatmulBackward>();
+    node->a = xr;
+    node->b = wr;
+    node->trans_b = true;
+    node->a_input_shape = x.shape();
+    node->out_shape = flat;
+    autograd::record(node, {x, weight}, {y});
+  }
+  return y;
 }
 
 Tensor embedding(const Tensor& table, const Tensor& ids) {
@@ -455,7 +512,7 @@ Tensor concat(const std::vector<Tensor>& xs, int dim) {
   return out;
 }
 
-// Views of x; Tensor::narrow records its own backward, so split needs no node.
+// Views of x, recorded as one node (SplitBackward) rather than a slice node per part.
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int dim) {
   LATTE_REQUIRE(x.defined() && x.dim() >= 1, "split: needs a defined tensor with at least one dim");
   const int d = wrap_dim("split", dim, x.dim());
@@ -467,10 +524,21 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
   LATTE_REQUIRE(total == x.size(d), "split: sizes add up to ", total, " but dim ", d, " of ", x.shape().str(), " is ",
                 x.size(d));
   std::vector<Tensor> parts;
-  int64_t start = 0;
-  for (int64_t s : sizes) {
-    parts.push_back(x.narrow(d, start, s));
-    start += s;
+  const bool grad = autograd::needs_grad({&x});
+  {
+    autograd::NoGradGuard views_only;  // the parts' backward is the node below, not a slice node each
+    int64_t start = 0;
+    for (int64_t s : sizes) {
+      parts.push_back(x.narrow(d, start, s));
+      start += s;
+    }
+  }
+  if (grad) {
+    auto n = std::make_shared<SplitBackward>();
+    n->input = {x.shape(), x.dtype(), x.device()};
+    n->dim = d;
+    n->sizes = sizes;
+    autograd::record(n, {x}, parts);
   }
   return parts;
 }

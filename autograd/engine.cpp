@@ -40,6 +40,36 @@ void accumulate_into(Tensor& slot, const Tensor& g) {
   ops::axpy(sum, g.contiguous(), 1.0);
   slot = sum;
 }
+using Buffers = std::unordered_map<Node*, std::vector<Tensor>>;
+
+// Hands node n the running gradient sums of its inputs' slots (Node::partial_sums) where nothing else can see them.
+// Moved, not copied, so the node's handle is the only one; a slot two edges share is offered once.
+void offer_partial_sums(Node& n, Buffers& buffers) {
+  n.partial_sums.assign(n.next_edges.size(), Tensor());
+  for (size_t i = 0; i < n.next_edges.size(); ++i) {
+    const Edge& e = n.next_edges[i];
+    if (!e.fn) continue;
+    auto it = buffers.find(e.fn.get());
+    if (it == buffers.end() || static_cast<size_t>(e.input_nr) >= it->second.size()) continue;
+    Tensor& slot = it->second[static_cast<size_t>(e.input_nr)];
+    if (slot.defined() && exclusively_owned(slot) && slot.is_contiguous()) n.partial_sums[i] = std::move(slot);
+  }
+}
+
+// Puts the offered sums back into their slots. Where the node returned the offered tensor itself, its gradient is
+// already added in: the returned handle is dropped so that the engine does not add it a second time.
+void take_back_partial_sums(Node& n, Buffers& buffers, std::vector<Tensor>& grad_inputs) {
+  for (size_t i = 0; i < n.partial_sums.size(); ++i) {
+    Tensor offered = std::move(n.partial_sums[i]);
+    if (!offered.defined()) continue;
+    const Edge& e = n.next_edges[i];
+    if (i < grad_inputs.size() && grad_inputs[i].defined() && grad_inputs[i].impl_ptr() == offered.impl_ptr())
+      grad_inputs[i] = Tensor();
+    buffers[e.fn.get()][static_cast<size_t>(e.input_nr)] = std::move(offered);
+  }
+  n.partial_sums.clear();
+}
+
 }  // namespace
 
 bool grad_enabled() { return g_grad_enabled; }
@@ -141,7 +171,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
   }
 
   // 2. Seed the roots.
-  std::unordered_map<Node*, std::vector<Tensor>> buffers;
+  Buffers buffers;
   std::unordered_map<Node*, std::shared_ptr<Node>> keep_alive;
   for (size_t i = 0; i < roots.size(); ++i) {
     Node* n = root_nodes[i].get();
@@ -186,8 +216,10 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
         if (impl->grad) ops::axpy(Tensor(impl->grad), g, 1.0); else impl->grad = g.impl_ptr();
       }
     }
+    offer_partial_sums(*n, buffers);
     std::vector<Tensor> grad_inputs = n->apply(grad_outputs);
     grad_outputs.clear();
+    take_back_partial_sums(*n, buffers, grad_inputs);
     if (!retain_graph) {
       n->release();
       n->released = !n->next_edges.empty();

@@ -51,9 +51,14 @@ struct RmsNormBackward : Node {
   Shape x_shape;  // the caller's (..., D)
   std::vector<Tensor> apply(const std::vector<Tensor>& g) override {
     Tensor dout = g[0].contiguous().view(x.shape());  // (N, D)
-    Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+    // The residual stream's gradient so far (Node::partial_sums): the kernel adds dx into it.
+    const Tensor& sum = partial_sums.empty() ? Tensor() : partial_sums[0];
+    const bool into_sum = wants(*this, 0) && sum.defined() && sum.shape() == x_shape && sum.dtype() == x.dtype() &&
+                          sum.device() == x.device();
+    Tensor dx = into_sum ? sum.view(x.shape()) : Tensor::empty(x.shape(), x.dtype(), x.device());
     Tensor dweight = wants(*this, 1) ? Tensor::zeros(weight.shape(), weight.dtype(), weight.device()) : Tensor();
-    ops::rmsnorm_backward(dx, dweight, dout, x, weight, rstd);
+    ops::rmsnorm_backward(dx, dweight, dout, x, weight, rstd, into_sum);
+    if (into_sum) return {sum, dweight};
     return {wants(*this, 0) ? dx.view(x_shape) : Tensor(), dweight};
   }
   void release() override { x = weight = rstd = Tensor(); }

@@ -39,6 +39,12 @@ struct Node {
 
   std::vector<Edge> next_edges;
   std::vector<OutputMeta> outputs;
+  // Set by the engine while apply() runs, one per input (undefined where none): the gradient already summed for
+  // that input from earlier contributions, when nothing else can see it (contiguous, exclusively owned). A node
+  // that adds its own gradient into it inside its kernel (a GEMM with beta = 1) returns that very tensor for the
+  // input, which saves the engine's separate addition -- a full read-modify-write of the gradient, e.g. where the
+  // query and the latent projections both read the normalised input. Other nodes ignore it.
+  std::vector<Tensor> partial_sums;
   // Non-leaf outputs that asked to keep their gradient (retain_grad).
   std::vector<std::weak_ptr<TensorImpl>> retained;
   uint64_t sequence_nr = 0;  // creation order; later nodes run first when both are ready

@@ -243,7 +243,7 @@ void bench_memory_bound() {
     Tensor w = randn({D}, DType::BF16, 23), rstd = Tensor::empty({N}, DType::F32, kGpu);
     Tensor dw = Tensor::zeros({D}, DType::F32, kGpu);
     mem_row("rmsnorm", "fwd", nd, 4.0 * n, [&] { cuda::rmsnorm_forward(z, rstd, x, w, 1e-6); });
-    mem_row("rmsnorm", "bwd", nd, 6.0 * n, [&] { cuda::rmsnorm_backward(z, dw, y, x, w, rstd); });
+    mem_row("rmsnorm", "bwd", nd, 6.0 * n, [&] { cuda::rmsnorm_backward(z, dw, y, x, w, rstd, false); });
   }
   {
     const int64_t G = 16;  // EG-MLA kv-position gate norm: 16 heads of 128

@@ -183,13 +183,14 @@ void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& x, con
 }
 
 void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dout, const Tensor& x,
-                      const Tensor& weight, const Tensor& rstd) {
+                      const Tensor& weight, const Tensor& rstd, bool accumulate_dx) {
   check_rmsnorm(dx, x, weight, rstd, "rmsnorm_backward");
   check_same_shape(dout, x, "rmsnorm_backward (dout vs x)");
   LATTE_REQUIRE(!dweight.defined() || dweight.shape() == Shape({x.size(1)}), "rmsnorm_backward: dweight ",
                 dweight.shape().str(), " for x ", x.shape().str());
   require_float_like(x, dweight, "rmsnorm_backward", "dweight");
-  LATTE_DISPATCH(rmsnorm_backward, &dx, &dweight, &dout, &x, &weight, &rstd)(dx, dweight, dout, x, weight, rstd);
+  LATTE_DISPATCH(rmsnorm_backward, &dx, &dweight, &dout, &x, &weight, &rstd)(dx, dweight, dout, x, weight, rstd,
+                                                                            accumulate_dx);
 }
 
 void group_norm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd, const Tensor& x,

@@ -47,7 +47,7 @@ void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& x, con
 
 // With xhat = x * r and g = dout * w:  dx = r * (g - xhat * mean(g * xhat));  dweight += sum_n dout * xhat.
 void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dout, const Tensor& x,
-                      const Tensor& weight, const Tensor& rstd) {
+                      const Tensor& weight, const Tensor& rstd, bool accumulate_dx) {
   LATTE_CHECK(x.dim() == 2 && x.is_contiguous() && dx.is_contiguous() && dout.is_contiguous(),
               "rmsnorm_backward wants contiguous (N, D)");
   check_weight_dtype(x, weight, "rmsnorm_backward");
@@ -75,7 +75,8 @@ void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dou
       for (int64_t d = 0; d < D; ++d) {
         const double w = pw ? static_cast<double>(pw[d]) : 1.0;
         const double xhat = static_cast<double>(xr[d]) * r;
-        dxr[d] = static_cast<T>(r * (static_cast<double>(gr[d]) * w - xhat * mean_gx));
+        const double prior = accumulate_dx ? static_cast<double>(dxr[d]) : 0.0;
+        dxr[d] = static_cast<T>(prior + r * (static_cast<double>(gr[d]) * w - xhat * mean_gx));
         if (!dw.empty()) dw[static_cast<size_t>(d)] += static_cast<double>(gr[d]) * xhat;
       }
     }

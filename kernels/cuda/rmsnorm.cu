@@ -108,7 +108,7 @@ template <bool vec>
 __global__ void __launch_bounds__(kMaxThreads) rmsnorm_backward_kernel(void* dx, int dtdx, float* partial,
                                                                 const void* dout, int dtd, const void* x, int dtx,
                                                                 const void* w, int dtw, const float* rstd, int64_t N,
-                                                                int64_t D) {
+                                                                int64_t D, bool accumulate_dx) {
   __shared__ float scratch[32];
   const int esx = dtx == kBF16 ? 2 : 4, esd = dtd == kBF16 ? 2 : 4, esdx = dtdx == kBF16 ? 2 : 4;
   float wv[kPerThread], acc[kPerThread];
@@ -134,7 +134,13 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_backward_kernel(void* dx,
       acc[k] += dv[k] * xv[k];
       dv[k] = r * (dv[k] * wv[k] - xv[k] * dot);  // dx
     }
-    store_slots(static_cast<char*>(dx) + row * D * esdx, dtdx, D, vec, dv);
+    char* dx_row = static_cast<char*>(dx) + row * D * esdx;
+    if (accumulate_dx) {  // xhat is dead here: its registers take the prior dx
+      load_slots(dx_row, dtdx, D, vec, xv);
+#pragma unroll
+      for (int k = 0; k < kPerThread; ++k) dv[k] += xv[k];
+    }
+    store_slots(dx_row, dtdx, D, vec, dv);
   }
   float* prow = partial + static_cast<int64_t>(blockIdx.x) * D;
 #pragma unroll
@@ -180,7 +186,7 @@ void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& x, con
 }
 
 void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
-                      const Tensor& rstd) {
+                      const Tensor& rstd, bool accumulate_dx) {
   const char* op = "rmsnorm_backward";
   LATTE_CHECK(x.dim() >= 1 && dx.shape() == x.shape() && dout.shape() == x.shape() && weight.numel() == x.size(-1) &&
                   dweight.numel() == x.size(-1) && rstd.numel() * x.size(-1) == x.numel(),
@@ -199,7 +205,7 @@ void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dou
   Tensor partial = Tensor::empty({grid, D}, DType::F32, x.device());
   kernel<<<static_cast<unsigned>(grid), threads, 0, stream>>>(
       dx.data_ptr(), float_code(dx, op), partial.data<float>(), dout.data_ptr(), float_code(dout, op), x.data_ptr(),
-      float_code(x, op), weight.data_ptr(), float_code(weight, op), rstd.data<float>(), N, D);
+      float_code(x, op), weight.data_ptr(), float_code(weight, op), rstd.data<float>(), N, D, accumulate_dx);
   CUDA_CHECK_LAUNCH("rmsnorm_backward_kernel");
   column_sum(dweight.data_ptr(), float_code(dweight, op), partial.data<float>(), grid, D, true, stream);
 }

@@ -44,9 +44,10 @@ void EmbeddingGatedMLA::expand_kv(const Tensor& c, const AttentionContext& ctx, 
   const Tensor& e = ctx.cache ? ctx.gate_embed_context : ctx.gate_embed;  // (B, S, d_e)
   LATTE_CHECK(e.defined() && e.size(1) == c.size(1), "EG-MLA(kv) needs gate embeddings for all ", c.size(1), " keys");
   const int64_t B = c.size(0), S = c.size(1), H = local_heads_, dn = cfg_.nope_dim, dv = cfg_.v_dim;
-  Tensor gate = wgate_->forward(e).view({B, S, H, dn + dv});  // (B, S, n_h/tp, d_n + d_v), rows [g^K | g^V] per head
-  Tensor k = mul(k_nope->contiguous(), gate.narrow(3, 0, dn).contiguous()).reshape({B, S, H * dn});
-  Tensor v = mul(value->contiguous(), gate.narrow(3, dn, dv).contiguous()).reshape({B, S, H * dv});
+  // (B, S, n_h/tp, d_n), (B, S, n_h/tp, d_v): rows [g^K | g^V] per head
+  std::vector<Tensor> gate = split(wgate_->forward(e).view({B, S, H, dn + dv}), {dn, dv}, 3);
+  Tensor k = mul(k_nope->contiguous(), gate[0].contiguous()).reshape({B, S, H * dn});
+  Tensor v = mul(value->contiguous(), gate[1].contiguous()).reshape({B, S, H * dv});
   *k_nope = gate_norm_k_->forward(k).view({B, S, H, dn});  // (B, S, n_h, d_n)
   *value = gate_norm_v_->forward(v).view({B, S, H, dv});   // (B, S, n_h, d_v)
 }

@@ -104,9 +104,9 @@ Tensor LatentAttention::forward(const Tensor& x, const AttentionContext& ctx) co
   // Queries [q^N | RoPE(q^R)] per head, rotated in place: the projection's output is q's alone.
   Tensor q = query(x).view({B, T, H, dn + dr});       // (B, T, n_h, d_qk)
   q = rope(std::move(q), inv_freq_, ctx.start_pos, dn);
-  Tensor kv_a = wkv_a_->forward(x);                                                  // (B, T, d_c + d_r)
-  Tensor k_rope = rope(kv_a.narrow(2, dc, dr).unsqueeze(2), inv_freq_, ctx.start_pos);  // (B, T, 1, d_r)
-  Tensor c = latent(kv_a.narrow(2, 0, dc), ctx);                                     // (B, T, d_c)
+  std::vector<Tensor> kv_a = split(wkv_a_->forward(x), {dc, dr}, 2);                // (B, T, d_c), (B, T, d_r)
+  Tensor k_rope = rope(kv_a[1].unsqueeze(2), inv_freq_, ctx.start_pos);               // (B, T, 1, d_r)
+  Tensor c = latent(kv_a[0], ctx);                                                    // (B, T, d_c)
   if (ctx.cache) {
     c = append_to_cache(ctx.cache->latent, c, ctx.start_pos);                                   // (B, S, d_c)
     k_rope = append_to_cache(ctx.cache->rope_key, k_rope.view({B, T, dr}), ctx.start_pos).unsqueeze(2);  // (B, S, 1, d_r)

@@ -29,9 +29,9 @@ Tensor MultiHeadLatentAttention::latent(const Tensor& c_raw, const AttentionCont
 
 void MultiHeadLatentAttention::expand_kv(const Tensor& c, const AttentionContext&, Tensor* k_nope, Tensor* value) const {
   const int64_t B = c.size(0), S = c.size(1), dn = cfg_.nope_dim, dv = cfg_.v_dim;
-  Tensor kv = wkv_b_->forward(c).view({B, S, local_heads_, dn + dv});  // (B, S, n_h/tp, d_n + d_v)
-  *k_nope = kv.narrow(3, 0, dn);                                        // (B, S, n_h/tp, d_n)
-  *value = kv.narrow(3, dn, dv);                                        // (B, S, n_h/tp, d_v)
+  std::vector<Tensor> kv = split(wkv_b_->forward(c).view({B, S, local_heads_, dn + dv}), {dn, dv}, 3);
+  *k_nope = kv[0];  // (B, S, n_h/tp, d_n)
+  *value = kv[1];   // (B, S, n_h/tp, d_v)
 }
 
 void MultiHeadLatentAttention::absorbed_weights(Tensor* w_uk, Tensor* w_uv) const {

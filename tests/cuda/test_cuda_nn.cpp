@@ -91,13 +91,19 @@ TEST(CudaRMSNorm, ForwardBackward) {
         Tensor dx = poisoned({N, D}, t), dw = rnd({D}, 13, t);
         Tensor edx = Tensor::empty({N, D}, DType::F64), edw = ref(dw);
         Tensor dw2 = dw.clone();
-        cuda::rmsnorm_backward(dx, dw, dout, x, w, rstd);
-        cpu::rmsnorm_backward(edx, edw, ref(dout), ref(x), ref(w), erstd);
+        cuda::rmsnorm_backward(dx, dw, dout, x, w, rstd, false);
+        cpu::rmsnorm_backward(edx, edw, ref(dout), ref(x), ref(w), erstd, false);
         EXPECT_CLOSE(dx, edx, t);
         EXPECT_CLOSE(dw, edw, t);
         Tensor dx2 = poisoned({N, D}, t);
-        cuda::rmsnorm_backward(dx2, dw2, dout, x, w, rstd);
+        cuda::rmsnorm_backward(dx2, dw2, dout, x, w, rstd, false);
         EXPECT_TRUE(same_bits(dw, dw2));
+        // Added into a prior gradient (the residual stream's): prior + dx.
+        Tensor prior = rnd({N, D}, 14, t), dw3 = rnd({D}, 13, t);
+        Tensor eprior = ref(prior), edw3 = ref(dw3);
+        cuda::rmsnorm_backward(prior, dw3, dout, x, w, rstd, true);
+        cpu::rmsnorm_backward(eprior, edw3, ref(dout), ref(x), ref(w), erstd, true);
+        EXPECT_CLOSE(prior, eprior, t);
       }
 }
 

@@ -113,6 +113,17 @@ TEST(BasicGradcheck, Linear) {
   // A non-contiguous x (..., in) that reshape cannot view: linear must still be right.
   Tensor xt = leaf({7, 3, 2}, 43);
   expect_gradcheck([](const std::vector<Tensor>& v) { return linear(v[0].permute({2, 1, 0}), v[1]); }, {xt, w});
+  // One input read by two projections and an elementwise op (the query/latent projections of the normalised
+  // input): the second projection's dX is added by its GEMM into the sum so far (Node::partial_sums).
+  Tensor w2 = leaf({5, 7}, 44);
+  expect_gradcheck([](const std::vector<Tensor>& v) {
+    Tensor h = scale(v[0], 1.5);
+    Tensor y = add(linear(h, v[1]), linear(h, v[2]));
+    return add(y, linear(mul(h, h), v[1]));
+  }, {x, w, w2});
+  // A 3-D batched matmul whose 2-D operand is broadcast (no fused path) next to a linear of the same input.
+  Tensor m = leaf({7, 5}, 45);
+  expect_gradcheck([](const std::vector<Tensor>& v) { return add(matmul(v[0], v[2]), linear(v[0], v[1])); }, {x, w, m});
 }
 
 TEST(BasicGradcheck, EmbeddingWithDuplicateIds) {
@@ -161,6 +172,12 @@ TEST(BasicGradcheck, ConcatAndSplit) {
   expect_gradcheck([](const std::vector<Tensor>& v) {
     auto p = split(v[0], {1, 3}, 0);
     return add(p[0].expand({3, 9}), p[1]);
+  }, {x});
+  // A part nobody uses (the engine hands its node zeros) and a part viewed further (as the rope key's unsqueeze).
+  expect_gradcheck([](const std::vector<Tensor>& v) {
+    auto p = split(v[0], {5, 4}, 1);
+    Tensor y = p[1].unsqueeze(1);
+    return mul(y, y);
   }, {x});
   // expand of a middle dim (MLA's rope key shared by the heads), of several dims, with a new leading dim, and
   // of a strided slice, each under a nonlinear op so every element's gradient differs.

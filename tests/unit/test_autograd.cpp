@@ -64,6 +64,47 @@ Tensor total(const Tensor& x) {
   return y;
 }
 
+// y = c * x, adding its gradient into the sum the engine offers (Node::partial_sums) when there is one, as a
+// GEMM with beta = 1 would; counts the offers it used.
+struct ScaleIntoNode : Node {
+  double c;
+  int* used;
+  ScaleIntoNode(double c, int* used) : c(c), used(used) {}
+  std::vector<Tensor> apply(const std::vector<Tensor>& g) override {
+    std::vector<double> v = g[0].to_vector();
+    if (!partial_sums.empty() && partial_sums[0].defined()) {
+      Tensor sum = partial_sums[0];
+      double* p = sum.data<double>();
+      for (size_t i = 0; i < v.size(); ++i) p[i] += c * v[i];
+      ++*used;
+      return {sum};
+    }
+    for (double& x : v) x *= c;
+    return {Tensor::from_vector(v, g[0].shape(), g[0].dtype())};
+  }
+  std::string name() const override { return "ScaleIntoNode"; }
+};
+
+Tensor scale_into(const Tensor& x, double c, int* used) {
+  std::vector<double> v = x.to_vector();
+  for (double& e : v) e *= c;
+  Tensor y = Tensor::from_vector(v, x.shape(), x.dtype());
+  if (needs_grad({&x})) record(std::make_shared<ScaleIntoNode>(c, used), {x}, {y});
+  return y;
+}
+
+// y = x; its backward hands the incoming gradient on as it is (shared with whoever else holds it).
+struct PassNode : Node {
+  std::vector<Tensor> apply(const std::vector<Tensor>& g) override { return {g[0]}; }
+  std::string name() const override { return "PassNode"; }
+};
+
+Tensor pass(const Tensor& x) {
+  Tensor y = Tensor::from_vector(x.to_vector(), x.shape(), x.dtype());
+  if (needs_grad({&x})) record(std::make_shared<PassNode>(), {x}, {y});
+  return y;
+}
+
 Tensor leaf(const Shape& s, uint64_t seed) { return Tensor::randn(s, seed, 0, 1.0, DType::F64).set_requires_grad(true); }
 
 }  // namespace
@@ -75,6 +116,31 @@ TEST(Autograd, DiamondSumsBothPaths) {
   Tensor y = total(plus(a, b));  // dy/dx = 7
   y.backward();
   for (double g : x.grad().to_vector()) EXPECT_DOUBLE_EQ(g, 7.0);
+}
+
+// The second consumer of h is offered h's gradient so far and adds into it; the engine must not add it again.
+TEST(Autograd, PartialSumOfferedToTheLaterContribution) {
+  Tensor x = leaf({3}, 11);
+  Tensor h = scale_by(x, 1.0);
+  int used = 0;
+  Tensor a = scale_into(h, 2.0, &used);
+  Tensor b = scale_into(h, 5.0, &used);  // runs first in the backward: nothing to offer yet
+  total(plus(a, b)).backward();
+  EXPECT_EQ(used, 1);
+  for (double g : x.grad().to_vector()) EXPECT_DOUBLE_EQ(g, 7.0);
+}
+
+// A slot holding a gradient someone else also holds (a pass-through of the add's shared gradient) is not offered:
+// writing into it would change the other holder's gradient.
+TEST(Autograd, SharedGradientIsNotOffered) {
+  Tensor x = leaf({3}, 12);
+  Tensor h = scale_by(x, 1.0);
+  int used = 0;
+  Tensor a = scale_into(h, 5.0, &used);
+  Tensor b = pass(h);  // runs first: h's slot gets the add's gradient, still held by a's node
+  total(plus(a, b)).backward();
+  EXPECT_EQ(used, 0);
+  for (double g : x.grad().to_vector()) EXPECT_DOUBLE_EQ(g, 6.0);
 }
 
 TEST(Autograd, SameTensorUsedTwiceAccumulates) {

@@ -481,13 +481,28 @@ TEST(NnBackward, NormsF32AgreeWithF64) {
     Tensor r1 = Tensor::empty({6}, sd), y1 = Tensor::empty({6, 12}, t);
     ops::rmsnorm_forward(y1, r1, x, w, 1e-5);
     Tensor dx1 = Tensor::empty({6, 12}, t), dw1 = Tensor::zeros({12}, t);
-    ops::rmsnorm_backward(dx1, dw1, dy, x, w, r1);
+    ops::rmsnorm_backward(dx1, dw1, dy, x, w, r1, false);
     return std::vector<Vec>{dx.to_vector(), dw.to_vector(), db.to_vector(), dx1.to_vector(), dw1.to_vector()};
   };
   for (bool rms : {false, true}) {
     auto g32 = grads(DType::F32, rms), g64 = grads(DType::F64, rms);
     for (size_t i = 0; i < g32.size(); ++i) EXPECT_LT(rel_err(g32[i], g64[i]), 1e-5) << "gradient " << i << " rms " << rms;
   }
+}
+
+// accumulate_dx adds the input gradient into dx (the residual stream's gradient so far) instead of writing it.
+TEST(NnNorm, RmsNormBackwardAddsIntoPriorGradient) {
+  Tensor x = randn({5, 8}, 610, DType::F64), w = randn({8}, 611, DType::F64), dy = randn({5, 8}, 612, DType::F64);
+  Tensor r = Tensor::empty({5}, DType::F64), y = Tensor::empty({5, 8}, DType::F64);
+  ops::rmsnorm_forward(y, r, x, w, 1e-5);
+  Tensor dx = Tensor::empty({5, 8}, DType::F64), dw = Tensor::zeros({8}, DType::F64);
+  ops::rmsnorm_backward(dx, dw, dy, x, w, r, false);
+  Tensor prior = randn({5, 8}, 613, DType::F64), dw2 = Tensor::zeros({8}, DType::F64);
+  const Vec before = prior.to_vector(), fresh = dx.to_vector();
+  ops::rmsnorm_backward(prior, dw2, dy, x, w, r, true);
+  const Vec after = prior.to_vector();
+  for (size_t i = 0; i < after.size(); ++i) EXPECT_NEAR(after[i], before[i] + fresh[i], 1e-12) << i;
+  EXPECT_EQ(dw2.to_vector(), dw.to_vector());
 }
 
 TEST(NnNorm, WeightGradientAccumulates) {
