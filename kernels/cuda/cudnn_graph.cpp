@@ -161,17 +161,20 @@ void Graph::reshape(const TensorRef& y, const TensorRef& x) {
   ops_.push_back(op);
 }
 
-std::unique_ptr<Plan> Graph::build(cudnnHandle_t h, std::string* why) {
+std::vector<std::unique_ptr<Plan>> Graph::build(cudnnHandle_t h, std::string* why, int max_plans) {
+  std::vector<std::unique_ptr<Plan>> plans;
   cudnnBackendDescriptor_t graph = make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
   set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h, "graph handle");
   set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, static_cast<int64_t>(ops_.size()),
       ops_.data(), "graph ops");
   if (cudnnStatus_t s = cudnnBackendFinalize(graph); s != CUDNN_STATUS_SUCCESS) {
     if (why) *why = std::string("operation graph refused: ") + cudnnGetErrorString(s) + " (" + last_error() + ")";
-    return nullptr;
+    return plans;
   }
   std::string reasons;
+  std::vector<cudnnBackendDescriptor_t> finalized;
   for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+    if (!finalized.empty()) break;
     cudnnBackendDescriptor_t heur = make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
     set_desc(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph, "heuristics graph");
     set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode, "heuristics mode");
@@ -192,7 +195,7 @@ std::unique_ptr<Plan> Graph::build(cudnnHandle_t h, std::string* why) {
     check(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count,
                                    &returned, configs.data()),
           "heuristics results");
-    for (int64_t i = 0; i < returned; ++i) {
+    for (int64_t i = 0; i < returned && static_cast<int>(finalized.size()) < max_plans; ++i) {
       cudnnBackendDescriptor_t plan = make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
       set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h, "plan handle");
       set_desc(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, configs[static_cast<size_t>(i)], "plan engine config");
@@ -200,23 +203,34 @@ std::unique_ptr<Plan> Graph::build(cudnnHandle_t h, std::string* why) {
         reasons += " engine config " + std::to_string(i) + ": " + last_error() + ";";
         continue;
       }
-      std::unique_ptr<Plan> p(new Plan());
-      int64_t n = 0;
-      check(cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n,
-                                     &p->workspace_),
-            "plan workspace size");
-      p->plan_ = plan;
-      p->owned_ = std::move(owned_);
-      owned_.clear();
-      ops_.clear();
-      return p;
+      finalized.push_back(plan);
     }
   }
-  if (why) *why = "no cuDNN engine runs this graph:" + reasons;
-  return nullptr;
+  if (finalized.empty()) {
+    if (why) *why = "no cuDNN engine runs this graph:" + reasons;
+    return plans;
+  }
+  std::shared_ptr<std::vector<cudnnBackendDescriptor_t>> owned(
+      new std::vector<cudnnBackendDescriptor_t>(std::move(owned_)), [](std::vector<cudnnBackendDescriptor_t>* v) {
+        destroy_all(*v);
+        delete v;
+      });
+  owned_.clear();
+  ops_.clear();
+  for (cudnnBackendDescriptor_t plan : finalized) {
+    std::unique_ptr<Plan> p(new Plan());
+    int64_t n = 0;
+    check(cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n,
+                                   &p->workspace_),
+          "plan workspace size");
+    p->plan_ = plan;
+    p->owned_ = owned;
+    plans.push_back(std::move(p));
+  }
+  return plans;
 }
 
-Plan::~Plan() { destroy_all(owned_); }
+Plan::~Plan() = default;
 
 void Plan::execute(cudnnHandle_t h, const std::vector<int64_t>& uids, const std::vector<void*>& pointers,
                    void* workspace) const {

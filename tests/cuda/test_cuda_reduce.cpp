@@ -50,6 +50,8 @@ TEST(CudaReduce, SumTo) {
       {{9, 1, 11}, {1, 1, 11}},
       {{13, 7}, {13, 7}},              // nothing reduced
       {{13, 7}, {1, 1}},               // everything
+      {{12, 65536}, {1, 65536}},       // few rows, many columns (the shared rope key's gradient): one partial row
+      {{40, 3000}, {1, 3000}},         // 5 partial rows: column_sum with 5 threads per column
   };
   for (DType t : {DType::F32, DType::BF16})
     for (const Case& c : cases) {
