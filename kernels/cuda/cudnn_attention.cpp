@@ -1,7 +1,6 @@
 // cuDNN SDPA backend (see cudnn_attention.h): the forward and backward graphs, the plan cache, and the calls.
 #include "kernels/cuda/cudnn_attention.h"
 
-#include <algorithm>
 #include <limits>
 
 #include "core/error.h"
@@ -14,7 +13,6 @@
 #include <vector>
 
 #include "core/cuda_context.h"
-#include "core/log.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cudnn_graph.h"
 #endif
@@ -49,10 +47,6 @@ using cudnn::Dims;
 using cudnn::Graph;
 using cudnn::Plan;
 using cudnn::TensorRef;
-
-// Engine configurations tried per call shape. The heuristics' first choice is not always the fastest for
-// the SDPA graphs, so the first call of a shape times each candidate once and keeps the fastest.
-constexpr int kMaxCandidates = 8;
 
 // Variant-pack uids.
 enum Uid : int64_t { kQ = 1, kK, kV, kO, kStats, kdO, kdQ, kdK, kdV, kScale, kMaskValue, kOne, kdQAccum };
@@ -109,7 +103,7 @@ TensorRef row_stat(Graph& g, const Geometry& d) {
   return g.virt(CUDNN_DATA_FLOAT, rd, packed(rd));
 }
 
-std::vector<std::unique_ptr<Plan>> build_forward(const Geometry& d, const Tensor& q, const Tensor& k, const Tensor& v,
+std::unique_ptr<Plan> build_forward(const Geometry& d, const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& out, int64_t lse_batch_stride, bool causal, std::string* why) {
   Graph g;
   const cudnnDataType_t io = CUDNN_DATA_BFLOAT16;
@@ -129,7 +123,7 @@ std::vector<std::unique_ptr<Plan>> build_forward(const Geometry& d, const Tensor
   TensorRef p = g.like(e, io);                             // P in bf16: the P V GEMM's A operand
   g.pointwise(CUDNN_POINTWISE_DIV, p, e, &sum);
   g.matmul(to, p, tv);
-  return g.build(cudnn::handle(), why, kMaxCandidates);
+  return g.build(cudnn::handle(), why);
 }
 
 // dW = A^T-like product into a kv-head gradient: straight into `grad` when every query head has its own kv
@@ -145,7 +139,7 @@ void kv_grad(Graph& g, const Geometry& d, const TensorRef& grad, const TensorRef
   g.reduction(CUDNN_REDUCE_TENSOR_ADD, grad, per_head);
 }
 
-std::vector<std::unique_ptr<Plan>> build_backward(const Geometry& d, const Tensor& dq, const Tensor& dk, const Tensor& dv,
+std::unique_ptr<Plan> build_backward(const Geometry& d, const Tensor& dq, const Tensor& dk, const Tensor& dv,
                                      const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                                      const Tensor& out, int64_t lse_batch_stride, bool causal, std::string* why) {
   Graph g;
@@ -189,15 +183,12 @@ std::vector<std::unique_ptr<Plan>> build_backward(const Geometry& d, const Tenso
   g.reshape(kk, tkt);
   g.matmul(dq_accum, ds, kk);
   g.pointwise(CUDNN_POINTWISE_IDENTITY, tdq, dq_accum);
-  return g.build(cudnn::handle(), why, kMaxCandidates);
+  return g.build(cudnn::handle(), why);
 }
 
 struct CachedPlan {
-  std::vector<std::unique_ptr<Plan>> candidates;  // in the heuristics' order
-  int chosen = -1;                                // index into candidates once timed (-1: not yet)
-  std::string why;                                // set when there is no candidate
-  std::string key;                                // the call shape, for the log
-  const Plan* plan() const { return candidates.empty() ? nullptr : candidates[static_cast<size_t>(std::max(chosen, 0))].get(); }
+  std::unique_ptr<Plan> plan;
+  std::string why;  // set when plan is null
 };
 
 std::mutex g_mu;
@@ -242,57 +233,21 @@ Geometry geometry(const Tensor& q, const Tensor& k, const Tensor& v, int64_t bra
 
 // The plan cached under `key`, built by build(&why) on first use; a failure is cached too, with its reason.
 template <typename Build>
-CachedPlan& cached_plan(const std::string& key, Build build) {
+const CachedPlan& cached_plan(const std::string& key, Build build) {
   std::lock_guard<std::mutex> lock(g_mu);
   auto it = g_plans.find(key);
   if (it != g_plans.end()) return it->second;
   CachedPlan c;
   try {
-    c.candidates = build(&c.why);
+    c.plan = build(&c.why);
   } catch (const std::exception& e) {
-    c.candidates.clear();
     c.why = e.what();
   }
-  if (c.candidates.size() == 1) c.chosen = 0;
-  CachedPlan& stored = g_plans.emplace(key, std::move(c)).first->second;
-  stored.key = key;
-  return stored;
+  return g_plans.emplace(key, std::move(c)).first->second;
 }
 
-// The plan to run: on a shape's first call with several candidates, times `run` (the whole call) with each
-// (one warm-up, then the mean of two runs; the outputs are rewritten by the caller's run afterwards) and
-// keeps the fastest. Logs the times once, so the choice can be checked.
-template <typename Run>
-const Plan& tuned_plan(CachedPlan& c, Run run) {
-  if (c.chosen >= 0) return *c.candidates[static_cast<size_t>(c.chosen)];
-  cudaStream_t stream = current_stream();
-  cudaEvent_t start, stop;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  std::ostringstream times;
-  float best = 0;
-  for (size_t i = 0; i < c.candidates.size(); ++i) {
-    run(*c.candidates[i]);
-    CUDA_CHECK(cudaEventRecord(start, stream));
-    run(*c.candidates[i]);
-    run(*c.candidates[i]);
-    CUDA_CHECK(cudaEventRecord(stop, stream));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    ms /= 2;
-    times << (i ? ", " : "") << ms;
-    if (c.chosen < 0 || ms < best) best = ms, c.chosen = static_cast<int>(i);
-  }
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
-  log::info("cuDNN attention [", c.key, "]: ", c.candidates.size(), " engine configs take ", times.str(), " ms; chose #",
-            c.chosen);
-  return *c.candidates[static_cast<size_t>(c.chosen)];
-}
-
-// The forward plans for this call, or null with *why saying why cuDNN does not run it.
-CachedPlan* forward_plan(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, int64_t branches,
+// The forward plan for this call, or null with *why saying why cuDNN does not run it.
+const Plan* forward_plan(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, int64_t branches,
                          bool causal, std::string* why) {
   *why = basic_reason(q, k, v, out, branches, causal);
   if (!why->empty()) return nullptr;
@@ -301,15 +256,15 @@ CachedPlan* forward_plan(const Tensor& q, const Tensor& k, const Tensor& v, cons
   std::ostringstream key;
   key << "fwd dev" << q.device().index << (causal ? " causal " : " full ") << branches << ' ';
   for (const Tensor* t : {&q, &kb, &vb, &ob}) describe(key, *t);
-  CachedPlan& c = cached_plan(key.str(), [&](std::string* w) {
+  const CachedPlan& c = cached_plan(key.str(), [&](std::string* w) {
     return build_forward(d, q, kb, vb, ob, d.R * d.Hq * d.T, causal, w);
   });
-  if (!c.plan()) *why = c.why;
-  return c.plan() ? &c : nullptr;
+  if (!c.plan) *why = c.why;
+  return c.plan.get();
 }
 
-// The backward plans for this call, or null with *why.
-CachedPlan* backward_plan(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
+// The backward plan for this call, or null with *why.
+const Plan* backward_plan(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                           const Tensor& k, const Tensor& v, const Tensor& out, int64_t branches, bool causal,
                           std::string* why) {
   *why = basic_reason(q, k, v, out, branches, causal);
@@ -321,11 +276,11 @@ CachedPlan* backward_plan(const Tensor& dq, const Tensor& dk, const Tensor& dv, 
   std::ostringstream key;
   key << "bwd dev" << q.device().index << (causal ? " causal " : " full ") << branches << ' ';
   for (const Tensor* t : {&q, &kb, &vb, &ob, &dob, &dq, &dkb, &dvb}) describe(key, *t);
-  CachedPlan& c = cached_plan(key.str(), [&](std::string* w) {
+  const CachedPlan& c = cached_plan(key.str(), [&](std::string* w) {
     return build_backward(d, dq, dkb, dvb, dob, q, kb, vb, ob, d.R * d.Hq * d.T, causal, w);
   });
-  if (!c.plan()) *why = c.why;
-  return c.plan() ? &c : nullptr;
+  if (!c.plan) *why = c.why;
+  return c.plan.get();
 }
 
 // Scratch for one execution: cuDNN's workspace (+ the dQ accumulator), from the caching allocator.
@@ -354,54 +309,50 @@ std::string cudnn_attention_backward_unsupported(const Tensor& dq, const Tensor&
 void cudnn_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                              int64_t branches, double softmax_scale, bool causal) {
   std::string why;
-  CachedPlan* found = forward_plan(q, k, v, out, branches, causal, &why);
+  const Plan* found = forward_plan(q, k, v, out, branches, causal, &why);
   LATTE_REQUIRE(found, "cudnn attention forward: ", why);
+  const Plan& plan = *found;
   const Geometry d = geometry(q, k, v, branches);
   cudnnHandle_t h = cudnn::handle();
+  Tensor ws = scratch_floats(plan.workspace_bytes(), q.device());
   float scale = static_cast<float>(softmax_scale), mask_value = std::numeric_limits<float>::lowest();
-  auto run = [&](const Plan& plan) {
-    Tensor ws = scratch_floats(plan.workspace_bytes(), q.device());
-    for (int64_t r = 0; r < d.R; ++r) {
-      float* stats = lse.data<float>() + r * d.Hq * d.T;
-      std::vector<int64_t> uids{kQ, kK, kV, kO, kStats, kScale};
-      std::vector<void*> ptrs{ptr(q), ptr(branch_view(k, r, d.Hk)), ptr(branch_view(v, r, d.Hk)),
-                              ptr(branch_view(out, r, d.Hq)), stats, &scale};
-      if (causal) uids.push_back(kMaskValue), ptrs.push_back(&mask_value);  // the pack must name only graph tensors
-      plan.execute(h, uids, ptrs, ptr(ws));
-    }
-  };
-  run(tuned_plan(*found, run));
+  for (int64_t r = 0; r < d.R; ++r) {
+    float* stats = lse.data<float>() + r * d.Hq * d.T;
+    std::vector<int64_t> uids{kQ, kK, kV, kO, kStats, kScale};
+    std::vector<void*> ptrs{ptr(q), ptr(branch_view(k, r, d.Hk)), ptr(branch_view(v, r, d.Hk)),
+                            ptr(branch_view(out, r, d.Hq)), stats, &scale};
+    if (causal) uids.push_back(kMaskValue), ptrs.push_back(&mask_value);  // the pack must name only graph tensors
+    plan.execute(h, uids, ptrs, ptr(ws));
+  }
 }
 
 void cudnn_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                               const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                               int64_t branches, double softmax_scale, bool causal) {
   std::string why;
-  CachedPlan* found = backward_plan(dq, dk, dv, dout, q, k, v, out, branches, causal, &why);
+  const Plan* found = backward_plan(dq, dk, dv, dout, q, k, v, out, branches, causal, &why);
   LATTE_REQUIRE(found, "cudnn attention backward: ", why);
+  const Plan& plan = *found;
   const Geometry d = geometry(q, k, v, branches);
   cudnnHandle_t h = cudnn::handle();
   const Device dev = q.device();
+  Tensor ws = scratch_floats(plan.workspace_bytes(), dev);
   Tensor accum = Tensor::empty({d.B, d.Hq, d.T, d.Dqk}, DType::F32, dev);
   Tensor dq_branch = d.R > 1 ? Tensor::empty(dq.shape(), dq.dtype(), dev) : Tensor();
   float scale = static_cast<float>(softmax_scale), mask_value = std::numeric_limits<float>::lowest(), one = 1.f;
-  auto run = [&](const Plan& plan) {
-    Tensor ws = scratch_floats(plan.workspace_bytes(), dev);
-    for (int64_t r = 0; r < d.R; ++r) {
-      fill(accum, 0.0);  // cuDNN accumulates dQ into it
-      const Tensor& dq_r = r == 0 ? dq : dq_branch;
-      float* stats = lse.data<float>() + r * d.Hq * d.T;
-      std::vector<int64_t> uids{kQ, kK, kV, kO, kdO, kStats, kdQ, kdK, kdV, kdQAccum, kScale, kOne};
-      std::vector<void*> ptrs{ptr(q),         ptr(branch_view(k, r, d.Hk)),  ptr(branch_view(v, r, d.Hk)),
-                              ptr(branch_view(out, r, d.Hq)), ptr(branch_view(dout, r, d.Hq)), stats,
-                              ptr(dq_r),      ptr(branch_view(dk, r, d.Hk)), ptr(branch_view(dv, r, d.Hk)),
-                              ptr(accum),     &scale,                        &one};
-      if (causal) uids.push_back(kMaskValue), ptrs.push_back(&mask_value);
-      plan.execute(h, uids, ptrs, ptr(ws));
-      if (r > 0) axpy(dq, dq_branch, 1.0);  // dQ sums over the branches sharing the query
-    }
-  };
-  run(tuned_plan(*found, run));
+  for (int64_t r = 0; r < d.R; ++r) {
+    fill(accum, 0.0);  // cuDNN accumulates dQ into it
+    const Tensor& dq_r = r == 0 ? dq : dq_branch;
+    float* stats = lse.data<float>() + r * d.Hq * d.T;
+    std::vector<int64_t> uids{kQ, kK, kV, kO, kdO, kStats, kdQ, kdK, kdV, kdQAccum, kScale, kOne};
+    std::vector<void*> ptrs{ptr(q),         ptr(branch_view(k, r, d.Hk)),  ptr(branch_view(v, r, d.Hk)),
+                            ptr(branch_view(out, r, d.Hq)), ptr(branch_view(dout, r, d.Hq)), stats,
+                            ptr(dq_r),      ptr(branch_view(dk, r, d.Hk)), ptr(branch_view(dv, r, d.Hk)),
+                            ptr(accum),     &scale,                        &one};
+    if (causal) uids.push_back(kMaskValue), ptrs.push_back(&mask_value);
+    plan.execute(h, uids, ptrs, ptr(ws));
+    if (r > 0) axpy(dq, dq_branch, 1.0);  // dQ sums over the branches sharing the query
+  }
 }
 
 #endif  // LATTE_WITH_CUDNN

@@ -161,20 +161,17 @@ void Graph::reshape(const TensorRef& y, const TensorRef& x) {
   ops_.push_back(op);
 }
 
-std::vector<std::unique_ptr<Plan>> Graph::build(cudnnHandle_t h, std::string* why, int max_plans) {
-  std::vector<std::unique_ptr<Plan>> plans;
+std::unique_ptr<Plan> Graph::build(cudnnHandle_t h, std::string* why) {
   cudnnBackendDescriptor_t graph = make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
   set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h, "graph handle");
   set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, static_cast<int64_t>(ops_.size()),
       ops_.data(), "graph ops");
   if (cudnnStatus_t s = cudnnBackendFinalize(graph); s != CUDNN_STATUS_SUCCESS) {
     if (why) *why = std::string("operation graph refused: ") + cudnnGetErrorString(s) + " (" + last_error() + ")";
-    return plans;
+    return nullptr;
   }
   std::string reasons;
-  std::vector<cudnnBackendDescriptor_t> finalized;
   for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-    if (!finalized.empty()) break;
     cudnnBackendDescriptor_t heur = make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
     set_desc(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph, "heuristics graph");
     set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode, "heuristics mode");
@@ -195,7 +192,7 @@ std::vector<std::unique_ptr<Plan>> Graph::build(cudnnHandle_t h, std::string* wh
     check(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count,
                                    &returned, configs.data()),
           "heuristics results");
-    for (int64_t i = 0; i < returned && static_cast<int>(finalized.size()) < max_plans; ++i) {
+    for (int64_t i = 0; i < returned; ++i) {
       cudnnBackendDescriptor_t plan = make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
       set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h, "plan handle");
       set_desc(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, configs[static_cast<size_t>(i)], "plan engine config");
@@ -203,34 +200,23 @@ std::vector<std::unique_ptr<Plan>> Graph::build(cudnnHandle_t h, std::string* wh
         reasons += " engine config " + std::to_string(i) + ": " + last_error() + ";";
         continue;
       }
-      finalized.push_back(plan);
+      std::unique_ptr<Plan> p(new Plan());
+      int64_t n = 0;
+      check(cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n,
+                                     &p->workspace_),
+            "plan workspace size");
+      p->plan_ = plan;
+      p->owned_ = std::move(owned_);
+      owned_.clear();
+      ops_.clear();
+      return p;
     }
   }
-  if (finalized.empty()) {
-    if (why) *why = "no cuDNN engine runs this graph:" + reasons;
-    return plans;
-  }
-  std::shared_ptr<std::vector<cudnnBackendDescriptor_t>> owned(
-      new std::vector<cudnnBackendDescriptor_t>(std::move(owned_)), [](std::vector<cudnnBackendDescriptor_t>* v) {
-        destroy_all(*v);
-        delete v;
-      });
-  owned_.clear();
-  ops_.clear();
-  for (cudnnBackendDescriptor_t plan : finalized) {
-    std::unique_ptr<Plan> p(new Plan());
-    int64_t n = 0;
-    check(cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n,
-                                   &p->workspace_),
-          "plan workspace size");
-    p->plan_ = plan;
-    p->owned_ = owned;
-    plans.push_back(std::move(p));
-  }
-  return plans;
+  if (why) *why = "no cuDNN engine runs this graph:" + reasons;
+  return nullptr;
 }
 
-Plan::~Plan() = default;
+Plan::~Plan() { destroy_all(owned_); }
 
 void Plan::execute(cudnnHandle_t h, const std::vector<int64_t>& uids, const std::vector<void*>& pointers,
                    void* workspace) const {

@@ -57,17 +57,16 @@ class Graph {
   void matmul(const TensorRef& c, const TensorRef& a, const TensorRef& b);            // fp32 compute
   void reshape(const TensorRef& y, const TensorRef& x);                               // same elements, new strides
 
-  // The operation graph -> an execution plan for every engine configuration heuristics mode A ranks (or, when
-  // none of those finalizes, the fallback mode's) whose plan finalizes, in the heuristics' order, at most
-  // `max_plans`. Empty and `why` set when no engine supports the graph (or a descriptor was refused).
-  std::vector<std::unique_ptr<Plan>> build(cudnnHandle_t h, std::string* why, int max_plans = 1);
+  // The operation graph -> the first engine configuration (heuristics mode A, then fallback) whose plan
+  // finalizes. Null and `why` set when no engine supports the graph (or a descriptor was refused).
+  std::unique_ptr<Plan> build(cudnnHandle_t h, std::string* why);
 
  private:
   cudnnBackendDescriptor_t make(cudnnBackendDescriptorType_t type);
   TensorRef make_tensor(int64_t uid, cudnnDataType_t type, Dims dims, Dims strides, bool is_virtual, bool by_value,
                         bool reorder);
 
-  std::vector<cudnnBackendDescriptor_t> owned_;  // destroyed in ~Graph unless handed to the plans
+  std::vector<cudnnBackendDescriptor_t> owned_;  // destroyed in ~Graph unless moved into a Plan
   std::vector<cudnnBackendDescriptor_t> ops_;
   int64_t next_virtual_uid_ = 1 << 20;
   friend class Plan;
@@ -86,8 +85,7 @@ class Plan {
 
  private:
   Plan() = default;
-  // Every descriptor of the graph (shared by the plans built from it; destroyed with the last of them).
-  std::shared_ptr<std::vector<cudnnBackendDescriptor_t>> owned_;
+  std::vector<cudnnBackendDescriptor_t> owned_;
   cudnnBackendDescriptor_t plan_ = nullptr;
   int64_t workspace_ = 0;
   friend class Graph;
