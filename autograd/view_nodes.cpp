@@ -43,10 +43,23 @@ struct ExpandBackward : Node {
     Shape padded;
     for (int i = 0; i < grad.dim() - input_shape.ndim(); ++i) padded.push_back(1);
     for (int i = 0; i < input_shape.ndim(); ++i) padded.push_back(input_shape[i]);
-    // The reduced dims go first, so the reduction is a column sum over a contiguous (R, K) matrix, the kernels'
-    // fast path. A reduced middle dim (a rope key shared by every head: (B, S, H, d_r) -> (B, S, 1, d_r)) took
-    // the generic path at ~5% of the copy bandwidth. The size-1 dims moved do not change the element order of
-    // the result, so it reshapes back.
+    // One run of adjacent reduced dims (a rope key shared by every head: (B, S, H, d_r) -> (B, S, 1, d_r), the
+    // gradient a slice of the key's): sum_to reads the gradient in place (its middle-dim path on the GPU).
+    int first = -1, last = -1;
+    for (int i = 0; i < grad.dim(); ++i)
+      if (padded[i] == 1 && grad.size(i) != 1) {
+        if (first < 0) first = i;
+        last = i;
+      }
+    bool one_run = true;
+    for (int i = first; first >= 0 && i <= last; ++i) one_run = one_run && (padded[i] == 1 || grad.size(i) == 1);
+    if (one_run) {
+      Tensor out = Tensor::empty(padded, grad.dtype(), grad.device());
+      ops::sum_to(out, grad);
+      return {out.reshape(input_shape)};
+    }
+    // Otherwise the reduced dims go first, so the reduction is a column sum over a contiguous (R, K) matrix. The
+    // size-1 dims moved do not change the element order of the result, so it reshapes back.
     std::vector<int> order;
     for (int i = 0; i < grad.dim(); ++i)
       if (padded[i] == 1 && grad.size(i) != 1) order.push_back(i);

@@ -8,6 +8,8 @@
 //    are reduced and trailing dims kept (a bias gradient: (N, D) -> (1, D)), is a column sum of an (R, K)
 //    matrix: each thread adds 8 consecutive columns with 16-byte loads down a slice of rows, 8 slices per
 //    block and `chunks` blocks along R, into fp32 partials (chunks, K) that column_sum adds in order.
+//    A reduced middle dim with a unit-stride kept inner run ((A, R, K) strided, e.g. a slice of a key gradient):
+//    a thread adds the R rows of 8 consecutive columns, reading the input in place (no permuted copy).
 //    Other layouts: when the input's innermost dim is kept, the same scheme with one column per thread and
 //    index arithmetic per element (v1's only path: 10% of copy bandwidth on the bias case); when it is
 //    reduced (row sums), one warp per output reduces its contiguous run.
@@ -142,6 +144,27 @@ __global__ void column_partials_kernel(float* partials, const void* in, int dt, 
   }
 }
 
+// (A, R, K) with strides (sa, sr, 1) -> out (A, K): a reduced middle dim, e.g. the gradient of a rope key shared
+// by the heads, read in place from the key gradient it is a slice of. A thread adds the R rows of 8 consecutive
+// k of one a, in order (16-byte loads when `vec`).
+__global__ void sum_middle_kernel(void* out, int dto, bool vec_out, const void* in, int dt, bool vec, int64_t A,
+                                  int64_t sa, int64_t R, int64_t sr, int64_t K) {
+  const int64_t per_row = (K + 7) / 8;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= A * per_row) return;
+  const int64_t a = t / per_row, k = (t - a * per_row) * 8;
+  const int es = dt == kBF16 ? 2 : 4, eso = dto == kBF16 ? 2 : 4;
+  const char* base = static_cast<const char*>(in) + a * sa * es;
+  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  for (int64_t r = 0; r < R; ++r) {
+    float v[8];
+    load8_any(base + r * sr * es, dt, k, K, vec, v);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[e] += v[e];
+  }
+  store8_any(static_cast<char*>(out) + a * K * eso, dto, k, K, vec_out, acc);
+}
+
 // Reduced innermost: one warp per output k.
 __global__ void sum_to_rows_kernel(void* out, int dto, const void* in, int dt, Dims kept, Dims red, int64_t K,
                                    int64_t R) {
@@ -221,6 +244,39 @@ void sum_to(const Tensor& out, const Tensor& in) {
   }
   const int64_t R = in.numel() / K;
   cudaStream_t stream = current_stream();
+  // The input's dims of size > 1 as runs of one kind (kept / reduced) that are contiguous with each other.
+  struct Run {
+    int64_t size, stride;
+    bool reduced;
+  };
+  std::vector<Run> runs;
+  for (int d = 0; d < in.dim(); ++d) {
+    if (in.size(d) == 1) continue;
+    const bool reduced = out.size(d) == 1;
+    if (!runs.empty() && runs.back().reduced == reduced && runs.back().stride == in.size(d) * in.stride(d)) {
+      runs.back().size *= in.size(d);
+      runs.back().stride = in.stride(d);
+    } else {
+      runs.push_back({in.size(d), in.stride(d), reduced});
+    }
+  }
+  // Kept / reduced / kept with a unit-stride inner run (or a strided reduced / kept): the middle-dim kernel, with
+  // enough threads to fill the GPU.
+  const bool middle3 = runs.size() == 3 && !runs[0].reduced && runs[1].reduced && !runs[2].reduced;
+  const bool middle2 = runs.size() == 2 && runs[0].reduced && !runs[1].reduced && !in.is_contiguous();
+  if ((middle3 || middle2) && runs.back().stride == 1) {
+    const Run outer = middle3 ? runs[0] : Run{1, 0, false}, red_run = runs[runs.size() - 2], inner = runs.back();
+    const int64_t threads = outer.size * ((inner.size + 7) / 8);
+    if (threads >= 16 * static_cast<int64_t>(sm_count())) {
+      const bool vec = inner.size % 8 == 0 && outer.stride % 8 == 0 && red_run.stride % 8 == 0 && aligned16(in.data_ptr());
+      const bool vec_out = inner.size % 8 == 0 && aligned16(out.data_ptr());
+      sum_middle_kernel<<<blocks_for(threads, kThreads), kThreads, 0, stream>>>(
+          out.data_ptr(), dto, vec_out, in.data_ptr(), dti, vec, outer.size, outer.stride, red_run.size, red_run.stride,
+          inner.size);
+      CUDA_CHECK_LAUNCH("sum_middle_kernel");
+      return;
+    }
+  }
   // Leading dims reduced, trailing dims kept, input contiguous: an (R, K) column sum.
   bool leading = in.is_contiguous();
   for (int d = 0, seen_kept = 0; leading && d < in.dim(); ++d) {

@@ -53,7 +53,26 @@ TEST(CudaReduce, SumTo) {
       {{12, 65536}, {1, 65536}},       // few rows, many columns (the shared rope key's gradient): one partial row
       {{40, 3000}, {1, 3000}},         // 5 partial rows: column_sum with 5 threads per column
   };
-  for (DType t : {DType::F32, DType::BF16})
+  for (DType t : {DType::F32, DType::BF16}) {
+    // Strided inputs: slices of a wider last dim (the rope part of a key gradient), reduced over a middle dim
+    // (the heads) -- the middle-dim kernel, vectorised (offset and widths multiples of 8) and not.
+    struct Slice {
+      Shape full;
+      int64_t start, width;
+      Shape out;
+    };
+    const Slice slices[] = {{{16, 64, 12, 96}, 64, 32, {16, 64, 1, 32}},
+                            {{8, 300, 5, 13}, 3, 7, {8, 300, 1, 7}},
+                            {{600, 12, 40}, 8, 16, {1, 1, 16}}};
+    for (const Slice& c : slices) {
+      SCOPED_TRACE(testing::Message() << dtype_name(t) << " slice of " << c.full.str() << " -> " << c.out.str());
+      Tensor x = rnd(c.full, 90 + static_cast<uint64_t>(c.start), t).narrow(c.full.ndim() - 1, c.start, c.width);
+      Tensor out = poisoned(c.out, t);
+      cuda::sum_to(out, x);
+      Tensor expect = Tensor::empty(c.out, DType::F64);
+      cpu::sum_to(expect, ref(x));
+      EXPECT_CLOSE(out, expect, t);
+    }
     for (const Case& c : cases) {
       SCOPED_TRACE(testing::Message() << dtype_name(t) << " " << c.in.str() << " -> " << c.out.str());
       Tensor x = rnd(c.in, 70 + static_cast<uint64_t>(c.in.numel()), t);
@@ -66,6 +85,7 @@ TEST(CudaReduce, SumTo) {
       cuda::sum_to(again, x);
       EXPECT_TRUE(same_bits(out, again));
     }
+  }
 }
 
 }  // namespace
