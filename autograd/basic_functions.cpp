@@ -386,36 +386,63 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
 }
 
 // Composite of differentiable pieces: flatten the leading dims, one GEMM against W^T, unflatten.
-Tensor linear(const Tensor& x, const Tensor& weight) {
-  LATTE_REQUIRE(x.defined() && weight.defined(), "linear: undefined tensor argument");
-  LATTE_REQUIRE(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: x ", x.shape().str(),
+namespace {
+
+// The gradient of linear_add: linear's, plus the output's gradient passed on to the residual as it is.
+struct LinearAddBackward : MatmulBackward {
+  std::vector<Tensor> apply(const std::vector<Tensor>& grads) override {
+    std::vector<Tensor> g = MatmulBackward::apply(grads);
+    g.push_back(wants_grad(*this, 2) ? grads[0] : Tensor());
+    return g;
+  }
+  std::string name() const override { return "LinearAddBackward"; }
+};
+
+// x (..., in) @ weight^T (+ residual) as one (rows, in) GEMM, recorded against x and y themselves (see
+// MatmulBackward), so no reshape nodes sit between the projections of one input.
+Tensor linear_impl(const char* op, const Tensor& x, const Tensor& weight, const Tensor* residual) {
+  LATTE_REQUIRE(x.defined() && weight.defined() && (!residual || residual->defined()), op, ": undefined tensor argument");
+  LATTE_REQUIRE(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1), op, ": x ", x.shape().str(),
                 " must end in the weight's in_features; weight (out, in) is ", weight.shape().str());
+  LATTE_REQUIRE(x.dtype() == weight.dtype(), op, ": dtypes differ, x ", dtype_name(x.dtype()), " vs weight ",
+                dtype_name(weight.dtype()));
   const int64_t in = weight.size(1);
   Shape out_shape = x.shape();
   out_shape[out_shape.ndim() - 1] = weight.size(0);
+  if (residual)
+    LATTE_REQUIRE(residual->shape() == out_shape && residual->dtype() == x.dtype(), op, ": residual ",
+                  residual->str(), " must have the output's shape ", out_shape.str(), " and dtype");
   const int64_t rows = in == 0 ? 0 : x.numel() / in;
-  if (x.dim() == 2 || rows == 0) {
+  if (!residual && (x.dim() == 2 || rows == 0)) {
     Tensor y = matmul(x.dim() == 2 ? x : x.reshape({rows, in}), weight, false, true);  // (N, out)
     return x.dim() == 2 ? y : y.reshape(out_shape);
   }
-  LATTE_REQUIRE(x.dtype() == weight.dtype(), "linear: dtypes differ, x ", dtype_name(x.dtype()), " vs weight ",
-                dtype_name(weight.dtype()));
-  // (..., in) @ W^T as one (rows, in) GEMM, recorded against x and y themselves (see MatmulBackward).
   Tensor xr = gemm_ready(x.detach().reshape({rows, in}));  // (rows, in)
   Tensor wr = gemm_ready(weight);                           // (out, in)
   Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());  // (..., out)
   const Shape flat{rows, weight.size(0)};
-  ops::matmul(y.view(flat), xr, wr, false, true, 1.0, 0.0);
-  if (autograd::needs_grad({&x, &weight})) {
-    auto node = std::make_shared<MatmulBackward>();
+  if (residual) ops::matmul_add(y.view(flat), xr, wr, contig(*residual).view(flat), false, true);
+  else ops::matmul(y.view(flat), xr, wr, false, true, 1.0, 0.0);
+  const bool grad = residual ? autograd::needs_grad({&x, &weight, residual}) : autograd::needs_grad({&x, &weight});
+  if (grad) {
+    auto node = residual ? std::make_shared<LinearAddBackward>() : std::make_shared<MatmulBackward>();
     node->a = xr;
     node->b = wr;
     node->trans_b = true;
     node->a_input_shape = x.shape();
     node->out_shape = flat;
-    autograd::record(node, {x, weight}, {y});
+    if (residual) autograd::record(node, {x, weight, *residual}, {y});
+    else autograd::record(node, {x, weight}, {y});
   }
   return y;
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& weight) { return linear_impl("linear", x, weight, nullptr); }
+
+Tensor linear_add(const Tensor& x, const Tensor& weight, const Tensor& residual) {
+  return linear_impl("linear_add", x, weight, &residual);
 }
 
 Tensor embedding(const Tensor& table, const Tensor& ids) {

@@ -19,6 +19,9 @@ Tensor sum_squares(const Tensor& x);                        // scalar
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 // x (..., in), weight (out, in) stored [out, in] as nn.Linear: returns x @ weight^T, shape (..., out).
 Tensor linear(const Tensor& x, const Tensor& weight);
+// residual + x @ weight^T with the residual added by the GEMM (one pass over the output): a residual stream's
+// update; residual has the output's shape (..., out).
+Tensor linear_add(const Tensor& x, const Tensor& weight, const Tensor& residual);
 
 // table (V, D), ids i32 of any shape -> (ids.shape..., D).
 Tensor embedding(const Tensor& table, const Tensor& ids);

@@ -15,6 +15,13 @@ void sum(const Tensor& out, const Tensor& in) { LATTE_DISPATCH(sum, &out, &in)(o
 void sum_squares(const Tensor& out, const Tensor& in) { LATTE_DISPATCH(sum_squares, &out, &in)(out, in); }
 void sum_to(const Tensor& out, const Tensor& in) { LATTE_DISPATCH(sum_to, &out, &in)(out, in); }
 
+void matmul_add(const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& addend, bool trans_a, bool trans_b) {
+  LATTE_REQUIRE(addend.defined() && addend.shape() == out.shape() && addend.strides() == out.strides() &&
+                    addend.dtype() == out.dtype(),
+                "matmul_add: the addend ", addend.str(), " must have out's shape, strides and dtype ", out.str());
+  LATTE_DISPATCH(matmul_add, &out, &a, &b, &addend)(out, a, b, addend, trans_a, trans_b);
+}
+
 void matmul(const Tensor& out, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, double alpha, double beta) {
   LATTE_DISPATCH(matmul, &out, &a, &b)(out, a, b, trans_a, trans_b, alpha, beta);
 }

@@ -21,6 +21,11 @@ Tensor Linear::forward(const Tensor& x) const {
   return parallel_ == TensorParallel::Row ? tp_.exit(y) : y;
 }
 
+Tensor Linear::forward_add(const Tensor& x, const Tensor& residual) const {
+  if (tp_.enabled()) return add(residual, forward(x));
+  return linear_add(x, weight_, residual);
+}
+
 BlockLinear::BlockLinear(int64_t blocks, int64_t in_features, int64_t out_features, const ParamOptions& options,
                          InitRule init, TensorParallel parallel, const TensorParallelContext& tp, bool split_blocks)
     : blocks_(blocks), in_(in_features), parallel_(parallel) {

@@ -27,6 +27,9 @@ class Linear : public Module {
   Linear(int64_t in_features, int64_t out_features, const ParamOptions& options, InitRule init,
          TensorParallel parallel = TensorParallel::Replicated, const TensorParallelContext& tp = {}, int64_t groups = 1);
   Tensor forward(const Tensor& x) const;  // (..., in_local) -> (..., out_local); Row: all-reduced (..., out)
+  // residual + forward(x), the residual added by the GEMM (linear_add) when this rank holds the whole output
+  // (no TP); under TP after the all-reduce, as a separate add.
+  Tensor forward_add(const Tensor& x, const Tensor& residual) const;
   const Tensor& weight() const { return weight_; }  // (out_local, in_local)
   int64_t in_features() const { return in_; }      // full sizes
   int64_t out_features() const { return out_; }

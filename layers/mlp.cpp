@@ -14,9 +14,10 @@ SwiGLUMLP::SwiGLUMLP(int64_t d_model, int64_t ffn_dim, double init_std, bool zer
                                                                zero_down ? InitRule::zeros() : normal, TensorParallel::Row, tp));
 }
 
-Tensor SwiGLUMLP::forward(const Tensor& x) const {
+Tensor SwiGLUMLP::forward(const Tensor& x, const Tensor& residual) const {
   Tensor hidden = swiglu(w_gate_->forward(x), w_up_->forward(x));  // (B, T, ffn/tp)
-  return w_down_->forward(hidden);                                  // (B, T, d), all-reduced over TP
+  // (B, T, d), all-reduced over TP
+  return residual.defined() ? w_down_->forward_add(hidden, residual) : w_down_->forward(hidden);
 }
 
 }  // namespace latte

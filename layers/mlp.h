@@ -11,7 +11,8 @@ class SwiGLUMLP : public Module {
   // zero_down: w_down starts at zero (init.zero_out_proj).
   SwiGLUMLP(int64_t d_model, int64_t ffn_dim, double init_std, bool zero_down, const ParamOptions& options,
             const TensorParallelContext& tp = {});
-  Tensor forward(const Tensor& x) const;  // (B, T, d) -> (B, T, d), summed over TP
+  // (B, T, d) -> (B, T, d), summed over TP; plus `residual` when defined (added by w_down's GEMM)
+  Tensor forward(const Tensor& x, const Tensor& residual = Tensor()) const;
 
  private:
   Linear* w_gate_;  // column-parallel (ffn/tp, d)

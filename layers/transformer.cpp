@@ -26,8 +26,11 @@ TransformerBlock::TransformerBlock(const ModelConfig& config, int64_t layer, con
 
 Tensor TransformerBlock::forward(const Tensor& h, const AttentionContext& ctx) const {
   // Under TP each sub-block is one region: copy_to_tp before the norm, reduce_from_tp inside wo / w_down.
-  Tensor x = add(h, attn_->forward(attn_norm_->forward(tp_.enter(h)), ctx));  // (B, T, d)
-  return add(x, mlp_->forward(mlp_norm_->forward(tp_.enter(x))));             // (B, T, d)
+  // The residual adds ride in the output projections' GEMMs (Linear::forward_add): x = h + attn(norm(h)).
+  AttentionContext with_residual = ctx;
+  with_residual.residual = h;
+  Tensor x = attn_->forward(attn_norm_->forward(tp_.enter(h)), with_residual);  // (B, T, d)
+  return mlp_->forward(mlp_norm_->forward(tp_.enter(x)), x);                    // (B, T, d)
 }
 
 GateTable::GateTable(int64_t vocab_size, const AttentionConfig& egmla, double init_std, const ParamOptions& options,

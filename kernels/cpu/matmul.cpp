@@ -90,4 +90,10 @@ void matmul(const Tensor& out, const Tensor& a, const Tensor& b, bool trans_a, b
   }
 }
 
+// The addend copied into out, then the product added (beta = 1).
+void matmul_add(const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& addend, bool trans_a, bool trans_b) {
+  if (addend.data_ptr() != out.data_ptr()) copy(out, addend);
+  matmul(out, a, b, trans_a, trans_b, 1.0, 1.0);
+}
+
 }  // namespace latte::cpu

@@ -177,8 +177,9 @@ bool blas_layout(const Tensor& t) {
   return rows == 1 || t.stride(-2) >= cols;
 }
 
+// addend: C of the epilogue D = alpha AB + beta C when it is not out itself (same layout as out).
 void matmul_impl(const Tensor& out, const Tensor& a_in, const Tensor& b_in, const Tensor* bias, bool trans_a,
-                 bool trans_b, double alpha, double beta) {
+                 bool trans_b, double alpha, double beta, const Tensor* addend = nullptr) {
   const char* op = bias ? "matmul_bias" : "matmul";
   // Inputs outside the contract's layout (a transposed view, say) are copied, as the CPU kernel does.
   const Tensor a = a_in.dim() >= 2 && !blas_layout(a_in) ? a_in.detach().contiguous() : a_in;
@@ -223,7 +224,7 @@ void matmul_impl(const Tensor& out, const Tensor& a_in, const Tensor& b_in, cons
   key.stride_c = batch > 1 ? oc.batch_stride : 0;
   key.align_a = alignment(b.data_ptr());
   key.align_b = alignment(a.data_ptr());
-  key.align_c = alignment(out.data_ptr());
+  key.align_c = addend ? std::min(alignment(out.data_ptr()), alignment(addend->data_ptr())) : alignment(out.data_ptr());
   key.align_bias = bias ? alignment(bias->data_ptr()) : 0;
 
   DeviceState& s = state();
@@ -236,9 +237,12 @@ void matmul_impl(const Tensor& out, const Tensor& a_in, const Tensor& b_in, cons
       if (batch == 1) throw;
       // No batched algorithm for this layout (e.g. a broadcast operand's zero batch stride): one GEMM per batch.
       lock.unlock();
-      for (int64_t i = 0; i < batch; ++i)
+      for (int64_t i = 0; i < batch; ++i) {
+        const Tensor addend_i = addend ? addend->select(0, i) : Tensor();
         matmul_impl(out.select(0, i), a.dim() == 3 ? a.select(0, oa.batch > 1 ? i : 0) : a,
-                    b.dim() == 3 ? b.select(0, ob.batch > 1 ? i : 0) : b, bias, trans_a, trans_b, alpha, beta);
+                    b.dim() == 3 ? b.select(0, ob.batch > 1 ? i : 0) : b, bias, trans_a, trans_b, alpha, beta,
+                    addend ? &addend_i : nullptr);
+      }
       return;
     }
   }
@@ -249,8 +253,9 @@ void matmul_impl(const Tensor& out, const Tensor& a_in, const Tensor& b_in, cons
   }
   cudaStream_t stream = current_stream();
   const float al = static_cast<float>(alpha), be = static_cast<float>(beta);
-  CUBLAS_CHECK(cublasLtMatmul(s.lt, p.desc, &al, b.data_ptr(), p.la, a.data_ptr(), p.lb, &be, out.data_ptr(), p.lc,
-                              out.data_ptr(), p.lc, &p.algo, workspace(s, stream), kWorkspaceBytes, stream));
+  const void* c = addend ? addend->data_ptr() : out.data_ptr();
+  CUBLAS_CHECK(cublasLtMatmul(s.lt, p.desc, &al, b.data_ptr(), p.la, a.data_ptr(), p.lb, &be, c, p.lc, out.data_ptr(),
+                              p.lc, &p.algo, workspace(s, stream), kWorkspaceBytes, stream));
 }
 
 }  // namespace
@@ -258,6 +263,16 @@ void matmul_impl(const Tensor& out, const Tensor& a_in, const Tensor& b_in, cons
 void matmul(const Tensor& out, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, double alpha,
             double beta) {
   matmul_impl(out, a, b, nullptr, trans_a, trans_b, alpha, beta);
+}
+
+void matmul_add(const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& addend, bool trans_a, bool trans_b) {
+  LATTE_CHECK(addend.shape() == out.shape() && addend.strides() == out.strides() && addend.dtype() == out.dtype(),
+              "matmul_add: addend ", addend.str(), " must have out's layout ", out.str());
+  if (out.numel() > 0 && (trans_a ? a.size(-2) : a.size(-1)) == 0) {  // an empty product: out = addend
+    if (addend.data_ptr() != out.data_ptr()) copy(out, addend);
+    return;
+  }
+  matmul_impl(out, a, b, nullptr, trans_a, trans_b, 1.0, 1.0, &addend);
 }
 
 void matmul_bias(const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& bias, bool trans_a, bool trans_b) {

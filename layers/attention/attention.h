@@ -24,6 +24,8 @@ struct AttentionContext {
   Tensor gate_embed_context;       // EG-MLA(kv) decoding: e_t of every cached token, (B, start_pos + T, d_e)
   LayerKVCache* cache = nullptr;   // decoding: this layer's cache (entries [0, start_pos) valid)
   bool absorbed = false;           // decoding, MLA family: absorbed path (attend in latent space)
+  Tensor residual;                 // when defined, forward returns residual + attention: the residual stream's add,
+                                   // done by the output projection's GEMM (Linear::forward_add)
 };
 
 class Attention : public Module {

@@ -76,8 +76,8 @@ Tensor LatentAttention::head_rows(const Tensor& x, const Linear& w, int64_t per_
   return parts.size() == 1 ? parts[0] : concat(parts, x.dim() - 1);
 }
 
-Tensor LatentAttention::output(const Tensor& o) const {
-  if (!block_layout()) return wo_->forward(o);  // row-parallel: all-reduced over TP
+Tensor LatentAttention::output(const Tensor& o, const Tensor& residual) const {
+  if (!block_layout()) return residual.defined() ? wo_->forward_add(o, residual) : wo_->forward(o);  // all-reduced over TP
   // The wo columns of the heads served here; the all-reduce adds the other ranks' heads and branches.
   const int64_t dv = cfg_.v_dim;
   Tensor out;
@@ -87,7 +87,8 @@ Tensor LatentAttention::output(const Tensor& o) const {
     out = out.defined() ? add(out, part) : part;  // (B, T, d)
     at += count;
   }
-  return tp_.exit(out);
+  out = tp_.exit(out);
+  return residual.defined() ? add(residual, out) : out;
 }
 
 Tensor LatentAttention::query(const Tensor& x) const {
@@ -117,7 +118,7 @@ Tensor LatentAttention::forward(const Tensor& x, const AttentionContext& ctx) co
   const double branch_scale = 1.0 / std::sqrt(static_cast<double>(cfg_.branches));
   if (local_branches_ > 1) o = branch_sum(o, local_branches_, branch_scale);  // (B, T, n_h, d_v)
   else if (cfg_.branches > 1) o = scale(o, branch_scale);
-  return output(o.reshape({B, T, H * cfg_.v_dim}));  // (B, T, d), all-reduced over TP
+  return output(o.reshape({B, T, H * cfg_.v_dim}), ctx.residual);  // (B, T, d), all-reduced over TP
 }
 
 Tensor LatentAttention::attend_plain(const Tensor& q, const Tensor& c, const Tensor& k_rope,

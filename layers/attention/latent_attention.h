@@ -70,7 +70,8 @@ class LatentAttention : public Attention {
   Tensor query(const Tensor& x) const;  // (B, T, d) -> (B, T, n_h (d_n + d_r))
   // x (..., in) through the rows of `w` (out, in) that belong to the local heads, per_head rows each.
   Tensor head_rows(const Tensor& x, const Linear& w, int64_t per_head) const;
-  Tensor output(const Tensor& o) const;  // (B, T, n_h d_v) -> (B, T, d), all-reduced over TP
+  // (B, T, n_h d_v) -> (B, T, d), all-reduced over TP; plus `residual` when defined
+  Tensor output(const Tensor& o, const Tensor& residual) const;
   Tensor attend_plain(const Tensor& q, const Tensor& c, const Tensor& k_rope, const AttentionContext& ctx) const;
   Tensor attend_absorbed(const Tensor& q, const Tensor& c, const Tensor& k_rope) const;
 };

@@ -45,7 +45,8 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx)
     if (T == 1) o = decode_attention(q.reshape({B, local_heads_, dh}), k, v, cfg_.softmax_scale());  // (B, n_h/tp, d_h)
   }
   if (!o.defined()) o = attention(q, k, v, 1, cfg_.softmax_scale(), true);  // (B, T, n_h/tp, d_h)
-  return wo_->forward(o.reshape({B, T, local_heads_ * dh}));     // (B, T, d), all-reduced over TP
+  o = o.reshape({B, T, local_heads_ * dh});
+  return ctx.residual.defined() ? wo_->forward_add(o, ctx.residual) : wo_->forward(o);  // (B, T, d), all-reduced over TP
 }
 
 }  // namespace latte

@@ -93,5 +93,25 @@ TEST(CudaMatmul, BiasEpilogue) {
     }
 }
 
+// out = a b^T + addend (the residual stream's add in the GEMM epilogue): a separate addend (C != D), the addend
+// as out itself, 3-D batched; the addend is left as it was.
+TEST(CudaMatmul, AddendEpilogue) {
+  LATTE_REQUIRE_CUDA();
+  for (DType t : {DType::F32, DType::BF16})
+    for (int64_t batch : {0, 3}) {
+      const int64_t M = 130, N = 72, K = 48;
+      Tensor a = operand(batch, M, K, false, t, 20), b = rnd({N, K}, 21, t);
+      Tensor addend = batch ? rnd({batch, M, N}, 22, t) : rnd({M, N}, 22, t);
+      Tensor before = addend.clone();
+      Tensor out = poisoned(addend.shape(), t);
+      cuda::matmul_add(out, a, b, addend, false, true);
+      Tensor expect = cpu_matmul(addend, a, b, false, true, 1.0, 1.0);
+      EXPECT_CLOSE(out, expect, t);
+      EXPECT_TRUE(same_bits(addend, before));
+      cuda::matmul_add(addend, a, b, addend, false, true);  // in place
+      EXPECT_CLOSE(addend, expect, t);
+    }
+}
+
 }  // namespace
 #endif  // LATTE_WITH_CUDA

@@ -121,6 +121,16 @@ TEST(BasicGradcheck, Linear) {
     Tensor y = add(linear(h, v[1]), linear(h, v[2]));
     return add(y, linear(mul(h, h), v[1]));
   }, {x, w, w2});
+  // linear_add: the residual's gradient is the output's, passed on; the residual also read elsewhere (as the
+  // residual stream is by the next norm), and a 2-D x.
+  Tensor r = leaf({2, 3, 5}, 46);
+  expect_gradcheck([](const std::vector<Tensor>& v) { return linear_add(v[0], v[1], v[2]); }, {x, w, r});
+  expect_gradcheck([](const std::vector<Tensor>& v) {
+    Tensor y = linear_add(v[0], v[1], v[2]);
+    return add(mul(y, y), linear_add(v[0], v[1], mul(v[2], v[2])));
+  }, {x, w, r});
+  Tensor r2 = leaf({3, 5}, 47);
+  expect_gradcheck([](const std::vector<Tensor>& v) { return linear_add(v[0], v[1], v[2]); }, {x2, w, r2});
   // A 3-D batched matmul whose 2-D operand is broadcast (no fused path) next to a linear of the same input.
   Tensor m = leaf({7, 5}, 45);
   expect_gradcheck([](const std::vector<Tensor>& v) { return add(matmul(v[0], v[2]), linear(v[0], v[1])); }, {x, w, m});

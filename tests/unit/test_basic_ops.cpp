@@ -182,6 +182,28 @@ Tensor operand(int64_t batch, int64_t rows, int64_t cols, uint64_t seed, DType t
   return batch > 0 ? Tensor::randn({batch, rows, cols}, seed, 0, 1.0, t) : Tensor::randn({rows, cols}, seed, 0, 1.0, t);
 }
 
+// matmul_add = matmul + addend, the addend untouched (or updated in place when it is out); a mismatched addend
+// is refused with its shape named.
+TEST(BasicMatmul, AddendEqualsMatmulPlusAdd) {
+  Tensor a = Tensor::randn({5, 4}, 301, 0, 1.0, DType::F64), b = Tensor::randn({3, 4}, 302, 0, 1.0, DType::F64);
+  Tensor r = Tensor::randn({5, 3}, 303, 0, 1.0, DType::F64);
+  const std::vector<double> before = r.to_vector();
+  Tensor out = Tensor::empty({5, 3}, DType::F64), prod = Tensor::empty({5, 3}, DType::F64);
+  ops::matmul_add(out, a, b, r, false, true);
+  ops::matmul(prod, a, b, false, true, 1.0, 0.0);
+  const std::vector<double> got = out.to_vector(), p = prod.to_vector();
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], p[i] + before[i], 1e-12);
+  EXPECT_EQ(r.to_vector(), before);
+  ops::matmul_add(r, a, b, r, false, true);
+  EXPECT_EQ(r.to_vector(), got);
+  try {
+    ops::matmul_add(out, a, b, Tensor::zeros({3, 5}, DType::F64), false, true);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("[3, 5]"), std::string::npos) << e.what();
+  }
+}
+
 TEST(BasicMatmul, AllTransposeCombinationsAlphaBeta) {
   const int64_t M = 7, K = 11, N = 5;
   for (DType t : kFloatTypes)
