@@ -39,7 +39,10 @@ Tensor lm_head_cross_entropy(const Tensor& hidden, const Tensor& weight, const T
   Tensor t = targets.contiguous();           // (N)
   Tensor losses = Tensor::empty({N}, acc, h.device());                                              // (N)
   Tensor d_hidden = grad && hidden.requires_grad() ? Tensor::empty({N, d}, h.dtype(), h.device()) : Tensor();  // (N, d)
-  Tensor d_weight = grad && weight.requires_grad() ? Tensor::zeros({V, d}, acc, h.device()) : Tensor();      // (V, d)
+  // (V, d): the first chunk's GEMM writes it (beta = 0), the others add (no zero fill, one read fewer)
+  Tensor d_weight = grad && weight.requires_grad() ? (N > 0 ? Tensor::empty({V, d}, acc, h.device())
+                                                            : Tensor::zeros({V, d}, acc, h.device()))
+                                                   : Tensor();
   const double grad_scale = 1.0 / static_cast<double>(counted);
   for (int64_t r = 0; r < N; r += chunk_rows) {
     const int64_t n = std::min(chunk_rows, N - r);
@@ -49,7 +52,7 @@ Tensor lm_head_cross_entropy(const Tensor& hidden, const Tensor& weight, const T
     Tensor dlogits = grad ? logits : Tensor();  // (n, V): the gradient overwrites the logits (the kernel allows it)
     ops::cross_entropy_forward_backward(losses.narrow(0, r, n), dlogits, logits, t.narrow(0, r, n), -1, grad_scale);
     if (d_hidden.defined()) ops::matmul(d_hidden.narrow(0, r, n), dlogits, w, false, false, 1.0, 0.0);  // dlogits W
-    if (d_weight.defined()) ops::matmul(d_weight, dlogits, rows, true, false, 1.0, 1.0);               // += dlogits^T h
+    if (d_weight.defined()) ops::matmul(d_weight, dlogits, rows, true, false, 1.0, r == 0 ? 0.0 : 1.0);  // += dlogits^T h
   }
   return finish_loss(losses, grad_scale, hidden, weight, targets, d_hidden, d_weight, grad);
 }

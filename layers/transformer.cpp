@@ -93,7 +93,7 @@ const Tensor& TransformerLM::output_weight() const { return lm_head_ ? lm_head_-
 
 int64_t TransformerLM::loss_chunk_rows(int64_t total_rows) const {
   if (loss_chunk_rows_ > 0) return loss_chunk_rows_;
-  const int64_t budget = options_.device.is_cuda() ? int64_t{1} << 28 : int64_t{1} << 25;  // logits per chunk
+  const int64_t budget = options_.device.is_cuda() ? int64_t{1} << 29 : int64_t{1} << 25;  // logits per chunk
   const int64_t vocab = std::max<int64_t>(1, config_.vocab_size / tp_.tp_size);              // this rank's columns
   const int64_t max_rows = std::max<int64_t>(1, budget / vocab);
   const int64_t rows = std::max<int64_t>(1, total_rows);

@@ -76,7 +76,7 @@ class TransformerLM : public Module {
   // rows (layers/lm_head_loss.h), so no [B T, V] logits tensor outlives its chunk.
   Tensor loss(const Tensor& ids, const Tensor& targets) const;
   // Rows per LM-head/loss chunk when the loss covers `total_rows` rows. Default: the fewest chunks of at most
-  // 2^25 logits (CPU) or 2^28 (GPU: 512 MiB of bf16, the gradient overwrites them) split evenly, so that no
+  // 2^25 logits (CPU) or 2^29 (GPU: 1 GiB of bf16, the gradient overwrites them) split evenly, so that no
   // chunk is a sliver and each costs one read-modify-write of the f32 d(W) (V, d) -- with 667-row chunks at
   // V = 50304 that traffic was ~40% of the LM head's GEMM time on an H100.
   void set_loss_chunk_rows(int64_t rows) { loss_chunk_rows_ = rows; }
