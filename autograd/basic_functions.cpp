@@ -385,7 +385,6 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   return out;
 }
 
-// Composite of differentiable pieces: flatten the leading dims, one GEMM against W^T, unflatten.
 namespace {
 
 // The gradient of linear_add: linear's, plus the output's gradient passed on to the residual as it is.

@@ -40,6 +40,7 @@ void accumulate_into(Tensor& slot, const Tensor& g) {
   ops::axpy(sum, g.contiguous(), 1.0);
   slot = sum;
 }
+
 using Buffers = std::unordered_map<Node*, std::vector<Tensor>>;
 
 // Hands node n the running gradient sums of its inputs' slots (Node::partial_sums) where nothing else can see them.
