@@ -56,6 +56,16 @@ inline int world_size() {
   return s;
 }
 
+// The tiny EG-MLA model of the end-to-end distributed training tests (the synthetic shards' ids are < 89).
+inline const char* const kTinyEgmlaModelYaml = R"(model:
+  vocab_size: 96
+  d_model: 32
+  n_layers: 2
+  ffn_dim: 64
+  max_seq_len: 16
+  attention: {kind: egmla, n_heads: 4, kv_rank: 16, rope_dim: 4, nope_dim: 8, v_dim: 8, gate: {embed_dim: 8}}
+)";
+
 // A run directory every rank sees, for the training tests: rank 0 makes <tmp>/<prefix><pid> with a
 // synthetic corpus (data/syn_train_000000.bin: 26000 tokens, data/syn_val_000000.bin: 4000; ids < 89, a
 // learnable pattern) and `run_yaml` as run.yaml, then broadcasts the path. Call it from every rank.

@@ -24,13 +24,7 @@ using test::world_rank;
 using test::world_size;
 
 std::string shared_root() {
-  static const std::string root = test::shared_run_dir("latte_dp_", R"(model:
-  vocab_size: 96
-  d_model: 32
-  n_layers: 2
-  ffn_dim: 64
-  max_seq_len: 16
-  attention: {kind: egmla, n_heads: 4, kv_rank: 16, rope_dim: 4, nope_dim: 8, v_dim: 8, gate: {embed_dim: 8}}
+  static const std::string root = test::shared_run_dir("latte_dp_", std::string(test::kTinyEgmlaModelYaml) + R"(
 train: {steps: 4, seed: 3, seq_len: 16, lr: 3.0e-3, warmup_steps: 1, dtype: f32, device: cpu}
 eval: {every: 2, batches: 2}
 )");
