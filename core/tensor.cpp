@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <cstring>
-#include <thread>
 #include <vector>
 
 #include "autograd/node.h"
 #include "autograd/view_nodes.h"
+#include "core/parallel.h"
 #include "core/philox.h"
 #include "kernels/ops.h"
 
@@ -79,17 +79,7 @@ Tensor philox_fill(const Shape& shape, DType dtype, Device device, bool normal, 
   };
   // Element i depends on (seed, offset, i) only, so threads over disjoint ranges give the same tensor; a
   // 1.3B-parameter model's initialisation is ~10^9 Philox draws (about a minute on one core).
-  constexpr int64_t kPerThread = int64_t{1} << 22;
-  const int64_t threads = std::min<int64_t>({(n + kPerThread - 1) / kPerThread,
-                                             static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency())), 32});
-  if (threads <= 1) {
-    fill(0, n);
-  } else {
-    std::vector<std::thread> pool;
-    const int64_t chunk = (n + threads - 1) / threads;
-    for (int64_t k = 0; k < threads; ++k) pool.emplace_back(fill, k * chunk, std::min(n, (k + 1) * chunk));
-    for (std::thread& th : pool) th.join();
-  }
+  parallel_ranges(n, int64_t{1} << 22, fill);
   if (t.dtype() != dtype) t = t.to(dtype);
   return device.is_cpu() ? t : t.to(device);
 }

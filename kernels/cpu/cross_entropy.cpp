@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/parallel.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/strided.h"
 
@@ -40,34 +41,38 @@ void cross_entropy_forward_backward(const Tensor& losses, const Tensor& dlogits,
     const T* x = logits.data<T>();                             // (N, V)
     T* dx = dlogits.defined() ? dlogits.data<T>() : nullptr;   // (N, V) or none
     void* loss_out = losses.data_ptr();                        // (N) f32 or f64
-    for (int64_t n = 0; n < N; ++n) {
-      const T* row = x + n * V;
-      if (target[n] == ignore_index) {
-        store_from_double(loss_out, losses.dtype(), n, 0.0);
-        if (dx)
-          for (int64_t v = 0; v < V; ++v) dx[n * V + v] = T(0);
-        continue;
+    // Rows are independent: split over the cores (the result does not depend on the split).
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(V, 1));  // ~1 MB of logits
+    parallel_ranges(N, grain, [&](int64_t first, int64_t end) {
+      for (int64_t n = first; n < end; ++n) {
+        const T* row = x + n * V;
+        if (target[n] == ignore_index) {
+          store_from_double(loss_out, losses.dtype(), n, 0.0);
+          if (dx)
+            for (int64_t v = 0; v < V; ++v) dx[n * V + v] = T(0);
+          continue;
+        }
+        T max = row[0];
+        for (int64_t v = 1; v < V; ++v) max = std::max(max, row[v]);
+        const double target_logit = static_cast<double>(row[target[n]]);  // before dlogits may overwrite it (alias)
+        // exp in the logits' precision (float exp for f32: the row's sum is still accumulated in fp64), each
+        // exponential computed once: kept in the gradient row, which is then scaled to softmax - onehot.
+        T* e = dx ? dx + n * V : nullptr;
+        double sum_exp = 0.0;
+        for (int64_t v = 0; v < V; ++v) {
+          const T ev = std::exp(row[v] - max);
+          if (e) e[v] = ev;
+          sum_exp += static_cast<double>(ev);
+        }
+        const double lse = static_cast<double>(max) + std::log(sum_exp);
+        store_from_double(loss_out, losses.dtype(), n, lse - target_logit);
+        if (e) {
+          const double inv = grad_scale / sum_exp;
+          for (int64_t v = 0; v < V; ++v) e[v] = static_cast<T>(static_cast<double>(e[v]) * inv);
+          e[target[n]] = static_cast<T>(static_cast<double>(e[target[n]]) - grad_scale);
+        }
       }
-      T max = row[0];
-      for (int64_t v = 1; v < V; ++v) max = std::max(max, row[v]);
-      const double target_logit = static_cast<double>(row[target[n]]);  // before dlogits may overwrite it (alias)
-      // exp in the logits' precision (float exp for f32: the row's sum is still accumulated in fp64), each
-      // exponential computed once: kept in the gradient row, which is then scaled to softmax - onehot.
-      T* e = dx ? dx + n * V : nullptr;
-      double sum_exp = 0.0;
-      for (int64_t v = 0; v < V; ++v) {
-        const T ev = std::exp(row[v] - max);
-        if (e) e[v] = ev;
-        sum_exp += static_cast<double>(ev);
-      }
-      const double lse = static_cast<double>(max) + std::log(sum_exp);
-      store_from_double(loss_out, losses.dtype(), n, lse - target_logit);
-      if (e) {
-        const double inv = grad_scale / sum_exp;
-        for (int64_t v = 0; v < V; ++v) e[v] = static_cast<T>(static_cast<double>(e[v]) * inv);
-        e[target[n]] = static_cast<T>(static_cast<double>(e[target[n]]) - grad_scale);
-      }
-    }
+    });
   });
 }
 

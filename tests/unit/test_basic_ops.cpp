@@ -448,6 +448,24 @@ TEST(BasicCrossEntropy, InPlaceGradientMatches) {
   }
 }
 
+// Enough rows to be split over threads (grain: 2^18 logits): bitwise the same as the rows computed in two calls
+// too small to split.
+TEST(BasicCrossEntropy, RowsSplitOverThreadsMatchSmallCalls) {
+  const int64_t N = 10000, V = 64, half = N / 2;
+  Tensor logits = Tensor::randn({N, V}, 321, 0, 2.0, DType::F32);
+  std::vector<double> t(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) t[static_cast<size_t>(i)] = i % 17 == 0 ? -1 : static_cast<double>((i * 7) % V);
+  Tensor targets = ids_tensor(t, {N});
+  Tensor losses = Tensor::empty({N}, DType::F32), dlogits = Tensor::empty({N, V}, DType::F32);
+  ops::cross_entropy_forward_backward(losses, dlogits, logits, targets, -1, 0.25);
+  Tensor l2 = Tensor::empty({N}, DType::F32), d2 = Tensor::empty({N, V}, DType::F32);
+  for (int64_t r : {int64_t{0}, half})
+    ops::cross_entropy_forward_backward(l2.narrow(0, r, half), d2.narrow(0, r, half), logits.narrow(0, r, half),
+                                        targets.narrow(0, r, half), -1, 0.25);
+  EXPECT_EQ(losses.to_vector(), l2.to_vector());
+  EXPECT_EQ(dlogits.to_vector(), d2.to_vector());
+}
+
 // ---- concat / split -----------------------------------------------------------------------------------
 
 TEST(BasicConcat, ConcatAndSplitRoundTrip) {

@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "core/parallel.h"
 #include "core/philox.h"
 #include "core/tensor.h"
 
@@ -157,4 +158,17 @@ TEST(Device, ParseAndCudaAbsentMessage) {
   if (!cuda_available()) {
     EXPECT_THROW(Tensor::zeros({2}, DType::F32, Device::cuda()), Error);
   }
+}
+
+// parallel_ranges covers [0, n) exactly once in contiguous ranges, whatever the grain (including fewer items
+// than one grain, and none).
+TEST(Parallel, RangesCoverEachItemOnce) {
+  for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{1000}, int64_t{100003}})
+    for (int64_t grain : {int64_t{1}, int64_t{10}, int64_t{1} << 20}) {
+      std::vector<int> seen(static_cast<size_t>(n), 0);
+      parallel_ranges(n, grain, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) seen[static_cast<size_t>(i)] += 1;  // disjoint ranges: no race
+      });
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(seen[static_cast<size_t>(i)], 1) << "n " << n << " grain " << grain << " i " << i;
+    }
 }
