@@ -10,9 +10,14 @@ namespace latte::autograd {
 
 namespace {
 
-// g (one element, on the device) * x, without reading g on the host.
+// g (one element) * x. On a GPU without reading g on the host (that would wait for the device): g broadcast,
+// then multiplied. On the CPU there is nothing to wait for: one scaling pass.
 Tensor scaled_by(const Tensor& x, const Tensor& g) {
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (g.device().is_cpu()) {
+    ops::scale(out, x, g.item());
+    return out;
+  }
   ops::copy(out, g.reshape(Shape{}).expand(x.shape()));
   ops::mul(out, out, x);
   return out;
