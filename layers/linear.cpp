@@ -22,6 +22,7 @@ Tensor Linear::forward(const Tensor& x) const {
 }
 
 Tensor Linear::forward_add(const Tensor& x, const Tensor& residual) const {
+  if (!residual.defined()) return forward(x);
   if (tp_.enabled()) return add(residual, forward(x));
   return linear_add(x, weight_, residual);
 }

@@ -28,7 +28,7 @@ class Linear : public Module {
          TensorParallel parallel = TensorParallel::Replicated, const TensorParallelContext& tp = {}, int64_t groups = 1);
   Tensor forward(const Tensor& x) const;  // (..., in_local) -> (..., out_local); Row: all-reduced (..., out)
   // residual + forward(x), the residual added by the GEMM (linear_add) when this rank holds the whole output
-  // (no TP); under TP after the all-reduce, as a separate add.
+  // (no TP); under TP after the all-reduce, as a separate add. An undefined residual: forward(x).
   Tensor forward_add(const Tensor& x, const Tensor& residual) const;
   const Tensor& weight() const { return weight_; }  // (out_local, in_local)
   int64_t in_features() const { return in_; }      // full sizes

@@ -16,8 +16,7 @@ SwiGLUMLP::SwiGLUMLP(int64_t d_model, int64_t ffn_dim, double init_std, bool zer
 
 Tensor SwiGLUMLP::forward(const Tensor& x, const Tensor& residual) const {
   Tensor hidden = swiglu(w_gate_->forward(x), w_up_->forward(x));  // (B, T, ffn/tp)
-  // (B, T, d), all-reduced over TP
-  return residual.defined() ? w_down_->forward_add(hidden, residual) : w_down_->forward(hidden);
+  return w_down_->forward_add(hidden, residual);                   // (B, T, d) (+ residual), all-reduced over TP
 }
 
 }  // namespace latte

@@ -77,7 +77,7 @@ Tensor LatentAttention::head_rows(const Tensor& x, const Linear& w, int64_t per_
 }
 
 Tensor LatentAttention::output(const Tensor& o, const Tensor& residual) const {
-  if (!block_layout()) return residual.defined() ? wo_->forward_add(o, residual) : wo_->forward(o);  // all-reduced over TP
+  if (!block_layout()) return wo_->forward_add(o, residual);  // all-reduced over TP
   // The wo columns of the heads served here; the all-reduce adds the other ranks' heads and branches.
   const int64_t dv = cfg_.v_dim;
   Tensor out;

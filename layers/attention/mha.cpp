@@ -46,7 +46,7 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx)
   }
   if (!o.defined()) o = attention(q, k, v, 1, cfg_.softmax_scale(), true);  // (B, T, n_h/tp, d_h)
   o = o.reshape({B, T, local_heads_ * dh});
-  return ctx.residual.defined() ? wo_->forward_add(o, ctx.residual) : wo_->forward(o);  // (B, T, d), all-reduced over TP
+  return wo_->forward_add(o, ctx.residual);  // (B, T, d) (+ residual), all-reduced over TP
 }
 
 }  // namespace latte
