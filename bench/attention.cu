@@ -108,7 +108,7 @@ void bench_flash(int64_t dqk, int64_t dv) {
 
   // Forward with each kernel: mma.sync, then wgmma (sm_90a) with and without warpgroup ping-pong, checked
   // against the mma.sync output on the first batch. The fastest correct one is the "latte fwd" result.
-  cuda::flash_attention_set_forward_kernel(cuda::FlashForwardKernel::kMmaSync);
+  cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kMmaSync);
   const double m_ms = median_ms([&](int) { cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true); }, 3, 20);
   const double m_tf = fwd_flops / (m_ms * 1e-3) / 1e12;
   rows.push_back({"latte flash fwd (mma.sync)", shape, m_ms, m_tf, "TFLOP/s", m_tf / 989.0, "dense peak"});
@@ -119,7 +119,7 @@ void bench_flash(int64_t dqk, int64_t dv) {
   const bool pingpong_off = std::getenv("LATTE_FLASH_NO_PINGPONG") != nullptr;
   for (int pp = pingpong_off ? 1 : 0; pp < (wgmma_off ? 0 : 2); ++pp) {
     const bool pingpong = pp == 0;
-    cuda::flash_attention_set_forward_kernel(cuda::FlashForwardKernel::kWgmma);
+    cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kWgmma);
     cuda::flash_attention_set_sm90_pingpong(pingpong);
     out.fill_(0.0);
     cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);
@@ -136,11 +136,24 @@ void bench_flash(int64_t dqk, int64_t dv) {
     }
   }
   cuda::flash_attention_set_sm90_pingpong(true);
-  cuda::flash_attention_set_forward_kernel(cuda::FlashForwardKernel::kMmaSync);
+  cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kMmaSync);
   cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);  // the backward's inputs from the reference kernel
-  cuda::flash_attention_set_forward_kernel(cuda::FlashForwardKernel::kAuto);
-  const double b_ms = median_ms(
-      [&](int) { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, false); }, 3, 20);
+  cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kAuto);
+  // Backward: the mma.sync key-major pass, then the default (wgmma on sm_90a), checked against it on the first
+  // batch of dq, dk and dv.
+  auto backward = [&](int) { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, false); };
+  cuda::flash_attention_set_backward_kernel(cuda::FlashKernel::kMmaSync);
+  const double bm_ms = median_ms(backward, 3, 20);
+  const double bm_tf = bwd_flops / (bm_ms * 1e-3) / 1e12;
+  rows.push_back({"latte flash bwd (mma.sync)", shape, bm_ms, bm_tf, "TFLOP/s", bm_tf / 989.0, "dense peak"});
+  result("latte_bwd_mma_" + tag, bm_tf);
+  const std::vector<double> ref_dq = first_batch(dq), ref_dk = first_batch(dk), ref_dv = first_batch(dvv);
+  cuda::flash_attention_set_backward_kernel(cuda::FlashKernel::kAuto);
+  dq.fill_(0.0), dk.fill_(0.0), dvv.fill_(0.0);
+  backward(0);
+  std::printf("latte flash bwd (default) %s: rel. diff vs mma.sync dq %.3g dk %.3g dv %.3g\n", shape.c_str(),
+              rel_diff_first_batch(dq, ref_dq), rel_diff_first_batch(dk, ref_dk), rel_diff_first_batch(dvv, ref_dv));
+  const double b_ms = median_ms(backward, 3, 20);
   const double d_ms = median_ms(
       [&](int) { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, true); }, 2, 10);
   const double f_tf = fwd_flops / (f_ms * 1e-3) / 1e12, b_tf = bwd_flops / (b_ms * 1e-3) / 1e12,

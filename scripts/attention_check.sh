@@ -78,7 +78,7 @@ EOF
 fi
 
 if [ $do_tests = 1 ]; then
-  stamp "wgmma forward guards"
+  stamp "wgmma guards"
   timeout 120 "$test_bin" --gtest_filter='FlashAttention.WgmmaForwardLockstep' > "$OUT/sm90.log" 2>&1
   if ! grep -q "^\[       OK \]" "$OUT/sm90.log"; then
     grep -E "FAILED|rel\. error|rror" "$OUT/sm90.log" | head -6
@@ -91,6 +91,12 @@ if [ $do_tests = 1 ]; then
       stamp "the ping-pong wgmma forward failed its check: running the rest with LATTE_FLASH_NO_PINGPONG=1"
       export LATTE_FLASH_NO_PINGPONG=1
     fi
+  fi
+  timeout 120 "$test_bin" --gtest_filter='FlashAttention.WgmmaBackward' >> "$OUT/sm90.log" 2>&1
+  if ! grep -q "^\[       OK \] FlashAttention.WgmmaBackward" "$OUT/sm90.log"; then
+    grep -E "FAILED|rel\. error|rror" "$OUT/sm90.log" | tail -6
+    stamp "the wgmma backward failed its check: running the rest with LATTE_FLASH_NO_WGMMA_BWD=1"
+    export LATTE_FLASH_NO_WGMMA_BWD=1
   fi
   grep -E "^\[( +OK|  FAILED)" "$OUT/sm90.log"
   stamp "tests"
@@ -117,9 +123,9 @@ if [ $do_ncu = 1 ]; then
     timeout 90 ncu --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --launch-skip 2 \
       --launch-count 1 -k regex:decode_split "$BUILD/bench_attention" --profile latent
     timeout 90 ncu --section SpeedOfLight --section Occupancy --section WarpStateStats --launch-skip 1 \
-      --launch-count 1 -k regex:dkdv "$BUILD/bench_attention" --profile bwd
+      --launch-count 1 -k regex:"dkdv|bwd_sm90" "$BUILD/bench_attention" --profile bwd
   } > "$OUT/ncu.log" 2>&1
-  grep -E "decode_split|dkdv|Throughput|Duration|Achieved Occupancy|Registers|Stall|DRAM" "$OUT/ncu.log" | head -40
+  grep -E "decode_split|dkdv|bwd_sm90|Throughput|Duration|Achieved Occupancy|Registers|Stall|DRAM" "$OUT/ncu.log" | head -40
 fi
 
 # ---- summary table -------------------------------------------------------------------------------------
@@ -141,7 +147,7 @@ def g(k):
 def ratio(a, b):
     return f"{res[a] / res[b]:6.2f}" if a in res and b in res and res[b] > 0 else "     -"
 print("\nTFLOP/s, B=4 T=4096 16 heads causal bf16 (fwd 2BHT^2(dqk+dv)/2, bwd 2.5x)")
-print(f"{'dims':<10}{'flash f':>8}{'flash b':>8}{'det b':>8}{'lcudnn f':>9}{'lcudnn b':>9}{'auto f':>8}{'auto b':>8}"
+print(f"{'dims':<10}{'flash f':>8}{'flash b':>8}{'mma b':>8}{'det b':>8}{'lcudnn f':>9}{'lcudnn b':>9}{'auto f':>8}{'auto b':>8}"
       f"{'torch f':>8}{'torch b':>8}{'tcudnn f':>9}{'tcudnn b':>9}{'fl/tcd f':>9}{'auto/best f':>12}{'auto/best b':>12}")
 def best(keys):
     vals = [res[k] for k in keys if k in res]
@@ -151,7 +157,7 @@ for t in ["64_64", "128_128", "192_128"]:
     af = res.get('latte_auto_fwd_' + t); ab = res.get('latte_auto_bwd_' + t)
     rf = f"{af / bf:12.2f}" if af and bf else "           -"
     rb = f"{ab / bb:12.2f}" if ab and bb else "           -"
-    print(f"{'(' + t.replace('_', ',') + ')':<10}{g('latte_fwd_' + t)} {g('latte_bwd_' + t)} {g('latte_bwd_det_' + t)}"
+    print(f"{'(' + t.replace('_', ',') + ')':<10}{g('latte_fwd_' + t)} {g('latte_bwd_' + t)} {g('latte_bwd_mma_' + t)} {g('latte_bwd_det_' + t)}"
           f"  {g('latte_cudnn_fwd_' + t)}  {g('latte_cudnn_bwd_' + t)} {g('latte_auto_fwd_' + t)} {g('latte_auto_bwd_' + t)}"
           f" {g('torch_default_fwd_' + t)} {g('torch_default_bwd_' + t)}  {g('torch_cudnn_fwd_' + t)}  {g('torch_cudnn_bwd_' + t)}"
           f"   {ratio('latte_fwd_' + t, 'torch_cudnn_fwd_' + t)}{rf}{rb}")

@@ -1,7 +1,8 @@
 // Host side of latte's flash attention (kernels/cuda/flash_attention.h): checks which tensors the kernels
 // take, fills the parameter block and picks the instantiation for the head dims. The kernels themselves are in
-// flash_attention_fwd.cu (forward), flash_attention_bwd.cu (D preprocessing, key-major dK/dV pass with atomic
-// dQ) and flash_attention_bwd_dq.cu (deterministic query-major dQ pass).
+// flash_attention_fwd.cu / flash_attention_fwd_sm90.cu (forward on mma.sync / wgmma), flash_attention_bwd.cu (D
+// preprocessing, key-major dK/dV pass with atomic dQ; its wgmma version in flash_attention_bwd_sm90.cu) and
+// flash_attention_bwd_dq.cu (deterministic query-major dQ pass).
 #include "kernels/cuda/flash_attention.h"
 
 #include <cstdlib>
@@ -70,12 +71,14 @@ flash::Params make_params(const Dims& d, const Tensor& q, const Tensor& k, const
   return p;
 }
 
-FlashForwardKernel g_forward_kernel = FlashForwardKernel::kAuto;
+FlashKernel g_forward_kernel = FlashKernel::kAuto;
+FlashKernel g_backward_kernel = FlashKernel::kAuto;
 bool g_sm90_pingpong = true;
 
 }  // namespace
 
-void flash_attention_set_forward_kernel(FlashForwardKernel kernel) { g_forward_kernel = kernel; }
+void flash_attention_set_forward_kernel(FlashKernel kernel) { g_forward_kernel = kernel; }
+void flash_attention_set_backward_kernel(FlashKernel kernel) { g_backward_kernel = kernel; }
 void flash_attention_set_sm90_pingpong(bool on) { g_sm90_pingpong = on; }
 
 bool flash_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out) {
@@ -98,7 +101,7 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
   p.sm90_pingpong = g_sm90_pingpong && !pingpong_off ? 1 : 0;
   const int dqk = static_cast<int>(d.Dqk), dv = static_cast<int>(d.Dv);
   static const bool wgmma_off = std::getenv("LATTE_FLASH_NO_WGMMA") != nullptr;  // escape hatch
-  if (g_forward_kernel != FlashForwardKernel::kMmaSync && !wgmma_off && flash::fwd_sm90_supported(dqk, dv))
+  if (g_forward_kernel != FlashKernel::kMmaSync && !wgmma_off && flash::fwd_sm90_supported(dqk, dv))
     flash::launch_fwd_sm90(p, dqk, dv, current_stream());
   else
     flash::launch_fwd(p, dqk, dv, current_stream());
@@ -136,6 +139,10 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
   p.dk = static_cast<flash::bf16*>(dk.data_ptr());
   p.dv = static_cast<flash::bf16*>(dv.data_ptr());
   p.atomic_dq = !deterministic;
+  static const bool wgmma_off = std::getenv("LATTE_FLASH_NO_WGMMA") != nullptr ||
+                                std::getenv("LATTE_FLASH_NO_WGMMA_BWD") != nullptr;  // escape hatches
+  p.sm90_bwd = g_backward_kernel != FlashKernel::kMmaSync && !wgmma_off &&
+               flash::bwd_sm90_supported(static_cast<int>(d.Dqk), static_cast<int>(d.Dv));
   const cudaStream_t stream = current_stream();
   flash::launch_bwd_dkdv(p, static_cast<int>(d.Dqk), static_cast<int>(d.Dv), stream);
   if (deterministic && d.T > 0) flash::launch_bwd_dq(p, static_cast<int>(d.Dqk), static_cast<int>(d.Dv), stream);

@@ -23,8 +23,12 @@ bool flash_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v
 // of an sm_90a build for Dqk in {64, 128, 192}, else the mma.sync kernel (any sm_80+). The others force one
 // (kWgmma falls back to mma.sync where it cannot run). Process-wide; for tests and benchmarks. The environment
 // variable LATTE_FLASH_NO_WGMMA (any value) turns the wgmma kernel off.
-enum class FlashForwardKernel { kAuto, kMmaSync, kWgmma };
-void flash_attention_set_forward_kernel(FlashForwardKernel kernel);
+enum class FlashKernel { kAuto, kMmaSync, kWgmma };
+void flash_attention_set_forward_kernel(FlashKernel kernel);
+// The same choice for the backward's key-major dK/dV (+ atomic dQ) pass: flash_attention_bwd_sm90.cu on wgmma
+// for Dqk in {64, 128, 192}, else flash_attention_bwd.cu on mma.sync. LATTE_FLASH_NO_WGMMA or
+// LATTE_FLASH_NO_WGMMA_BWD in the environment turns the wgmma pass off.
+void flash_attention_set_backward_kernel(FlashKernel kernel);
 // Ping-pong scheduling of the wgmma forward's two warpgroups (default on; LATTE_FLASH_NO_PINGPONG in the
 // environment turns it off); for benchmarks.
 void flash_attention_set_sm90_pingpong(bool on);

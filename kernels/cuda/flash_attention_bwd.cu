@@ -28,27 +28,11 @@ constexpr int kBwdWarps = 8;
 constexpr int kBwdBC = 64;  // keys per block
 constexpr int kBwdBR = 64;  // queries per step
 
-// dst[0..1] += (x, y): one 8-byte vector atomic on sm_90, two scalar ones before.
-__device__ __forceinline__ void atomic_add2(float* dst, float x, float y) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  atomicAdd(reinterpret_cast<float2*>(dst), make_float2(x, y));
-#else
-  atomicAdd(dst, x);
-  atomicAdd(dst + 1, y);
-#endif
-}
-
 template <int DQK, int DV>
 constexpr int bwd_smem_bytes() {  // K, V, 2 x (Q, dO), P^T, dS^T, 2 x (lse, D)
   return (kBwdBC * (DQK + 8) + kBwdBC * (DV + 8) + 2 * kBwdBR * (DQK + 8) + 2 * kBwdBR * (DV + 8) +
           2 * kBwdBC * (kBwdBR + 8)) * 2 +
          4 * kBwdBR * 4;
-}
-
-// 4-byte async copy (zero-fill when !valid).
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
-  const int n = valid ? 4 : 0;
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(n));
 }
 
 template <int DQK, int DV>
@@ -309,15 +293,20 @@ void run_dkdv(const Params& p, cudaStream_t stream) {
   }
   if (p.atomic_dq)
     CUDA_CHECK(cudaMemsetAsync(p.dq_accum, 0, sizeof(float) * size_t(p.B) * p.T * p.Hq * DQK, stream));
-  constexpr int smem = bwd_smem_bytes<DQK, DV>();
-  static bool configured = false;
-  if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_dkdv_kernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    configured = true;
+  if (p.sm90_bwd) {
+    launch_bwd_dkdv_sm90(p, DQK, DV, stream);
+  } else {
+    constexpr int smem = bwd_smem_bytes<DQK, DV>();
+    static bool configured = false;
+    if (!configured) {
+      CUDA_CHECK(
+          cudaFuncSetAttribute(flash_bwd_dkdv_kernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+      configured = true;
+    }
+    const dim3 grid((p.S + kBwdBC - 1) / kBwdBC, p.B * p.R * p.Hk);
+    flash_bwd_dkdv_kernel<DQK, DV><<<grid, kBwdWarps * 32, smem, stream>>>(p);
+    CUDA_CHECK_LAUNCH("flash_bwd_dkdv_kernel");
   }
-  const dim3 grid((p.S + kBwdBC - 1) / kBwdBC, p.B * p.R * p.Hk);
-  flash_bwd_dkdv_kernel<DQK, DV><<<grid, kBwdWarps * 32, smem, stream>>>(p);
-  CUDA_CHECK_LAUNCH("flash_bwd_dkdv_kernel");
   if (p.atomic_dq) {
     const int64_t n = int64_t(p.B) * p.T * p.Hq * DQK;
     flash_dq_cast_kernel<<<blocks_for((n + 3) / 4, 256), 256, 0, stream>>>(p.dq, p.dq_accum, n);

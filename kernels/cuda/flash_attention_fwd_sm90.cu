@@ -18,7 +18,7 @@
 #include <cmath>
 
 #include "kernels/cuda/cuda_common.h"
-#include "kernels/cuda/flash_attention_impl.cuh"
+#include "kernels/cuda/flash_attention_sm90.cuh"
 
 namespace latte::cuda::flash {
 
@@ -31,81 +31,6 @@ constexpr int kSm90BC = 128;    // keys per tile
 template <int DQK, int DV>
 constexpr int sm90_smem_bytes() {
   return (kSm90BR * DQK + 2 * kSm90BC * DQK + 2 * kSm90BC * DV) * 2 + 1024;  // + alignment slack
-}
-
-// ---- wgmma primitives (sm_90a) ---------------------------------------------------------------------------
-
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-// Keeps the compiler from moving accumulator registers across an asynchronous wgmma.
-template <int N>
-__device__ __forceinline__ void pin(float (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
-}
-
-__device__ __forceinline__ void named_bar_sync(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-__device__ __forceinline__ void named_bar_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
-// Shared-memory matrix descriptor, 128-byte swizzle: start address, leading and stride byte offsets (>> 4).
-__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t((lbo >> 4) & 0x3FFF) << 16) |
-         (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (uint64_t(1) << 62);
-}
-
-// D (64 x 128) (+)= A (64 x 16, shared, K-major) B^T (B: 128 x 16, shared, K-major).
-__device__ __forceinline__ void wgmma_ss_m64n128k16(float (&d)[64], uint64_t da, uint64_t db, int accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "l"(da), "l"(db), "r"(accumulate));
-}
-// D (64 x 64) += A (64 x 16, registers) B (16 x 64, shared, MN-major: transposed).
-__device__ __forceinline__ void wgmma_rs_m64n64k16_tb(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-}
-// D (64 x 128) += A (64 x 16, registers) B (16 x 128, shared, MN-major: transposed).
-__device__ __forceinline__ void wgmma_rs_m64n128k16_tb(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-}
-
-template <int DV>
-__device__ __forceinline__ void wgmma_pv(float (&o)[DV / 2], const uint32_t (&a)[4], uint64_t db) {
-  if constexpr (DV == 128)
-    wgmma_rs_m64n128k16_tb(o, a, db);
-  else
-    wgmma_rs_m64n64k16_tb(o, a, db);
-}
-
-// Async copy of a (ROWS, D) bf16 tile into the swizzled layout at s (1024-byte aligned); rows >= nvalid zero.
-template <int ROWS, int D, int NT>
-__device__ __forceinline__ void load_tile_sw(uint32_t s, const bf16* g, int64_t row_stride, int nvalid,
-                                             const bf16* safe, int tid) {
-  constexpr int kChunks = D / 8, kTotal = ROWS * kChunks;
-  static_assert(kTotal % NT == 0, "tile chunks must divide over the threads");
-#pragma unroll
-  for (int it = 0; it < kTotal / NT; ++it) {
-    const int c = it * NT + tid;
-    const int r = c / kChunks, ch = c - r * kChunks;
-    const bool valid = r < nvalid;
-    const bf16* src = valid ? g + r * row_stride + ch * 8 : safe;
-    cp_async16(s + (ch >> 3) * (ROWS * 128) + r * 128 + (((ch & 7) ^ (r & 7)) << 4), src, valid);
-  }
 }
 
 template <int DQK, int DV>
@@ -176,7 +101,7 @@ __global__ void __launch_bounds__(kSm90Warps * 32, 1) flash_fwd_sm90_kernel(cons
     for (int kk = 0; kk < DQK / 16; ++kk) {
       const uint64_t da = smem_desc(sQ + (kk >> 2) * BR * 128 + wg * 64 * 128 + (kk & 3) * 32, 16, 1024);
       const uint64_t db = smem_desc(sKj + (kk >> 2) * BC * 128 + (kk & 3) * 32, 16, 1024);
-      wgmma_ss_m64n128k16(s, da, db, kk > 0);
+      wgmma_ss_m64n128k16<0, 0>(s, da, db, kk > 0);
     }
     wgmma_commit();
     wgmma_wait_all();
@@ -237,7 +162,7 @@ __global__ void __launch_bounds__(kSm90Warps * 32, 1) flash_fwd_sm90_kernel(cons
 #pragma unroll
     for (int kk = 0; kk < BC / 16; ++kk) {
       const uint64_t db = smem_desc(sVj + kk * 16 * 128, v_lbo, v_sbo);
-      wgmma_pv<DV>(o, pa[kk], db);
+      wgmma_rs_tb<DV>(o, pa[kk], db);
     }
     wgmma_commit();
     wgmma_wait_all();
@@ -284,8 +209,9 @@ __global__ void sm90_probe_kernel(int* out) {
 #endif
 }
 
-// Whether the current device runs the wgmma kernel: compute capability 9.0 and an sm_90a build. Probed once.
-bool device_has_sm90_kernel() {
+}  // namespace
+
+bool device_has_sm90_kernels() {
   static int cached = -1;
   if (cached < 0) {
     const cudaDeviceProp& prop = device_properties();
@@ -304,10 +230,8 @@ bool device_has_sm90_kernel() {
   return cached == 1;
 }
 
-}  // namespace
-
 bool fwd_sm90_supported(int dqk, int dv) {
-  return (dqk == 64 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128) && device_has_sm90_kernel();
+  return (dqk == 64 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128) && device_has_sm90_kernels();
 }
 
 void launch_fwd_sm90(const Params& p, int dqk, int dv, cudaStream_t stream) {

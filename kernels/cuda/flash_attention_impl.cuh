@@ -44,6 +44,7 @@ struct Params {
   bool causal;
   bool atomic_dq;
   int sm90_pingpong;  // warpgroup ping-pong scheduling in the wgmma forward (flash_attention_fwd_sm90.cu)
+  int sm90_bwd;       // the key-major backward pass on wgmma (flash_attention_bwd_sm90.cu)
 };
 
 // Host launchers, one per pass (each file instantiates the supported head dims).
@@ -52,6 +53,8 @@ void launch_bwd_dkdv(const Params& p, int dqk, int dv, cudaStream_t stream);
 void launch_bwd_dq(const Params& p, int dqk, int dv, cudaStream_t stream);
 bool fwd_sm90_supported(int dqk, int dv);
 void launch_fwd_sm90(const Params& p, int dqk, int dv, cudaStream_t stream);  // sm_90a wgmma forward
+bool bwd_sm90_supported(int dqk, int dv);
+void launch_bwd_dkdv_sm90(const Params& p, int dqk, int dv, cudaStream_t stream);  // sm_90a wgmma key-major pass
 
 // ---- PTX primitives -------------------------------------------------------------------------------------
 
@@ -64,6 +67,12 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool v
   const int n = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
 }
+// 4-byte async copy (zero-fill when !valid).
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
+  const int n = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
@@ -94,6 +103,16 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// dst[0..1] += (x, y): one 8-byte vector atomic on sm_90, two scalar ones before.
+__device__ __forceinline__ void atomic_add2(float* dst, float x, float y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(dst), make_float2(x, y));
+#else
+  atomicAdd(dst, x);
+  atomicAdd(dst + 1, y);
+#endif
 }
 
 // Two floats -> bf16x2 (lo in the low half: the lower column index of a fragment pair).

@@ -1,7 +1,8 @@
 // latte's flash attention (kernels/cuda/flash_attention.h) against the CPU reference attention in f64 on the same
-// bf16 inputs: forward (out, lse) and backward (dq, dk, dv; atomic and deterministic dQ), every supported
-// (Dqk, Dv) pair, MHA / GQA / MQA, MLRA branches 2 and 4 as virtual heads, ragged lengths (T = 1, 17, 129,
-// 1000), S > T, non-causal, an explicit softmax scale, and q/k/v as strided views of fused projections.
+// bf16 inputs: forward (out, lse; mma.sync and wgmma) and backward (dq, dk, dv; mma.sync and wgmma key-major
+// passes, atomic and deterministic dQ), every supported (Dqk, Dv) pair, MHA / GQA / MQA, MLRA branches 2 and 4
+// as virtual heads, ragged lengths (T = 1, 17, 129, 1000), S > T, non-causal, an explicit softmax scale, and
+// q/k/v as strided views of fused projections.
 // Outputs are poisoned with NaN first; relative error ||out - ref|| / ||ref|| < 1e-2 (bf16). Deterministic mode
 // must give bitwise-identical gradients on two runs.
 #include "tests/cuda/attention_test_util.h"
@@ -31,8 +32,8 @@ void run_flash_case(const FlashCase& c, uint64_t seed) {
 
   // Both forward kernels: mma.sync (any sm_80+) and, where the device and build have it, wgmma (sm_90a).
   Tensor out, lse;
-  for (auto kernel : {cuda::FlashForwardKernel::kWgmma, cuda::FlashForwardKernel::kMmaSync}) {
-    SCOPED_TRACE(kernel == cuda::FlashForwardKernel::kWgmma ? "forward: auto/wgmma" : "forward: mma.sync");
+  for (auto kernel : {cuda::FlashKernel::kWgmma, cuda::FlashKernel::kMmaSync}) {
+    SCOPED_TRACE(kernel == cuda::FlashKernel::kWgmma ? "forward: auto/wgmma" : "forward: mma.sync");
     cuda::flash_attention_set_forward_kernel(kernel);
     out = poisoned(oshape, t), lse = poisoned(lshape, DType::F32);
     cuda::flash_attention_forward(out, lse, q, k, v, c.R, scale, c.causal);
@@ -40,24 +41,31 @@ void run_flash_case(const FlashCase& c, uint64_t seed) {
     const double e = rel_err(lse, else_);
     EXPECT_LT(e, 1e-4) << "lse rel. error " << e;
   }
-  cuda::flash_attention_set_forward_kernel(cuda::FlashForwardKernel::kAuto);
+  cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kAuto);
 
+  // Both key-major backward passes (wgmma where the device and build have it, and mma.sync), each with atomic
+  // and deterministic dQ.
   const Tensor &edq = in.edq, &edk = in.edk, &edv = in.edv;
-  for (bool det : {false, true}) {
-    SCOPED_TRACE(det ? "deterministic" : "atomic dq");
-    Tensor dq = poisoned(q.shape(), t), dk = poisoned(k.shape(), t), dv = poisoned(v.shape(), t);
-    cuda::flash_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, c.R, scale, c.causal, det);
-    EXPECT_CLOSE(dq, edq, t);
-    EXPECT_CLOSE(dk, edk, t);
-    EXPECT_CLOSE(dv, edv, t);
-    if (det) {
-      Tensor dq2 = poisoned(q.shape(), t), dk2 = poisoned(k.shape(), t), dv2 = poisoned(v.shape(), t);
-      cuda::flash_attention_backward(dq2, dk2, dv2, dout, q, k, v, out, lse, c.R, scale, c.causal, true);
-      EXPECT_TRUE(same_bits(dq, dq2)) << "dq differs between two deterministic runs";
-      EXPECT_TRUE(same_bits(dk, dk2)) << "dk differs between two deterministic runs";
-      EXPECT_TRUE(same_bits(dv, dv2)) << "dv differs between two deterministic runs";
+  for (auto kernel : {cuda::FlashKernel::kWgmma, cuda::FlashKernel::kMmaSync}) {
+    SCOPED_TRACE(kernel == cuda::FlashKernel::kWgmma ? "backward: auto/wgmma" : "backward: mma.sync");
+    cuda::flash_attention_set_backward_kernel(kernel);
+    for (bool det : {false, true}) {
+      SCOPED_TRACE(det ? "deterministic" : "atomic dq");
+      Tensor dq = poisoned(q.shape(), t), dk = poisoned(k.shape(), t), dv = poisoned(v.shape(), t);
+      cuda::flash_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, c.R, scale, c.causal, det);
+      EXPECT_CLOSE(dq, edq, t);
+      EXPECT_CLOSE(dk, edk, t);
+      EXPECT_CLOSE(dv, edv, t);
+      if (det) {
+        Tensor dq2 = poisoned(q.shape(), t), dk2 = poisoned(k.shape(), t), dv2 = poisoned(v.shape(), t);
+        cuda::flash_attention_backward(dq2, dk2, dv2, dout, q, k, v, out, lse, c.R, scale, c.causal, true);
+        EXPECT_TRUE(same_bits(dq, dq2)) << "dq differs between two deterministic runs";
+        EXPECT_TRUE(same_bits(dk, dk2)) << "dk differs between two deterministic runs";
+        EXPECT_TRUE(same_bits(dv, dv2)) << "dv differs between two deterministic runs";
+      }
     }
   }
+  cuda::flash_attention_set_backward_kernel(cuda::FlashKernel::kAuto);
 }
 
 TEST(FlashAttention, Shapes) {
@@ -103,7 +111,7 @@ void check_wgmma_forward(bool pingpong) {
     Tensor eout = Tensor::empty({B, T, Hq, dv}, DType::F64), el = Tensor::empty({B, Hq, T}, DType::F64);
     cpu::attention_forward(eout, el, ref(q), ref(k), ref(v), 1, 0.09, true);
     cuda::flash_attention_set_sm90_pingpong(pingpong);
-    cuda::flash_attention_set_forward_kernel(cuda::FlashForwardKernel::kWgmma);
+    cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kWgmma);
     Tensor out = poisoned({B, T, Hq, dv}, DType::BF16), lse = poisoned({B, Hq, T}, DType::F32);
     cuda::flash_attention_forward(out, lse, q, k, v, 1, 0.09, true);
     EXPECT_CLOSE(out, eout, DType::BF16);
@@ -111,7 +119,7 @@ void check_wgmma_forward(bool pingpong) {
     EXPECT_LT(e, 1e-4) << "lse rel. error " << e;
   }
   cuda::flash_attention_set_sm90_pingpong(true);
-  cuda::flash_attention_set_forward_kernel(cuda::FlashForwardKernel::kAuto);
+  cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kAuto);
 }
 
 TEST(FlashAttention, WgmmaForwardLockstep) {
@@ -122,6 +130,29 @@ TEST(FlashAttention, WgmmaForwardLockstep) {
 TEST(FlashAttention, WgmmaForwardPingPong) {
   if (!latte::cuda_available()) GTEST_SKIP() << "no CUDA device";
   check_wgmma_forward(true);
+}
+
+// The Hopper wgmma backward (atomic dQ) on ragged causal GQA shapes with S > T and MLRA branches, every head-dim
+// pair it takes. Run first and alone by scripts/attention_check.sh as a guard (LATTE_FLASH_NO_WGMMA_BWD).
+TEST(FlashAttention, WgmmaBackward) {
+  if (!latte::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  cuda::flash_attention_set_backward_kernel(cuda::FlashKernel::kWgmma);
+  uint64_t seed = 9700;
+  for (int64_t head_qk : {192, 64, 128})
+    for (int64_t head_v : {128, 64}) {
+      const FlashCase c{"wgmma bwd", 2, 300, 333, 4, 2, 2, head_qk, head_v, true, 0.09, false};
+      SCOPED_TRACE(describe(c));
+      const AttentionInputs in = make_attention_inputs(c, seed += 10);
+      Tensor out = poisoned({c.B, c.T, c.R * c.Hq, c.Dv}, DType::BF16), lse = poisoned({c.B, c.R * c.Hq, c.T}, DType::F32);
+      cuda::flash_attention_forward(out, lse, in.q, in.k, in.v, c.R, in.scale, c.causal);
+      Tensor dq = poisoned(in.q.shape(), DType::BF16), dk = poisoned(in.k.shape(), DType::BF16),
+             dv = poisoned(in.v.shape(), DType::BF16);
+      cuda::flash_attention_backward(dq, dk, dv, in.dout, in.q, in.k, in.v, out, lse, c.R, in.scale, c.causal, false);
+      EXPECT_CLOSE(dq, in.edq, DType::BF16);
+      EXPECT_CLOSE(dk, in.edk, DType::BF16);
+      EXPECT_CLOSE(dv, in.edv, DType::BF16);
+    }
+  cuda::flash_attention_set_backward_kernel(cuda::FlashKernel::kAuto);
 }
 
 TEST(FlashAttention, Unsupported) {

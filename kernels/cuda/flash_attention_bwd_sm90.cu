@@ -1,0 +1,273 @@
+// Flash-attention backward for Hopper (sm_90a): the key-major pass of flash_attention_bwd.cu with its five GEMMs
+// on warpgroup tensor-core instructions (wgmma) instead of mma.sync.
+//   dout, out (B, T, R*Hq, Dv), lse (B, R*Hq, T), D = rowsum(dO o O) -> dk (B, S, R*Hk, Dqk), dv (B, S, R*Hk, Dv)
+//   [+ dq (B, T, Hq, Dqk) fp32 atomics when p.atomic_dq; deterministic mode runs flash_attention_bwd_dq.cu after]
+// Why: the mma.sync pass is bound by ldmatrix traffic (every operand fragment through registers, ~1.5 mma per
+// ldmatrix.x4) and reaches ~155 TFLOP/s; wgmma reads B (and A, for the SS GEMMs) straight from shared memory for
+// 64 rows at once (docs/attention_kernels.md).
+// Block: 2 warpgroups (256 threads) own 128 keys of one kv head (64 per warpgroup) and keep dK, dV in
+// registers while they walk every 64-query tile of every query head of the GQA group (one MLRA branch), so
+// dK/dV are summed in a fixed order and written once. Per query tile, per warpgroup (FlashAttention-3's layout):
+//   S^T  (64 keys x 64 q) = K Q^T     SS, both K-major              P^T = exp(S^T scale - lse)   (registers)
+//   dP^T (64 keys x 64 q) = V dO^T    SS, both K-major              dS^T = P^T (dP^T - D)        (registers)
+//   dV (64 x Dv)  += P^T dO           RS: A = P^T from registers, B = dO MN-major
+//   dK (64 x Dqk) += dS^T Q           RS: A = dS^T from registers, B = Q MN-major
+//   dS^T -> shared memory (bf16), barrier; then for this warpgroup's 64-column blocks of dQ:
+//   dQ (64 q x 64) = dS K             SS over the block's 128 keys: A = dS^T read as MN-major, B = K MN-major;
+//                                     fp32 atomics into the (B, T, Hq, Dqk) accumulator
+// The dQ column blocks split over the warpgroups: (1, 0), (1, 1), (2, 1) blocks for Dqk = 64, 128, 192.
+// Registers at (192, 128): dK 96 + dV 64 + S^T 32 + dP^T 32 floats per thread (one block of 256 threads per SM).
+// Loads: cp.async by all threads, Q/dO/lse/D double-buffered; K and V stay for the whole block.
+// Causal: a key tile starts at the first query tile that can see it; blocks are launched key tile 0 first
+// (blockIdx.y), the heaviest ones. Floor: 2.5x the forward's FLOPs, 7 ms at (192,128), B=4, T=4096, 16 heads.
+#include <cmath>
+
+#include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/flash_attention_sm90.cuh"
+
+namespace latte::cuda::flash {
+
+namespace {
+
+constexpr int kB90Warps = 8;  // 2 warpgroups
+constexpr int kB90BC = 128;   // keys per block (64 per warpgroup)
+constexpr int kB90BR = 64;    // queries per step
+
+template <int DQK, int DV>
+constexpr int bwd_sm90_smem_bytes() {  // K, V, 2 x (Q, dO), dS^T, 2 x (lse, D), alignment slack
+  return (kB90BC * DQK + kB90BC * DV + 2 * kB90BR * (DQK + DV) + kB90BC * kB90BR) * 2 + 2 * 2 * kB90BR * 4 + 1024;
+}
+
+template <int DQK, int DV>
+__global__ void __launch_bounds__(kB90Warps * 32, 1) flash_bwd_sm90_kernel(const Params p) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int NT = kB90Warps * 32, BC = kB90BC, BR = kB90BR;
+  constexpr int kQBlocks = DQK / 64, kWg0Blocks = (kQBlocks + 1) / 2;  // dQ column blocks; warpgroup 0 takes the first
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const uint32_t raw = smem_u32(smem_raw);
+  const uint32_t base = (raw + 1023) & ~1023u;
+  const uint32_t sK = base;                     // DQK/64 blocks of (BC, 64)
+  const uint32_t sV = sK + BC * DQK * 2;        // DV/64 blocks of (BC, 64)
+  const uint32_t sQ = sV + BC * DV * 2;         // 2 x DQK/64 blocks of (BR, 64)
+  const uint32_t sdO = sQ + 2 * BR * DQK * 2;   // 2 x DV/64 blocks of (BR, 64)
+  const uint32_t sdS = sdO + 2 * BR * DV * 2;   // dS^T (BC keys, BR queries): one block, rows of 128 bytes
+  float* sLD = reinterpret_cast<float*>(smem_raw + (sdS + BC * BR * 2 - raw));  // 2 x [lse (BR), D (BR)]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wg = warp >> 2, g = lane >> 2, tq = lane & 3;
+  const int RHk = p.R * p.Hk, RHq = p.R * p.Hq;
+  const int b = blockIdx.x / RHk, kvh = blockIdx.x - b * RHk;
+  const int r = kvh / p.Hk, hk = kvh - r * p.Hk;
+  const int n0 = blockIdx.y * BC;
+  const int off = p.S - p.T;
+  const int key_row = wg * 64 + (warp & 3) * 16 + g;  // this thread's keys in the block: key_row, key_row + 8
+
+  load_tile_sw<BC, DQK, NT>(sK, p.k + b * p.k_sb + int64_t(n0) * p.k_st + kvh * p.k_sh, p.k_st, p.S - n0, p.k, tid);
+  load_tile_sw<BC, DV, NT>(sV, p.v + b * p.v_sb + int64_t(n0) * p.v_st + kvh * p.v_sh, p.v_st, p.S - n0, p.v, tid);
+
+  float dk[DQK / 2], dv[DV / 2];
+#pragma unroll
+  for (int x = 0; x < DQK / 2; ++x) dk[x] = 0.f;
+#pragma unroll
+  for (int x = 0; x < DV / 2; ++x) dv[x] = 0.f;
+
+  // Steps run over (query head of the group, query tile); the next step's Q, dO, lse and D are prefetched into
+  // the other buffer while this one computes.
+  const int m_first = p.causal ? max(0, n0 - off) / BR : 0;
+  const int n_m = (p.T + BR - 1) / BR - m_first, n_steps = p.G * n_m;
+  auto load_step = [&](int step, int buf) {
+    const int ii = step / n_m, q0 = (m_first + step % n_m) * BR;
+    const int i = hk * p.G + ii, vh = r * p.Hq + i;
+    load_tile_sw<BR, DQK, NT>(sQ + buf * BR * DQK * 2, p.q + b * p.q_sb + int64_t(q0) * p.q_st + i * p.q_sh, p.q_st,
+                              p.T - q0, p.q, tid);
+    load_tile_sw<BR, DV, NT>(sdO + buf * BR * DV * 2, p.dout + b * p.do_sb + int64_t(q0) * p.do_st + vh * p.do_sh,
+                             p.do_st, p.T - q0, p.dout, tid);
+    if (tid < 2 * BR) {
+      const int e = tid & (BR - 1), t = q0 + e;
+      const float* src = (tid < BR ? p.lse : p.delta) + (int64_t(b) * RHq + vh) * p.T + t;
+      cp_async4(smem_u32(sLD + buf * 2 * BR + tid), t < p.T ? src : p.lse, t < p.T);
+    }
+  };
+  if (n_steps > 0) load_step(0, 0);
+  cp_async_commit();  // with K and V
+
+  for (int step = 0; step < n_steps; ++step) {
+    const int buf = step & 1;
+    const int ii = step / n_m, q0 = (m_first + step % n_m) * BR;
+    const int i = hk * p.G + ii;
+    cp_async_wait<0>();
+    fence_proxy_async();
+    // Publishes this step's tiles, and every warpgroup is past the previous step (its wgmma waited), so the other
+    // buffer and dS^T can be overwritten.
+    __syncthreads();
+    if (step + 1 < n_steps) {
+      load_step(step + 1, buf ^ 1);
+      cp_async_commit();
+    }
+    const uint32_t sQs = sQ + buf * BR * DQK * 2, sdOs = sdO + buf * BR * DV * 2;
+    const float* sL = sLD + buf * 2 * BR;
+    const float* sD = sL + BR;
+
+    // S^T = K Q^T and dP^T = V dO^T (64 keys x 64 queries per warpgroup).
+    float st[32], dpt[32];
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk) {
+      const uint64_t da = smem_desc(sK + (kk >> 2) * BC * 128 + wg * 64 * 128 + (kk & 3) * 32, 16, 1024);
+      const uint64_t db = smem_desc(sQs + (kk >> 2) * BR * 128 + (kk & 3) * 32, 16, 1024);
+      wgmma_ss_m64n64k16<0, 0>(st, da, db, kk > 0);
+    }
+#pragma unroll
+    for (int kk = 0; kk < DV / 16; ++kk) {
+      const uint64_t da = smem_desc(sV + (kk >> 2) * BC * 128 + wg * 64 * 128 + (kk & 3) * 32, 16, 1024);
+      const uint64_t db = smem_desc(sdOs + (kk >> 2) * BR * 128 + (kk & 3) * 32, 16, 1024);
+      wgmma_ss_m64n64k16<0, 0>(dpt, da, db, kk > 0);
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+    pin(st);
+    pin(dpt);
+
+    // P^T = exp2(S^T scale log2e - lse log2e) (masked), dS^T = P^T (dP^T - D), both straight into bf16 A
+    // fragments (16 queries per k-step). st[x]: key key_row + 8 ((x & 3) >> 1), query 8 (x >> 2) + 2 tq + (x & 1).
+    const bool need_mask = (n0 + BC > p.S) || (q0 + BR > p.T) || (p.causal && n0 + BC - 1 > q0 + off);
+    uint32_t pa[BR / 16][4], sa[BR / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < BR / 16; ++kk) {
+      float pe[8], ds[8];
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {  // n-tile 2 kk + half: queries 16 kk + 8 half + 2 tq + {0, 1}
+        const int qc = 16 * kk + 8 * half + 2 * tq;
+        const float2 l2 = *reinterpret_cast<const float2*>(sL + qc);
+        const float2 d2 = *reinterpret_cast<const float2*>(sD + qc);
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int x = 8 * kk + 4 * half + c;
+          const float lse = (c & 1) ? l2.y : l2.x, dd = (c & 1) ? d2.y : d2.x;
+          float pr = fast_exp2(fmaf(st[x], p.scale_log2, -lse * kLog2e));
+          if (need_mask) {
+            const int key = n0 + key_row + 8 * (c >> 1), t = q0 + qc + (c & 1);
+            if (key >= p.S || t >= p.T || (p.causal && key > t + off)) pr = 0.f;
+          }
+          pe[4 * half + c] = pr;
+          ds[4 * half + c] = pr * (dpt[x] - dd);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        pa[kk][j] = pack_bf16(pe[2 * j], pe[2 * j + 1]);
+        sa[kk][j] = pack_bf16(ds[2 * j], ds[2 * j + 1]);
+      }
+    }
+
+    // dS^T to shared memory for the dQ GEMM: row = key (128 bytes = 64 queries), 16-byte chunks swizzled by
+    // row % 8. sa[kk][j] holds keys key_row + 8 (j & 1), queries 16 kk + 8 (j >> 1) + 2 tq + {0, 1}.
+    if (p.atomic_dq) {
+#pragma unroll
+      for (int kk = 0; kk < BR / 16; ++kk)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int row = key_row + 8 * (j & 1), chunk = 2 * kk + (j >> 1);
+          const uint32_t addr = sdS + row * 128 + ((chunk ^ (row & 7)) << 4) + tq * 4;
+          asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(sa[kk][j]) : "memory");
+        }
+      fence_proxy_async();
+    }
+
+    // dV += P^T dO and dK += dS^T Q (left running while the warpgroups meet at the barrier below).
+    wgmma_fence();
+    pin(dv);
+    pin(dk);
+#pragma unroll
+    for (int kk = 0; kk < BR / 16; ++kk)
+      wgmma_rs_tb<DV>(dv, pa[kk], smem_desc(sdOs + kk * 16 * 128, BR * 128, 1024));
+#pragma unroll
+    for (int kk = 0; kk < BR / 16; ++kk)
+      wgmma_rs_tb<DQK>(dk, sa[kk], smem_desc(sQs + kk * 16 * 128, BR * 128, 1024));
+    wgmma_commit();
+
+    if (p.atomic_dq) {
+      __syncthreads();  // dS^T of both warpgroups written
+      const int c_begin = wg == 0 ? 0 : kWg0Blocks, c_end = wg == 0 ? kWg0Blocks : kQBlocks;
+      const int t_a = q0 + (warp & 3) * 16 + g;  // this thread's dQ rows: t_a, t_a + 8
+      for (int cb = c_begin; cb < c_end; ++cb) {
+        float acc[32];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BC / 16; ++kk) {
+          const uint64_t da = smem_desc(sdS + kk * 16 * 128, BC * 128, 1024);
+          const uint64_t db = smem_desc(sK + cb * BC * 128 + kk * 16 * 128, BC * 128, 1024);
+          wgmma_ss_m64n64k16<1, 1>(acc, da, db, kk > 0);
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+        pin(acc);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int t = t_a + 8 * h;
+          if (t < p.T) {
+            float* dst = p.dq_accum + ((int64_t(b) * p.T + t) * p.Hq + i) * DQK + cb * 64 + 2 * tq;
+#pragma unroll
+            for (int n = 0; n < 8; ++n)
+              atomic_add2(dst + 8 * n, acc[4 * n + 2 * h] * p.scale, acc[4 * n + 2 * h + 1] * p.scale);
+          }
+        }
+      }
+    }
+    wgmma_wait_all();
+    pin(dv);
+    pin(dk);
+  }
+  cp_async_wait<0>();
+
+  // Epilogue: dK (scaled) and dV in bf16, contiguous (B, S, R*Hk, D).
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int key = n0 + key_row + 8 * h;
+    if (key < p.S) {
+      bf16* dkrow = p.dk + ((int64_t(b) * p.S + key) * RHk + kvh) * DQK + 2 * tq;
+      bf16* dvrow = p.dv + ((int64_t(b) * p.S + key) * RHk + kvh) * DV + 2 * tq;
+#pragma unroll
+      for (int n = 0; n < DQK / 8; ++n)
+        *reinterpret_cast<uint32_t*>(dkrow + 8 * n) = pack_bf16(dk[4 * n + 2 * h] * p.scale, dk[4 * n + 2 * h + 1] * p.scale);
+#pragma unroll
+      for (int n = 0; n < DV / 8; ++n)
+        *reinterpret_cast<uint32_t*>(dvrow + 8 * n) = pack_bf16(dv[4 * n + 2 * h], dv[4 * n + 2 * h + 1]);
+    }
+  }
+#endif
+}
+
+template <int DQK, int DV>
+void run_bwd_sm90(const Params& p, cudaStream_t stream) {
+  constexpr int smem = bwd_sm90_smem_bytes<DQK, DV>();
+  static bool configured = false;
+  if (!configured) {
+    CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_sm90_kernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    configured = true;
+  }
+  const dim3 grid(p.B * p.R * p.Hk, (p.S + kB90BC - 1) / kB90BC);
+  flash_bwd_sm90_kernel<DQK, DV><<<grid, kB90Warps * 32, smem, stream>>>(p);
+  CUDA_CHECK_LAUNCH("flash_bwd_sm90_kernel");
+}
+
+}  // namespace
+
+bool bwd_sm90_supported(int dqk, int dv) {
+  return (dqk == 64 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128) && device_has_sm90_kernels();
+}
+
+void launch_bwd_dkdv_sm90(const Params& p, int dqk, int dv, cudaStream_t stream) {
+#define LATTE_FLASH_CASE(A, C) \
+  if (dqk == A && dv == C) return run_bwd_sm90<A, C>(p, stream);
+  LATTE_FLASH_CASE(64, 64)
+  LATTE_FLASH_CASE(64, 128)
+  LATTE_FLASH_CASE(128, 64)
+  LATTE_FLASH_CASE(128, 128)
+  LATTE_FLASH_CASE(192, 64)
+  LATTE_FLASH_CASE(192, 128)
+#undef LATTE_FLASH_CASE
+  LATTE_FAIL("flash attention backward (sm90): unsupported head dims (", dqk, ", ", dv, ")");
+}
+
+}  // namespace latte::cuda::flash
