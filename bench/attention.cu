@@ -248,7 +248,8 @@ void bench_decode_latent(int64_t B, int64_t H, int64_t Dc, int64_t Dr, double co
 
 // `bench_attention --profile NAME` runs one kernel a few times for a profiler (scripts/attention_check.sh --ncu):
 // NAME = latent (decode, B=4, H=16, Dc=512, Dr=64, 32k), gqa (decode, B=4, Hq=32, Hk=8, D=128, 32k),
-// bwd (flash backward, B=4, T=4096, 16 heads, (192,128)), fwd (flash forward, same shape).
+// bwd (flash backward, B=4, T=4096, 16 heads, (192,128)), bwd128 (the same at (128,128)), fwd (flash forward,
+// (192,128)).
 int profile(const std::string& what) {
   const Device dev = Device::cuda();
   if (what == "latent" || what == "gqa") {
@@ -265,7 +266,7 @@ int profile(const std::string& what) {
         cuda::decode_attention(z, Tensor(), q, c, kr, 0.07);
     }
   } else {
-    const int64_t B = 4, T = 4096, H = 16, dqk = 192, dv = 128;
+    const int64_t B = 4, T = 4096, H = 16, dqk = what == "bwd128" ? 128 : 192, dv = 128;
     Tensor q = Tensor::randn({B, T, H, dqk}, 11, 0, 1.0, DType::BF16, dev), k = Tensor::randn({B, T, H, dqk}, 12, 0, 1.0, DType::BF16, dev);
     Tensor v = Tensor::randn({B, T, H, dv}, 13, 0, 1.0, DType::BF16, dev), dout = Tensor::randn({B, T, H, dv}, 14, 0, 1.0, DType::BF16, dev);
     Tensor out = Tensor::empty({B, T, H, dv}, DType::BF16, dev), lse = Tensor::empty({B, H, T}, DType::F32, dev);
@@ -273,7 +274,7 @@ int profile(const std::string& what) {
            dvv = Tensor::empty(v.shape(), DType::BF16, dev);
     for (int i = 0; i < 3; ++i) {
       cuda::flash_attention_forward(out, lse, q, k, v, 1, 0.072, true);
-      if (what == "bwd") cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, 0.072, true, false);
+      if (what != "fwd") cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, 0.072, true, false);
     }
   }
   CUDA_CHECK(cudaDeviceSynchronize());

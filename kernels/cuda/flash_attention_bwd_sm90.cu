@@ -108,7 +108,8 @@ __global__ void __launch_bounds__(kB90Warps * 32, 1) flash_bwd_sm90_kernel(const
     const float* sL = sLD + buf * 2 * BR;
     const float* sD = sL + BR;
 
-    // S^T = K Q^T and dP^T = V dO^T (64 keys x 64 queries per warpgroup).
+    // S^T = K Q^T and dP^T = V dO^T (64 keys x 64 queries per warpgroup), committed as two groups so that P^T
+    // is computed while dP^T runs, and dV += P^T dO runs while dS^T is computed.
     float st[32], dpt[32];
     wgmma_fence();
 #pragma unroll
@@ -117,6 +118,7 @@ __global__ void __launch_bounds__(kB90Warps * 32, 1) flash_bwd_sm90_kernel(const
       const uint64_t db = smem_desc(sQs + (kk >> 2) * BR * 128 + (kk & 3) * 32, 16, 1024);
       wgmma_ss_m64n64k16<0, 0>(st, da, db, kk > 0);
     }
+    wgmma_commit();
 #pragma unroll
     for (int kk = 0; kk < DV / 16; ++kk) {
       const uint64_t da = smem_desc(sV + (kk >> 2) * BC * 128 + wg * 64 * 128 + (kk & 3) * 32, 16, 1024);
@@ -124,40 +126,44 @@ __global__ void __launch_bounds__(kB90Warps * 32, 1) flash_bwd_sm90_kernel(const
       wgmma_ss_m64n64k16<0, 0>(dpt, da, db, kk > 0);
     }
     wgmma_commit();
-    wgmma_wait_all();
+    wgmma_wait<1>();  // S^T done
     pin(st);
-    pin(dpt);
 
-    // P^T = exp2(S^T scale log2e - lse log2e) (masked), dS^T = P^T (dP^T - D), both straight into bf16 A
-    // fragments (16 queries per k-step). st[x]: key key_row + 8 ((x & 3) >> 1), query 8 (x >> 2) + 2 tq + (x & 1).
+    // P^T = exp2(S^T scale log2e - lse log2e) (masked), kept in fp32 in st and as bf16 A fragments (16 queries
+    // per k-step). st[x]: key key_row + 8 ((x & 3) >> 1), query 8 (x >> 2) + 2 tq + (x & 1).
     const bool need_mask = (n0 + BC > p.S) || (q0 + BR > p.T) || (p.causal && n0 + BC - 1 > q0 + off);
     uint32_t pa[BR / 16][4], sa[BR / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < BR / 16; ++kk) {
-      float pe[8], ds[8];
+    for (int x = 0; x < 32; x += 2) {
+      const int qc = 8 * (x >> 2) + 2 * tq;
+      const float2 l2 = *reinterpret_cast<const float2*>(sL + qc);
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {  // n-tile 2 kk + half: queries 16 kk + 8 half + 2 tq + {0, 1}
-        const int qc = 16 * kk + 8 * half + 2 * tq;
-        const float2 l2 = *reinterpret_cast<const float2*>(sL + qc);
-        const float2 d2 = *reinterpret_cast<const float2*>(sD + qc);
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const int x = 8 * kk + 4 * half + c;
-          const float lse = (c & 1) ? l2.y : l2.x, dd = (c & 1) ? d2.y : d2.x;
-          float pr = fast_exp2(fmaf(st[x], p.scale_log2, -lse * kLog2e));
-          if (need_mask) {
-            const int key = n0 + key_row + 8 * (c >> 1), t = q0 + qc + (c & 1);
-            if (key >= p.S || t >= p.T || (p.causal && key > t + off)) pr = 0.f;
-          }
-          pe[4 * half + c] = pr;
-          ds[4 * half + c] = pr * (dpt[x] - dd);
+      for (int e = 0; e < 2; ++e) {
+        float pr = fast_exp2(fmaf(st[x + e], p.scale_log2, -(e ? l2.y : l2.x) * kLog2e));
+        if (need_mask) {
+          const int key = n0 + key_row + 8 * ((x & 3) >> 1), t = q0 + qc + e;
+          if (key >= p.S || t >= p.T || (p.causal && key > t + off)) pr = 0.f;
         }
+        st[x + e] = pr;
       }
+      pa[x >> 3][(x & 7) >> 1] = pack_bf16(st[x], st[x + 1]);
+    }
+
+    // dV += P^T dO.
+    wgmma_fence();
+    pin(dv);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        pa[kk][j] = pack_bf16(pe[2 * j], pe[2 * j + 1]);
-        sa[kk][j] = pack_bf16(ds[2 * j], ds[2 * j + 1]);
-      }
+    for (int kk = 0; kk < BR / 16; ++kk)
+      wgmma_rs_tb<DV>(dv, pa[kk], smem_desc(sdOs + kk * 16 * 128, BR * 128, 1024));
+    wgmma_commit();
+    wgmma_wait<1>();  // dP^T done (dV may still run)
+    pin(dpt);
+
+    // dS^T = P^T (dP^T - D), as bf16 A fragments.
+#pragma unroll
+    for (int x = 0; x < 32; x += 2) {
+      const float2 d2 = *reinterpret_cast<const float2*>(sD + 8 * (x >> 2) + 2 * tq);
+      sa[x >> 3][(x & 7) >> 1] = pack_bf16(st[x] * (dpt[x] - d2.x), st[x + 1] * (dpt[x + 1] - d2.y));
     }
 
     // dS^T to shared memory for the dQ GEMM: row = key (128 bytes = 64 queries), 16-byte chunks swizzled by
@@ -174,13 +180,9 @@ __global__ void __launch_bounds__(kB90Warps * 32, 1) flash_bwd_sm90_kernel(const
       fence_proxy_async();
     }
 
-    // dV += P^T dO and dK += dS^T Q (left running while the warpgroups meet at the barrier below).
+    // dK += dS^T Q (left running while the warpgroups meet at the barrier below).
     wgmma_fence();
-    pin(dv);
     pin(dk);
-#pragma unroll
-    for (int kk = 0; kk < BR / 16; ++kk)
-      wgmma_rs_tb<DV>(dv, pa[kk], smem_desc(sdOs + kk * 16 * 128, BR * 128, 1024));
 #pragma unroll
     for (int kk = 0; kk < BR / 16; ++kk)
       wgmma_rs_tb<DQK>(dk, sa[kk], smem_desc(sQs + kk * 16 * 128, BR * 128, 1024));
