@@ -281,12 +281,36 @@ int profile(const std::string& what) {
   return 0;
 }
 
+// `bench_attention --backward`: only latte's flash backward (default kernel, atomic dQ) at the benchmark shapes and
+// at the 1.3B training shape (B=4, T=2048, 16 heads), one line each; for quick kernel iterations.
+int backward_only() {
+  const Device dev = Device::cuda();
+  struct Shape4 { int64_t T, dqk, dv; };
+  for (const Shape4 s : {Shape4{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 192, 128}, {2048, 128, 128}}) {
+    const int64_t B = 4, H = 16, T = s.T;
+    Tensor q = Tensor::randn({B, T, H, s.dqk}, 11, 0, 1.0, DType::BF16, dev), k = Tensor::randn({B, T, H, s.dqk}, 12, 0, 1.0, DType::BF16, dev);
+    Tensor v = Tensor::randn({B, T, H, s.dv}, 13, 0, 1.0, DType::BF16, dev), dout = Tensor::randn({B, T, H, s.dv}, 14, 0, 1.0, DType::BF16, dev);
+    Tensor out = Tensor::empty({B, T, H, s.dv}, DType::BF16, dev), lse = Tensor::empty({B, H, T}, DType::F32, dev);
+    Tensor dq = Tensor::empty(q.shape(), DType::BF16, dev), dk = Tensor::empty(k.shape(), DType::BF16, dev),
+           dvv = Tensor::empty(v.shape(), DType::BF16, dev);
+    const double scale = 1.0 / std::sqrt(double(s.dqk));
+    cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);
+    const double ms = median_ms(
+        [&](int) { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, false); }, 3, 20);
+    const double tf = 2.5 * 2.0 * B * H * double(T) * T * double(s.dqk + s.dv) / 2.0 / (ms * 1e-3) / 1e12;
+    std::printf("flash bwd B4 T%lld H16 (%lld,%lld) causal: %.3f ms %.1f TFLOP/s\n", (long long)T, (long long)s.dqk,
+                (long long)s.dv, ms, tf);
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (!cuda_available()) {
     std::printf("bench_attention: no CUDA device\n");
     return 0;
   }
   if (argc == 3 && std::string(argv[1]) == "--profile") return profile(argv[2]);
+  if (argc == 2 && std::string(argv[1]) == "--backward") return backward_only();
   const cudaDeviceProp& prop = cuda::device_properties();
   std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
   const double copy = copy_bandwidth_gbs();
