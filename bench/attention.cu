@@ -135,7 +135,7 @@ void bench_flash(int64_t dqk, int64_t dv) {
       result(std::string("latte_fwd_wgmma") + (pingpong ? "_pp_" : "_") + tag, w_tf);
     }
   }
-  cuda::flash_attention_set_sm90_pingpong(true);
+  cuda::flash_attention_set_sm90_pingpong(false);
   cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kMmaSync);
   cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);  // the backward's inputs from the reference kernel
   cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kAuto);

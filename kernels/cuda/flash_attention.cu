@@ -73,7 +73,7 @@ flash::Params make_params(const Dims& d, const Tensor& q, const Tensor& k, const
 
 FlashKernel g_forward_kernel = FlashKernel::kAuto;
 FlashKernel g_backward_kernel = FlashKernel::kAuto;
-bool g_sm90_pingpong = true;
+bool g_sm90_pingpong = false;  // measured slower than lockstep since the TMA producer (docs/attention_kernels.md)
 
 }  // namespace
 

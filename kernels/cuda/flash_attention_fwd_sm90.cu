@@ -1,20 +1,25 @@
 // Flash-attention forward for Hopper (sm_90a): the same algorithm as flash_attention_fwd.cu, with the two
-// GEMMs on warpgroup tensor-core instructions (wgmma) instead of mma.sync.
+// GEMMs on warpgroup tensor-core instructions (wgmma) instead of mma.sync and the loads on the TMA unit.
 //   q (B, T, Hq, Dqk)  k (B, S, R*Hk, Dqk)  v (B, S, R*Hk, Dv)  ->  out (B, T, R*Hq, Dv), lse (B, R*Hq, T) f32
 // Why: on H100 an mma.sync warp that owns 16 query rows must pull every K and V fragment through registers
 // with ldmatrix, so shared-memory bandwidth caps the forward at ~240 TFLOP/s (measured, docs/attention_kernels.md).
 // wgmma reads its B operand (K for S = Q K^T, V for O = P V) straight from shared memory for 64 rows at once,
 // 4x the reuse, and runs at the full Hopper tensor rate.
-// Block: 2 warpgroups (256 threads), 128 query rows (64 per warpgroup), key tiles of 128. Shared memory holds
-// Q and double-buffered K/V tiles in the canonical 128-byte-swizzled layout wgmma descriptors describe: a
-// (rows, D) tile is D/64 column blocks of (rows, 64) bf16, each row 128 bytes with its 16-byte chunks XORed by
-// row % 8 (so cp.async writes and wgmma reads are bank-conflict-free). Per key tile, per warpgroup:
+// Block: 3 warpgroups (384 threads), 128 query rows, key tiles of 128. Warpgroup 0 is the producer: one thread
+// issues TMA loads (Q once, then K/V tiles into 2 stages; full/empty mbarriers per stage) and the warpgroup gives
+// its registers to the consumers (setmaxnreg 40 / 232). Warpgroups 1 and 2 each own 64 query rows. Tiles land in
+// the canonical 128-byte-swizzled layout the wgmma descriptors describe (TMA's SWIZZLE_128B): a (rows, D) tile is
+// D/64 column blocks of (rows, 64) bf16, each row 128 bytes with its 16-byte chunks XORed by row % 8. Rows past
+// T or S are zero-filled by the TMA unit. Per key tile, per consumer warpgroup:
 //   S (64 x 128) = Q K^T      wgmma m64n128k16, A = Q and B = K from shared memory (K-major), Dqk/16 steps
 //   online softmax on the accumulator registers (same layout per warp as mma.sync's C), P -> bf16 A registers
 //   O (64 x Dv) += P V        wgmma m64n{Dv}k16, A = P from registers, B = V from shared memory (MN-major)
-// Loads are cp.async by all threads (generic proxy), so each thread fences to the async proxy before the barrier
-// that publishes a tile to wgmma. Head dims: Dqk in {64, 128, 192}, Dv in {64, 128}.
+//   each warp then releases the stage (empty mbarrier, 8 arrivals) for the producer to refill.
+// No block-wide barrier inside the loop: loads run a stage ahead, and the consumers only wait for data.
+// Head dims: Dqk in {64, 128, 192}, Dv in {64, 128}.
 // Floor: as the mma.sync forward (2.8 ms at (192,128), B=4, T=4096, 16 heads, 989 TFLOP/s).
+#include <cudaTypedefs.h>  // CUtensorMap, PFN_cuTensorMapEncodeTiled
+
 #include <cmath>
 
 #include "kernels/cuda/cuda_common.h"
@@ -24,24 +29,34 @@ namespace latte::cuda::flash {
 
 namespace {
 
-constexpr int kSm90Warps = 8;   // 2 warpgroups
-constexpr int kSm90BR = 128;    // query rows per block
-constexpr int kSm90BC = 128;    // keys per tile
+constexpr int kSm90Threads = 384;  // warpgroup 0: TMA producer; warpgroups 1, 2: consumers (64 query rows each)
+constexpr int kSm90BR = 128;       // query rows per block
+constexpr int kSm90BC = 128;       // keys per tile
+constexpr int kSm90Stages = 2;     // K/V tile buffers
 
 template <int DQK, int DV>
-constexpr int sm90_smem_bytes() {
-  return (kSm90BR * DQK + 2 * kSm90BC * DQK + 2 * kSm90BC * DV) * 2 + 1024;  // + alignment slack
+constexpr int sm90_smem_bytes() {  // Q, stages x (K, V), mbarriers, alignment slack
+  return (kSm90BR * DQK + kSm90Stages * kSm90BC * (DQK + DV)) * 2 + 64 + 1024;
 }
 
+// TMA descriptors of q, k, v: 4-D (D, heads, rows, batch) views with 128-byte swizzle and (64, 1, 128, 1) boxes, so
+// one load fills one 64-column block of a tile in the layout the wgmma descriptors read.
+struct TmaMaps {
+  CUtensorMap q, k, v;
+};
+
 template <int DQK, int DV>
-__global__ void __launch_bounds__(kSm90Warps * 32, 1) flash_fwd_sm90_kernel(const Params p) {
+__global__ void __launch_bounds__(kSm90Threads, 1)
+    flash_fwd_sm90_kernel(const Params p, const __grid_constant__ TmaMaps maps) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int NT = kSm90Warps * 32, BR = kSm90BR, BC = kSm90BC;
+  constexpr int BR = kSm90BR, BC = kSm90BC, NC = kSm90Threads - 128;  // NC: consumer threads
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
-  const uint32_t sQ = base;                       // DQK/64 blocks of (BR, 64)
-  const uint32_t sK = sQ + BR * DQK * 2;          // 2 x DQK/64 blocks of (BC, 64)
-  const uint32_t sV = sK + 2 * BC * DQK * 2;      // 2 x DV/64 blocks of (BC, 64)
+  const uint32_t sQ = base;                                 // DQK/64 blocks of (BR, 64)
+  const uint32_t sK = sQ + BR * DQK * 2;                    // stages x DQK/64 blocks of (BC, 64)
+  const uint32_t sV = sK + kSm90Stages * BC * DQK * 2;      // stages x DV/64 blocks of (BC, 64)
+  const uint32_t bars = sV + kSm90Stages * BC * DV * 2;     // q_full, full[stages], empty[stages] (8 bytes each)
+  const uint32_t q_full = bars, full0 = bars + 8, empty0 = bars + 8 + 8 * kSm90Stages;
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int wg = warp >> 2, g = lane >> 2, tq = lane & 3;
@@ -52,78 +67,94 @@ __global__ void __launch_bounds__(kSm90Warps * 32, 1) flash_fwd_sm90_kernel(cons
   const int kvh = r * p.Hk + i / p.G;
   const int m0 = m_block * BR;
   const int off = p.S - p.T;
-  const bf16* qg = p.q + b * p.q_sb + int64_t(m0) * p.q_st + i * p.q_sh;
-  const bf16* kg = p.k + b * p.k_sb + kvh * p.k_sh;
-  const bf16* vg = p.v + b * p.v_sb + kvh * p.v_sh;
   const int kv_end = p.causal ? min(p.S, min(m0 + BR, p.T) + off) : p.S;
   const int n_tiles = (kv_end + BC - 1) / BC;
+
+  if (tid == 0) {
+    mbar_init(q_full, 1);
+    for (int s = 0; s < kSm90Stages; ++s) {
+      mbar_init(full0 + 8 * s, 1);
+      mbar_init(empty0 + 8 * s, 8);  // one arrival per consumer warp
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+
+  // Register split after setmaxnreg: 128 x 40 + 256 x 232 = 64512 = the 384 x 168 the block is launched with.
+  constexpr int kProducerRegs = 40, kConsumerRegs = 232;
+  if (wg == 0) {
+    // Producer: one thread issues every load; a K/V stage is refilled once all 8 consumer warps released it.
+    setmaxnreg_dec<kProducerRegs>();
+    if (tid == 0) {
+      mbar_arrive_expect_tx(q_full, BR * DQK * 2);
+      for (int c = 0; c < DQK / 64; ++c) tma_load_4d(sQ + c * BR * 128, &maps.q, c * 64, i, m0, b, q_full);
+      for (int j = 0; j < n_tiles; ++j) {
+        const int s = j % kSm90Stages;
+        if (j >= kSm90Stages) mbar_wait(empty0 + 8 * s, (j / kSm90Stages - 1) & 1);
+        const uint32_t full = full0 + 8 * s;
+        mbar_arrive_expect_tx(full, BC * (DQK + DV) * 2);
+        for (int c = 0; c < DQK / 64; ++c)
+          tma_load_4d(sK + s * BC * DQK * 2 + c * BC * 128, &maps.k, c * 64, kvh, j * BC, b, full);
+        for (int c = 0; c < DV / 64; ++c)
+          tma_load_4d(sV + s * BC * DV * 2 + c * BC * 128, &maps.v, c * 64, kvh, j * BC, b, full);
+      }
+    }
+    return;
+  }
+  setmaxnreg_inc<kConsumerRegs>();
+  const int cw = wg - 1;  // consumer warpgroup: query rows m0 + 64 cw ..
   // V is an MN-major B operand: leading byte offset = distance between 64-wide Dv column blocks (BC rows of 128
   // bytes), stride byte offset = distance between 8-key row groups (1024 bytes). (The swapped assignment was
   // tried on the H100 too: relative error 0.99.)
   constexpr uint32_t v_lbo = BC * 128, v_sbo = 1024;
 
-  load_tile_sw<BR, DQK, NT>(sQ, qg, p.q_st, p.T - m0, p.q, tid);
-  load_tile_sw<BC, DQK, NT>(sK, kg, p.k_st, p.S, p.k, tid);
-  load_tile_sw<BC, DV, NT>(sV, vg, p.v_st, p.S, p.v, tid);
-  cp_async_commit();
-
   float o[DV / 2];
 #pragma unroll
   for (int x = 0; x < DV / 2; ++x) o[x] = 0.f;
   float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
-  const int row0 = m0 + wg * 64 + (warp & 3) * 16 + g;  // rows row0, row0 + 8
+  const int row0 = m0 + cw * 64 + (warp & 3) * 16 + g;  // rows row0, row0 + 8
+  mbar_wait(q_full, 0);
 
   for (int j = 0; j < n_tiles; ++j) {
-    const int n0 = j * BC;
-    if (j + 1 < n_tiles) {
-      const int n1 = n0 + BC, nb = (j + 1) & 1;
-      load_tile_sw<BC, DQK, NT>(sK + nb * BC * DQK * 2, kg + int64_t(n1) * p.k_st, p.k_st, p.S - n1, p.k, tid);
-      load_tile_sw<BC, DV, NT>(sV + nb * BC * DV * 2, vg + int64_t(n1) * p.v_st, p.v_st, p.S - n1, p.v, tid);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    fence_proxy_async();
-    __syncthreads();
-    const uint32_t sKj = sK + (j & 1) * BC * DQK * 2, sVj = sV + (j & 1) * BC * DV * 2;
+    const int n0 = j * BC, s = j % kSm90Stages;
+    mbar_wait(full0 + 8 * s, (j / kSm90Stages) & 1);
+    const uint32_t sKj = sK + s * BC * DQK * 2, sVj = sV + s * BC * DV * 2;
 
-    // Ping-pong (optional): warpgroup 1 issues its S GEMM only once warpgroup 0's has finished, and warpgroup 0
-    // its P V GEMM only once warpgroup 1's S GEMM has finished, so one warpgroup's softmax overlaps the other's
+    // Ping-pong (optional): consumer 1 issues its S GEMM only once consumer 0's has finished, and consumer 0 its
+    // P V GEMM only once consumer 1's S GEMM has finished, so one warpgroup's softmax overlaps the other's
     // tensor-core work instead of both doing softmax at once (named barriers 1 and 2; FlashAttention-3's scheme).
     const bool pingpong = p.sm90_pingpong != 0;
-    if (pingpong && wg == 1) named_bar_sync(1, NT);
+    if (pingpong && cw == 1) named_bar_sync(1, NC);
 
     // S = Q K^T (64 x 128 per warpgroup).
-    float s[BC / 2];
+    float sc[BC / 2];
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < DQK / 16; ++kk) {
-      const uint64_t da = smem_desc(sQ + (kk >> 2) * BR * 128 + wg * 64 * 128 + (kk & 3) * 32, 16, 1024);
+      const uint64_t da = smem_desc(sQ + (kk >> 2) * BR * 128 + cw * 64 * 128 + (kk & 3) * 32, 16, 1024);
       const uint64_t db = smem_desc(sKj + (kk >> 2) * BC * 128 + (kk & 3) * 32, 16, 1024);
-      wgmma_ss_m64n128k16<0, 0>(s, da, db, kk > 0);
+      wgmma_ss_m64n128k16<0, 0>(sc, da, db, kk > 0);
     }
     wgmma_commit();
     wgmma_wait_all();
-    pin(s);
-    if (pingpong) named_bar_arrive(wg == 0 ? 1 : 2, NT);
-
+    pin(sc);
+    if (pingpong) named_bar_arrive(cw == 0 ? 1 : 2, NC);
     // Mask the causal diagonal and the ragged key tail (raw scores; the scale is folded into the exponent
-    // below, valid since scale > 0). s[4n + c] is (row0 + 8 (c >> 1), n0 + 8n + 2 tq + (c & 1)).
+    // below, valid since scale > 0). sc[4n + c] is (row0 + 8 (c >> 1), n0 + 8n + 2 tq + (c & 1)).
     const bool need_mask = (n0 + BC > p.S) || (p.causal && n0 + BC - 1 > m0 + off);
     if (need_mask) {
 #pragma unroll
       for (int x = 0; x < BC / 2; ++x) {
         const int n = x >> 2, c = x & 3;
         const int col = n0 + n * 8 + 2 * tq + (c & 1), row = row0 + (c >> 1) * 8;
-        if (col >= p.S || (p.causal && col > row + off)) s[x] = -INFINITY;
+        if (col >= p.S || (p.causal && col > row + off)) sc[x] = -INFINITY;
       }
     }
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int n = 0; n < BC / 8; ++n) {
-      mx[0] = fmaxf(mx[0], fmaxf(s[4 * n], s[4 * n + 1]));
-      mx[1] = fmaxf(mx[1], fmaxf(s[4 * n + 2], s[4 * n + 3]));
+      mx[0] = fmaxf(mx[0], fmaxf(sc[4 * n], sc[4 * n + 1]));
+      mx[1] = fmaxf(mx[1], fmaxf(sc[4 * n + 2], sc[4 * n + 3]));
     }
     float m_use[2];
 #pragma unroll
@@ -146,7 +177,7 @@ __global__ void __launch_bounds__(kSm90Warps * 32, 1) flash_fwd_sm90_kernel(cons
 #pragma unroll
       for (int c = 0; c < 8; ++c) {  // n-tiles 2kk (c < 4) and 2kk+1
         const int x = 8 * kk + c;
-        e[c] = fast_exp2(fmaf(s[x], p.scale_log2, -m_use[(c >> 1) & 1]));
+        e[c] = fast_exp2(fmaf(sc[x], p.scale_log2, -m_use[(c >> 1) & 1]));
         l_run[(c >> 1) & 1] += e[c];
       }
       pa[kk][0] = pack_bf16(e[0], e[1]);
@@ -156,7 +187,7 @@ __global__ void __launch_bounds__(kSm90Warps * 32, 1) flash_fwd_sm90_kernel(cons
     }
 
     // O += P V.
-    if (pingpong && wg == 0) named_bar_sync(2, NT);
+    if (pingpong && cw == 0) named_bar_sync(2, NC);
     wgmma_fence();
     pin(o);
 #pragma unroll
@@ -167,7 +198,7 @@ __global__ void __launch_bounds__(kSm90Warps * 32, 1) flash_fwd_sm90_kernel(cons
     wgmma_commit();
     wgmma_wait_all();
     pin(o);
-    __syncthreads();  // the buffers read here are refilled by the next prefetch
+    if (lane == 0) mbar_arrive(empty0 + 8 * s);  // this warp is done with the stage
   }
 
   const int64_t lse_row = (int64_t(b) * RHq + vh) * p.T;
@@ -187,6 +218,39 @@ __global__ void __launch_bounds__(kSm90Warps * 32, 1) flash_fwd_sm90_kernel(cons
 #endif
 }
 
+// cuTensorMapEncodeTiled from the driver (no link against libcuda); null when the driver has none.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess)
+      ptr = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
+  }();
+  return fn;
+}
+
+// A (D, heads, rows, batch) view of a bf16 (batch, rows, heads, D) tensor with element strides (sh, st, sb), boxes of
+// (64, 1, 128, 1) with 128-byte swizzle; rows past the end read as zeros.
+CUtensorMap tensor_map(const bf16* base, int64_t d, int64_t heads, int64_t rows, int64_t batch, int64_t sh, int64_t st,
+                       int64_t sb) {
+  CUtensorMap map;
+  const cuuint64_t dims[4] = {cuuint64_t(d), cuuint64_t(heads), cuuint64_t(rows), cuuint64_t(batch)};
+  // A dimension of size 1 is never stepped over: give it any valid stride (its own may be unaligned).
+  auto stride = [&](int64_t n, int64_t s) { return cuuint64_t(n > 1 ? s * 2 : d * 2); };
+  const cuuint64_t strides[3] = {stride(heads, sh), stride(rows, st), stride(batch, sb)};
+  const cuuint32_t box[4] = {64, 1, cuuint32_t(kSm90BR), 1}, unit[4] = {1, 1, 1, 1};
+  const CUresult res = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, const_cast<bf16*>(base), dims,
+                                            strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  LATTE_CHECK(res == CUDA_SUCCESS, "flash attention forward (sm90): cuTensorMapEncodeTiled failed with ", int(res),
+              " for dims (", d, ", ", heads, ", ", rows, ", ", batch, ") strides (", sh, ", ", st, ", ", sb, ")");
+  return map;
+}
+
 template <int DQK, int DV>
 void run_fwd_sm90(const Params& p, cudaStream_t stream) {
   constexpr int smem = sm90_smem_bytes<DQK, DV>();
@@ -195,8 +259,13 @@ void run_fwd_sm90(const Params& p, cudaStream_t stream) {
     CUDA_CHECK(cudaFuncSetAttribute(flash_fwd_sm90_kernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = true;
   }
+  const int rhk = p.R * p.Hk;
+  TmaMaps maps;
+  maps.q = tensor_map(p.q, DQK, p.Hq, p.T, p.B, p.q_sh, p.q_st, p.q_sb);
+  maps.k = tensor_map(p.k, DQK, rhk, p.S, p.B, p.k_sh, p.k_st, p.k_sb);
+  maps.v = tensor_map(p.v, DV, rhk, p.S, p.B, p.v_sh, p.v_st, p.v_sb);
   const dim3 grid((p.T + kSm90BR - 1) / kSm90BR, p.B * p.R * p.Hq);
-  flash_fwd_sm90_kernel<DQK, DV><<<grid, kSm90Warps * 32, smem, stream>>>(p);
+  flash_fwd_sm90_kernel<DQK, DV><<<grid, kSm90Threads, smem, stream>>>(p, maps);
   CUDA_CHECK_LAUNCH("flash_fwd_sm90_kernel");
 }
 
@@ -231,7 +300,8 @@ bool device_has_sm90_kernels() {
 }
 
 bool fwd_sm90_supported(int dqk, int dv) {
-  return (dqk == 64 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128) && device_has_sm90_kernels();
+  return (dqk == 64 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128) && device_has_sm90_kernels() &&
+         tensor_map_encoder() != nullptr;
 }
 
 void launch_fwd_sm90(const Params& p, int dqk, int dv, cudaStream_t stream) {
