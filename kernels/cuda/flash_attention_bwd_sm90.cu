@@ -29,29 +29,39 @@ namespace latte::cuda::flash {
 
 namespace {
 
-constexpr int kB90Warps = 8;  // 2 warpgroups
-constexpr int kB90BC = 128;   // keys per block (64 per warpgroup)
-constexpr int kB90BR = 64;    // queries per step
+constexpr int kB90Threads = 384;  // warpgroup 0: producer; warpgroups 1, 2: consumers (64 keys each)
+constexpr int kB90BC = 128;       // keys per block
+constexpr int kB90BR = 64;        // queries per step
+constexpr int kB90Stages = 2;     // Q / dO / lse / D buffers
 
 template <int DQK, int DV>
-constexpr int bwd_sm90_smem_bytes() {  // K, V, 2 x (Q, dO), dS^T, 2 x (lse, D), alignment slack
-  return (kB90BC * DQK + kB90BC * DV + 2 * kB90BR * (DQK + DV) + kB90BC * kB90BR) * 2 + 2 * 2 * kB90BR * 4 + 1024;
+constexpr int bwd_sm90_smem_bytes() {  // K, V, stages x (Q, dO), 2 x dS^T, stages x (lse, D), mbarriers, slack
+  return (kB90BC * (DQK + DV) + kB90Stages * kB90BR * (DQK + DV) + 2 * kB90BC * kB90BR) * 2 +
+         kB90Stages * 2 * kB90BR * 4 + 64 + 1024;
 }
 
+struct BwdTmaMaps {
+  CUtensorMap q, k, v, dout;
+};
+
 template <int DQK, int DV>
-__global__ void __launch_bounds__(kB90Warps * 32, 1) flash_bwd_sm90_kernel(const Params p) {
+__global__ void __launch_bounds__(kB90Threads, 1)
+    flash_bwd_sm90_kernel(const Params p, const __grid_constant__ BwdTmaMaps maps) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int NT = kB90Warps * 32, BC = kB90BC, BR = kB90BR;
-  constexpr int kQBlocks = DQK / 64, kWg0Blocks = (kQBlocks + 1) / 2;  // dQ column blocks; warpgroup 0 takes the first
+  constexpr int BC = kB90BC, BR = kB90BR, ST = kB90Stages, NC = kB90Threads - 128;  // NC: consumer threads
+  constexpr int kQBlocks = DQK / 64, kWg0Blocks = (kQBlocks + 1) / 2;  // dQ column blocks; consumer 0 takes the first
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
   const uint32_t base = (raw + 1023) & ~1023u;
-  const uint32_t sK = base;                     // DQK/64 blocks of (BC, 64)
-  const uint32_t sV = sK + BC * DQK * 2;        // DV/64 blocks of (BC, 64)
-  const uint32_t sQ = sV + BC * DV * 2;         // 2 x DQK/64 blocks of (BR, 64)
-  const uint32_t sdO = sQ + 2 * BR * DQK * 2;   // 2 x DV/64 blocks of (BR, 64)
-  const uint32_t sdS = sdO + 2 * BR * DV * 2;   // dS^T (BC keys, BR queries): one block, rows of 128 bytes
-  float* sLD = reinterpret_cast<float*>(smem_raw + (sdS + BC * BR * 2 - raw));  // 2 x [lse (BR), D (BR)]
+  const uint32_t sK = base;                       // DQK/64 blocks of (BC, 64)
+  const uint32_t sV = sK + BC * DQK * 2;          // DV/64 blocks of (BC, 64)
+  const uint32_t sQ = sV + BC * DV * 2;           // stages x DQK/64 blocks of (BR, 64)
+  const uint32_t sdO = sQ + ST * BR * DQK * 2;    // stages x DV/64 blocks of (BR, 64)
+  const uint32_t sdS = sdO + ST * BR * DV * 2;    // 2 x dS^T (BC keys, BR queries): one block, rows of 128 bytes
+  const uint32_t sLDa = sdS + 2 * BC * BR * 2;    // stages x [lse (BR), D (BR)] fp32
+  const uint32_t bars = sLDa + ST * 2 * BR * 4;   // kv_full, full[ST], empty[ST]
+  const uint32_t kv_full = bars, full0 = bars + 8, empty0 = bars + 8 + 8 * ST;
+  float* sLD = reinterpret_cast<float*>(smem_raw + (sLDa - raw));
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int wg = warp >> 2, g = lane >> 2, tq = lane & 3;
@@ -60,73 +70,111 @@ __global__ void __launch_bounds__(kB90Warps * 32, 1) flash_bwd_sm90_kernel(const
   const int r = kvh / p.Hk, hk = kvh - r * p.Hk;
   const int n0 = blockIdx.y * BC;
   const int off = p.S - p.T;
-  const int key_row = wg * 64 + (warp & 3) * 16 + g;  // this thread's keys in the block: key_row, key_row + 8
+  // Steps run over (query head of the group, query tile).
+  const int m_first = p.causal ? max(0, n0 - off) / BR : 0;
+  const int n_m = (p.T + BR - 1) / BR - m_first, n_steps = p.G * n_m;
 
-  load_tile_sw<BC, DQK, NT>(sK, p.k + b * p.k_sb + int64_t(n0) * p.k_st + kvh * p.k_sh, p.k_st, p.S - n0, p.k, tid);
-  load_tile_sw<BC, DV, NT>(sV, p.v + b * p.v_sb + int64_t(n0) * p.v_st + kvh * p.v_sh, p.v_st, p.S - n0, p.v, tid);
+  if (tid == 0) {
+    mbar_init(kv_full, 1);
+    for (int s = 0; s < ST; ++s) {
+      mbar_init(full0 + 8 * s, 1 + 32);  // the TMA thread's arrival (+ bytes) and the lse/D warp's 32 lanes
+      mbar_init(empty0 + 8 * s, 8);      // one arrival per consumer warp
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+
+  // Register split after setmaxnreg: 128 x 24 + 256 x 240 = 64512 = the 384 x 168 the block is launched with.
+  constexpr int kProducerRegs = 24, kConsumerRegs = 240;
+  if (wg == 0) {
+    // Producer: warp 0 issues the TMA loads (K, V once; Q, dO per step), warp 1 copies lse and D (rows past T as
+    // zeros); a stage is refilled once all 8 consumer warps released it.
+    setmaxnreg_dec<kProducerRegs>();
+    if (warp == 0 && lane == 0) {
+      mbar_arrive_expect_tx(kv_full, BC * (DQK + DV) * 2);
+      for (int c = 0; c < DQK / 64; ++c) tma_load_4d(sK + c * BC * 128, &maps.k, c * 64, kvh, n0, b, kv_full);
+      for (int c = 0; c < DV / 64; ++c) tma_load_4d(sV + c * BC * 128, &maps.v, c * 64, kvh, n0, b, kv_full);
+    }
+    if (warp <= 1) {
+      for (int step = 0; step < n_steps; ++step) {
+        const int s = step % ST;
+        const int ii = step / n_m, q0 = (m_first + step % n_m) * BR;
+        const int i = hk * p.G + ii, vh = r * p.Hq + i;
+        if (step >= ST) mbar_wait(empty0 + 8 * s, (step / ST - 1) & 1);
+        const uint32_t full = full0 + 8 * s;
+        if (warp == 0) {
+          if (lane == 0) {
+            mbar_arrive_expect_tx(full, BR * (DQK + DV) * 2);
+            for (int c = 0; c < DQK / 64; ++c)
+              tma_load_4d(sQ + s * BR * DQK * 2 + c * BR * 128, &maps.q, c * 64, i, q0, b, full);
+            for (int c = 0; c < DV / 64; ++c)
+              tma_load_4d(sdO + s * BR * DV * 2 + c * BR * 128, &maps.dout, c * 64, vh, q0, b, full);
+          }
+        } else {
+          const int64_t row = (int64_t(b) * RHq + vh) * p.T;
+          float* dst = sLD + s * 2 * BR;
+#pragma unroll
+          for (int e = lane; e < BR; e += 32) {
+            const int t = q0 + e;
+            dst[e] = t < p.T ? p.lse[row + t] : 0.f;
+            dst[BR + e] = t < p.T ? p.delta[row + t] : 0.f;
+          }
+          mbar_arrive(full);
+        }
+      }
+    }
+    return;
+  }
+  setmaxnreg_inc<kConsumerRegs>();
+  const int cw = wg - 1;
+  const int key_row = cw * 64 + (warp & 3) * 16 + g;  // this thread's keys in the block: key_row, key_row + 8
 
   float dk[DQK / 2], dv[DV / 2];
 #pragma unroll
   for (int x = 0; x < DQK / 2; ++x) dk[x] = 0.f;
 #pragma unroll
   for (int x = 0; x < DV / 2; ++x) dv[x] = 0.f;
-
-  // Steps run over (query head of the group, query tile); the next step's Q, dO, lse and D are prefetched into
-  // the other buffer while this one computes.
-  const int m_first = p.causal ? max(0, n0 - off) / BR : 0;
-  const int n_m = (p.T + BR - 1) / BR - m_first, n_steps = p.G * n_m;
-  auto load_step = [&](int step, int buf) {
-    const int ii = step / n_m, q0 = (m_first + step % n_m) * BR;
-    const int i = hk * p.G + ii, vh = r * p.Hq + i;
-    load_tile_sw<BR, DQK, NT>(sQ + buf * BR * DQK * 2, p.q + b * p.q_sb + int64_t(q0) * p.q_st + i * p.q_sh, p.q_st,
-                              p.T - q0, p.q, tid);
-    load_tile_sw<BR, DV, NT>(sdO + buf * BR * DV * 2, p.dout + b * p.do_sb + int64_t(q0) * p.do_st + vh * p.do_sh,
-                             p.do_st, p.T - q0, p.dout, tid);
-    if (tid < 2 * BR) {
-      const int e = tid & (BR - 1), t = q0 + e;
-      const float* src = (tid < BR ? p.lse : p.delta) + (int64_t(b) * RHq + vh) * p.T + t;
-      cp_async4(smem_u32(sLD + buf * 2 * BR + tid), t < p.T ? src : p.lse, t < p.T);
-    }
-  };
-  if (n_steps > 0) load_step(0, 0);
-  cp_async_commit();  // with K and V
+  mbar_wait(kv_full, 0);
 
   for (int step = 0; step < n_steps; ++step) {
-    const int buf = step & 1;
+    const int s = step % ST;
     const int ii = step / n_m, q0 = (m_first + step % n_m) * BR;
     const int i = hk * p.G + ii;
-    cp_async_wait<0>();
-    fence_proxy_async();
-    // Publishes this step's tiles, and every warpgroup is past the previous step (its wgmma waited), so the other
-    // buffer and dS^T can be overwritten.
-    __syncthreads();
-    if (step + 1 < n_steps) {
-      load_step(step + 1, buf ^ 1);
-      cp_async_commit();
-    }
-    const uint32_t sQs = sQ + buf * BR * DQK * 2, sdOs = sdO + buf * BR * DV * 2;
-    const float* sL = sLD + buf * 2 * BR;
+    mbar_wait(full0 + 8 * s, (step / ST) & 1);
+    const uint32_t sQs = sQ + s * BR * DQK * 2, sdOs = sdO + s * BR * DV * 2;
+    const uint32_t sdSs = sdS + (step & 1) * BC * BR * 2;  // double-buffered: the other may still feed a dQ GEMM
+    const float* sL = sLD + s * 2 * BR;
     const float* sD = sL + BR;
 
     // S^T = K Q^T and dP^T = V dO^T (64 keys x 64 queries per warpgroup), committed as two groups so that P^T
-    // is computed while dP^T runs, and dV += P^T dO runs while dS^T is computed.
+    // is computed while dP^T runs, and dV += P^T dO runs while dS^T is computed. At Dqk = 192 (kLowRegs) dP^T
+    // is issued only after P^T is in bf16 fragments: S^T and dP^T live at once next to dK 96 + dV 64 do not fit
+    // a consumer's 240 registers (ptxas spilled ~380 bytes).
+    constexpr bool kLowRegs = DQK == 192;
     float st[32], dpt[32];
+    auto issue_dpt = [&] {
+#pragma unroll
+      for (int kk = 0; kk < DV / 16; ++kk) {
+        const uint64_t da = smem_desc(sV + (kk >> 2) * BC * 128 + cw * 64 * 128 + (kk & 3) * 32, 16, 1024);
+        const uint64_t db = smem_desc(sdOs + (kk >> 2) * BR * 128 + (kk & 3) * 32, 16, 1024);
+        wgmma_ss_m64n64k16<0, 0>(dpt, da, db, kk > 0);
+      }
+      wgmma_commit();
+    };
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < DQK / 16; ++kk) {
-      const uint64_t da = smem_desc(sK + (kk >> 2) * BC * 128 + wg * 64 * 128 + (kk & 3) * 32, 16, 1024);
+      const uint64_t da = smem_desc(sK + (kk >> 2) * BC * 128 + cw * 64 * 128 + (kk & 3) * 32, 16, 1024);
       const uint64_t db = smem_desc(sQs + (kk >> 2) * BR * 128 + (kk & 3) * 32, 16, 1024);
       wgmma_ss_m64n64k16<0, 0>(st, da, db, kk > 0);
     }
     wgmma_commit();
-#pragma unroll
-    for (int kk = 0; kk < DV / 16; ++kk) {
-      const uint64_t da = smem_desc(sV + (kk >> 2) * BC * 128 + wg * 64 * 128 + (kk & 3) * 32, 16, 1024);
-      const uint64_t db = smem_desc(sdOs + (kk >> 2) * BR * 128 + (kk & 3) * 32, 16, 1024);
-      wgmma_ss_m64n64k16<0, 0>(dpt, da, db, kk > 0);
+    if constexpr (kLowRegs) {
+      wgmma_wait<0>();
+    } else {
+      issue_dpt();
+      wgmma_wait<1>();  // S^T done
     }
-    wgmma_commit();
-    wgmma_wait<1>();  // S^T done
     pin(st);
 
     // P^T = exp2(S^T scale log2e - lse log2e) (masked), kept in fp32 in st and as bf16 A fragments (16 queries
@@ -149,8 +197,9 @@ __global__ void __launch_bounds__(kB90Warps * 32, 1) flash_bwd_sm90_kernel(const
       pa[x >> 3][(x & 7) >> 1] = pack_bf16(st[x], st[x + 1]);
     }
 
-    // dV += P^T dO.
+    // dV += P^T dO (after dP^T at Dqk = 192).
     wgmma_fence();
+    if constexpr (kLowRegs) issue_dpt();
     pin(dv);
 #pragma unroll
     for (int kk = 0; kk < BR / 16; ++kk)
@@ -159,11 +208,15 @@ __global__ void __launch_bounds__(kB90Warps * 32, 1) flash_bwd_sm90_kernel(const
     wgmma_wait<1>();  // dP^T done (dV may still run)
     pin(dpt);
 
-    // dS^T = P^T (dP^T - D), as bf16 A fragments.
+    // dS^T = P^T (dP^T - D), as bf16 A fragments. At Dqk = 192 P^T is taken back from its bf16 fragments (dS^T
+    // is rounded to bf16 right after anyway): keeping the fp32 copy live here needs 32 registers the 240 of a
+    // consumer do not have (dK 96 + dV 64 + dP^T 32 + fragments), and spills cost more than the rounding.
 #pragma unroll
     for (int x = 0; x < 32; x += 2) {
       const float2 d2 = *reinterpret_cast<const float2*>(sD + 8 * (x >> 2) + 2 * tq);
-      sa[x >> 3][(x & 7) >> 1] = pack_bf16(st[x] * (dpt[x] - d2.x), st[x + 1] * (dpt[x + 1] - d2.y));
+      float2 pr = make_float2(st[x], st[x + 1]);
+      if constexpr (DQK == 192) pr = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&pa[x >> 3][(x & 7) >> 1]));
+      sa[x >> 3][(x & 7) >> 1] = pack_bf16(pr.x * (dpt[x] - d2.x), pr.y * (dpt[x + 1] - d2.y));
     }
 
     // dS^T to shared memory for the dQ GEMM: row = key (128 bytes = 64 queries), 16-byte chunks swizzled by
@@ -174,7 +227,7 @@ __global__ void __launch_bounds__(kB90Warps * 32, 1) flash_bwd_sm90_kernel(const
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           const int row = key_row + 8 * (j & 1), chunk = 2 * kk + (j >> 1);
-          const uint32_t addr = sdS + row * 128 + ((chunk ^ (row & 7)) << 4) + tq * 4;
+          const uint32_t addr = sdSs + row * 128 + ((chunk ^ (row & 7)) << 4) + tq * 4;
           asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(sa[kk][j]) : "memory");
         }
       fence_proxy_async();
@@ -189,15 +242,15 @@ __global__ void __launch_bounds__(kB90Warps * 32, 1) flash_bwd_sm90_kernel(const
     wgmma_commit();
 
     if (p.atomic_dq) {
-      __syncthreads();  // dS^T of both warpgroups written
-      const int c_begin = wg == 0 ? 0 : kWg0Blocks, c_end = wg == 0 ? kWg0Blocks : kQBlocks;
+      named_bar_sync(1, NC);  // dS^T of both consumer warpgroups written
+      const int c_begin = cw == 0 ? 0 : kWg0Blocks, c_end = cw == 0 ? kWg0Blocks : kQBlocks;
       const int t_a = q0 + (warp & 3) * 16 + g;  // this thread's dQ rows: t_a, t_a + 8
       for (int cb = c_begin; cb < c_end; ++cb) {
         float acc[32];
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BC / 16; ++kk) {
-          const uint64_t da = smem_desc(sdS + kk * 16 * 128, BC * 128, 1024);
+          const uint64_t da = smem_desc(sdSs + kk * 16 * 128, BC * 128, 1024);
           const uint64_t db = smem_desc(sK + cb * BC * 128 + kk * 16 * 128, BC * 128, 1024);
           wgmma_ss_m64n64k16<1, 1>(acc, da, db, kk > 0);
         }
@@ -219,8 +272,8 @@ __global__ void __launch_bounds__(kB90Warps * 32, 1) flash_bwd_sm90_kernel(const
     wgmma_wait_all();
     pin(dv);
     pin(dk);
+    if (lane == 0) mbar_arrive(empty0 + 8 * s);  // this warp is done with the stage's Q, dO, lse, D
   }
-  cp_async_wait<0>();
 
   // Epilogue: dK (scaled) and dV in bf16, contiguous (B, S, R*Hk, D).
 #pragma unroll
@@ -248,15 +301,22 @@ void run_bwd_sm90(const Params& p, cudaStream_t stream) {
     CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_sm90_kernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = true;
   }
+  BwdTmaMaps maps;
+  const int rhk = p.R * p.Hk, rhq = p.R * p.Hq;
+  maps.q = tma_map_bf16(p.q, DQK, p.Hq, p.T, p.B, p.q_sh, p.q_st, p.q_sb, kB90BR);
+  maps.dout = tma_map_bf16(p.dout, DV, rhq, p.T, p.B, p.do_sh, p.do_st, p.do_sb, kB90BR);
+  maps.k = tma_map_bf16(p.k, DQK, rhk, p.S, p.B, p.k_sh, p.k_st, p.k_sb, kB90BC);
+  maps.v = tma_map_bf16(p.v, DV, rhk, p.S, p.B, p.v_sh, p.v_st, p.v_sb, kB90BC);
   const dim3 grid(p.B * p.R * p.Hk, (p.S + kB90BC - 1) / kB90BC);
-  flash_bwd_sm90_kernel<DQK, DV><<<grid, kB90Warps * 32, smem, stream>>>(p);
+  flash_bwd_sm90_kernel<DQK, DV><<<grid, kB90Threads, smem, stream>>>(p, maps);
   CUDA_CHECK_LAUNCH("flash_bwd_sm90_kernel");
 }
 
 }  // namespace
 
 bool bwd_sm90_supported(int dqk, int dv) {
-  return (dqk == 64 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128) && device_has_sm90_kernels();
+  return (dqk == 64 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128) && device_has_sm90_kernels() &&
+         tma_available();
 }
 
 void launch_bwd_dkdv_sm90(const Params& p, int dqk, int dv, cudaStream_t stream) {

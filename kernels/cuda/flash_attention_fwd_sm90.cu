@@ -18,8 +18,6 @@
 // No block-wide barrier inside the loop: loads run a stage ahead, and the consumers only wait for data.
 // Head dims: Dqk in {64, 128, 192}, Dv in {64, 128}.
 // Floor: as the mma.sync forward (2.8 ms at (192,128), B=4, T=4096, 16 heads, 989 TFLOP/s).
-#include <cudaTypedefs.h>  // CUtensorMap, PFN_cuTensorMapEncodeTiled
-
 #include <cmath>
 
 #include "kernels/cuda/cuda_common.h"
@@ -218,39 +216,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
 #endif
 }
 
-// cuTensorMapEncodeTiled from the driver (no link against libcuda); null when the driver has none.
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* ptr = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault, &found) !=
-            cudaSuccess ||
-        found != cudaDriverEntryPointSuccess)
-      ptr = nullptr;
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
-  }();
-  return fn;
-}
-
-// A (D, heads, rows, batch) view of a bf16 (batch, rows, heads, D) tensor with element strides (sh, st, sb), boxes of
-// (64, 1, 128, 1) with 128-byte swizzle; rows past the end read as zeros.
-CUtensorMap tensor_map(const bf16* base, int64_t d, int64_t heads, int64_t rows, int64_t batch, int64_t sh, int64_t st,
-                       int64_t sb) {
-  CUtensorMap map;
-  const cuuint64_t dims[4] = {cuuint64_t(d), cuuint64_t(heads), cuuint64_t(rows), cuuint64_t(batch)};
-  // A dimension of size 1 is never stepped over: give it any valid stride (its own may be unaligned).
-  auto stride = [&](int64_t n, int64_t s) { return cuuint64_t(n > 1 ? s * 2 : d * 2); };
-  const cuuint64_t strides[3] = {stride(heads, sh), stride(rows, st), stride(batch, sb)};
-  const cuuint32_t box[4] = {64, 1, cuuint32_t(kSm90BR), 1}, unit[4] = {1, 1, 1, 1};
-  const CUresult res = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, const_cast<bf16*>(base), dims,
-                                            strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  LATTE_CHECK(res == CUDA_SUCCESS, "flash attention forward (sm90): cuTensorMapEncodeTiled failed with ", int(res),
-              " for dims (", d, ", ", heads, ", ", rows, ", ", batch, ") strides (", sh, ", ", st, ", ", sb, ")");
-  return map;
-}
-
 template <int DQK, int DV>
 void run_fwd_sm90(const Params& p, cudaStream_t stream) {
   constexpr int smem = sm90_smem_bytes<DQK, DV>();
@@ -261,9 +226,9 @@ void run_fwd_sm90(const Params& p, cudaStream_t stream) {
   }
   const int rhk = p.R * p.Hk;
   TmaMaps maps;
-  maps.q = tensor_map(p.q, DQK, p.Hq, p.T, p.B, p.q_sh, p.q_st, p.q_sb);
-  maps.k = tensor_map(p.k, DQK, rhk, p.S, p.B, p.k_sh, p.k_st, p.k_sb);
-  maps.v = tensor_map(p.v, DV, rhk, p.S, p.B, p.v_sh, p.v_st, p.v_sb);
+  maps.q = tma_map_bf16(p.q, DQK, p.Hq, p.T, p.B, p.q_sh, p.q_st, p.q_sb, kSm90BR);
+  maps.k = tma_map_bf16(p.k, DQK, rhk, p.S, p.B, p.k_sh, p.k_st, p.k_sb, kSm90BC);
+  maps.v = tma_map_bf16(p.v, DV, rhk, p.S, p.B, p.v_sh, p.v_st, p.v_sb, kSm90BC);
   const dim3 grid((p.T + kSm90BR - 1) / kSm90BR, p.B * p.R * p.Hq);
   flash_fwd_sm90_kernel<DQK, DV><<<grid, kSm90Threads, smem, stream>>>(p, maps);
   CUDA_CHECK_LAUNCH("flash_fwd_sm90_kernel");
@@ -278,7 +243,40 @@ __global__ void sm90_probe_kernel(int* out) {
 #endif
 }
 
+// cuTensorMapEncodeTiled from the driver (no link against libcuda); null when the driver has none.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess)
+      ptr = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
+  }();
+  return fn;
+}
+
 }  // namespace
+
+bool tma_available() { return tensor_map_encoder() != nullptr; }
+
+CUtensorMap tma_map_bf16(const bf16* base, int64_t d, int64_t heads, int64_t rows, int64_t batch, int64_t sh, int64_t st,
+                         int64_t sb, int box_rows) {
+  CUtensorMap map;
+  const cuuint64_t dims[4] = {cuuint64_t(d), cuuint64_t(heads), cuuint64_t(rows), cuuint64_t(batch)};
+  // A dimension of size 1 is never stepped over: give it any valid stride (its own may be unaligned).
+  auto stride = [&](int64_t n, int64_t s) { return cuuint64_t(n > 1 ? s * 2 : d * 2); };
+  const cuuint64_t strides[3] = {stride(heads, sh), stride(rows, st), stride(batch, sb)};
+  const cuuint32_t box[4] = {64, 1, cuuint32_t(box_rows), 1}, unit[4] = {1, 1, 1, 1};
+  const CUresult res = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, const_cast<bf16*>(base), dims,
+                                            strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  LATTE_CHECK(res == CUDA_SUCCESS, "flash attention (sm90): cuTensorMapEncodeTiled failed with ", int(res),
+              " for dims (", d, ", ", heads, ", ", rows, ", ", batch, ") strides (", sh, ", ", st, ", ", sb, ")");
+  return map;
+}
 
 bool device_has_sm90_kernels() {
   static int cached = -1;
@@ -300,8 +298,7 @@ bool device_has_sm90_kernels() {
 }
 
 bool fwd_sm90_supported(int dqk, int dv) {
-  return (dqk == 64 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128) && device_has_sm90_kernels() &&
-         tensor_map_encoder() != nullptr;
+  return (dqk == 64 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128) && device_has_sm90_kernels() && tma_available();
 }
 
 void launch_fwd_sm90(const Params& p, int dqk, int dv, cudaStream_t stream) {

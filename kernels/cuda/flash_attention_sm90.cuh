@@ -13,6 +13,8 @@
 // 8 (c >> 1), column 8 n + 2 t + (c & 1), as mma.sync's C fragment; so a C tile converts to an A fragment in
 // registers (kernels/cuda/flash_attention_impl.cuh's fragment comment).
 #pragma once
+#include <cudaTypedefs.h>  // CUtensorMap, PFN_cuTensorMapEncodeTiled
+
 #include "kernels/cuda/flash_attention_impl.cuh"
 
 namespace latte::cuda::flash {
@@ -20,6 +22,14 @@ namespace latte::cuda::flash {
 // True when the current device runs this build's sm_90a kernels (compute capability 9.0 and an sm_90a image);
 // probed once. Defined in flash_attention_fwd_sm90.cu.
 bool device_has_sm90_kernels();
+
+// Host, TMA descriptors (defined in flash_attention_fwd_sm90.cu). tma_available(): the driver has
+// cuTensorMapEncodeTiled. tma_map_bf16: a 4-D (d, heads, rows, batch) view of a bf16 (batch, rows, heads, d)
+// tensor with element strides (sh, st, sb), boxes of (64, 1, box_rows, 1) with 128-byte swizzle, so one load fills
+// one 64-column block of a tile in the layout below; rows past the end read as zeros.
+bool tma_available();
+CUtensorMap tma_map_bf16(const bf16* base, int64_t d, int64_t heads, int64_t rows, int64_t batch, int64_t sh,
+                         int64_t st, int64_t sb, int box_rows);
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
