@@ -74,14 +74,8 @@ __global__ void __launch_bounds__(kB90Threads, 1)
   const int m_first = p.causal ? max(0, n0 - off) / BR : 0;
   const int n_m = (p.T + BR - 1) / BR - m_first, n_steps = p.G * n_m;
 
-  if (tid == 0) {
-    mbar_init(kv_full, 1);
-    for (int s = 0; s < ST; ++s) {
-      mbar_init(full0 + 8 * s, 1 + 32);  // the TMA thread's arrival (+ bytes) and the lse/D warp's 32 lanes
-      mbar_init(empty0 + 8 * s, 8);      // one arrival per consumer warp
-    }
-    mbar_init_fence();
-  }
+  // Full barriers: the TMA thread's arrival (+ bytes) and the lse/D warp's 32 lanes.
+  if (tid == 0) init_pipeline_barriers(kv_full, full0, empty0, ST, 1 + 32);
   __syncthreads();
 
   // Register split after setmaxnreg: 128 x 24 + 256 x 240 = 64512 = the 384 x 168 the block is launched with.
@@ -315,21 +309,11 @@ void run_bwd_sm90(const Params& p, cudaStream_t stream) {
 }  // namespace
 
 bool bwd_sm90_supported(int dqk, int dv) {
-  return (dqk == 64 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128) && device_has_sm90_kernels() &&
-         tma_available();
+  return sm90_head_dims(dqk, dv) && device_has_sm90_kernels() && tma_available();
 }
 
 void launch_bwd_dkdv_sm90(const Params& p, int dqk, int dv, cudaStream_t stream) {
-#define LATTE_FLASH_CASE(A, C) \
-  if (dqk == A && dv == C) return run_bwd_sm90<A, C>(p, stream);
-  LATTE_FLASH_CASE(64, 64)
-  LATTE_FLASH_CASE(64, 128)
-  LATTE_FLASH_CASE(128, 64)
-  LATTE_FLASH_CASE(128, 128)
-  LATTE_FLASH_CASE(192, 64)
-  LATTE_FLASH_CASE(192, 128)
-#undef LATTE_FLASH_CASE
-  LATTE_FAIL("flash attention backward (sm90): unsupported head dims (", dqk, ", ", dv, ")");
+  dispatch_sm90_head_dims(dqk, dv, "backward", [&](auto a, auto c) { run_bwd_sm90<a, c>(p, stream); });
 }
 
 }  // namespace latte::cuda::flash

@@ -68,14 +68,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
   const int kv_end = p.causal ? min(p.S, min(m0 + BR, p.T) + off) : p.S;
   const int n_tiles = (kv_end + BC - 1) / BC;
 
-  if (tid == 0) {
-    mbar_init(q_full, 1);
-    for (int s = 0; s < kSm90Stages; ++s) {
-      mbar_init(full0 + 8 * s, 1);
-      mbar_init(empty0 + 8 * s, 8);  // one arrival per consumer warp
-    }
-    mbar_init_fence();
-  }
+  if (tid == 0) init_pipeline_barriers(q_full, full0, empty0, kSm90Stages, 1);
   __syncthreads();
 
   // Register split after setmaxnreg: 128 x 40 + 256 x 232 = 64512 = the 384 x 168 the block is launched with.
@@ -298,20 +291,11 @@ bool device_has_sm90_kernels() {
 }
 
 bool fwd_sm90_supported(int dqk, int dv) {
-  return (dqk == 64 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128) && device_has_sm90_kernels() && tma_available();
+  return sm90_head_dims(dqk, dv) && device_has_sm90_kernels() && tma_available();
 }
 
 void launch_fwd_sm90(const Params& p, int dqk, int dv, cudaStream_t stream) {
-#define LATTE_FLASH_CASE(A, C) \
-  if (dqk == A && dv == C) return run_fwd_sm90<A, C>(p, stream);
-  LATTE_FLASH_CASE(64, 64)
-  LATTE_FLASH_CASE(64, 128)
-  LATTE_FLASH_CASE(128, 64)
-  LATTE_FLASH_CASE(128, 128)
-  LATTE_FLASH_CASE(192, 64)
-  LATTE_FLASH_CASE(192, 128)
-#undef LATTE_FLASH_CASE
-  LATTE_FAIL("flash attention forward (sm90): unsupported head dims (", dqk, ", ", dv, ")");
+  dispatch_sm90_head_dims(dqk, dv, "forward", [&](auto a, auto c) { run_fwd_sm90<a, c>(p, stream); });
 }
 
 }  // namespace latte::cuda::flash

@@ -15,6 +15,9 @@
 #pragma once
 #include <cudaTypedefs.h>  // CUtensorMap, PFN_cuTensorMapEncodeTiled
 
+#include <type_traits>
+
+#include "core/error.h"
 #include "kernels/cuda/flash_attention_impl.cuh"
 
 namespace latte::cuda::flash {
@@ -28,6 +31,26 @@ bool device_has_sm90_kernels();
 // tensor with element strides (sh, st, sb), boxes of (64, 1, box_rows, 1) with 128-byte swizzle, so one load fills
 // one 64-column block of a tile in the layout below; rows past the end read as zeros.
 bool tma_available();
+
+// The (Dqk, Dv) pairs the wgmma kernels are instantiated for, and the dispatch to one instantiation:
+// f(std::integral_constant<int, Dqk>, std::integral_constant<int, Dv>); `what` names the pass in the error.
+inline bool sm90_head_dims(int dqk, int dv) { return (dqk == 64 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128); }
+template <typename F>
+void dispatch_sm90_head_dims(int dqk, int dv, const char* what, F&& f) {
+  auto take = [&](auto a, auto c) {
+    if (dqk != decltype(a)::value || dv != decltype(c)::value) return false;
+    f(a, c);
+    return true;
+  };
+  using D64 = std::integral_constant<int, 64>;
+  using D128 = std::integral_constant<int, 128>;
+  using D192 = std::integral_constant<int, 192>;
+  if (take(D64{}, D64{}) || take(D64{}, D128{}) || take(D128{}, D64{}) || take(D128{}, D128{}) ||
+      take(D192{}, D64{}) || take(D192{}, D128{}))
+    return;
+  LATTE_FAIL("flash attention ", what, " (sm90): unsupported head dims (", dqk, ", ", dv, ")");
+}
+
 CUtensorMap tma_map_bf16(const bf16* base, int64_t d, int64_t heads, int64_t rows, int64_t batch, int64_t sh,
                          int64_t st, int64_t sb, int box_rows);
 
@@ -89,6 +112,18 @@ __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* tmap, int 
       "[%6];\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(tmap)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
       : "memory");
+}
+// The mbarriers of a producer/consumer pipeline, by one thread: a one-shot barrier for data loaded once, and per
+// stage a full barrier (`full_count` arrivals: the TMA issuer's, plus any producer lanes) and an empty barrier
+// (one arrival per consumer warp, 8). Barrier b of a kind is at base + 8 b; call __syncthreads after.
+__device__ __forceinline__ void init_pipeline_barriers(uint32_t once, uint32_t full0, uint32_t empty0, int stages,
+                                                       uint32_t full_count) {
+  mbar_init(once, 1);
+  for (int s = 0; s < stages; ++s) {
+    mbar_init(full0 + 8 * s, full_count);
+    mbar_init(empty0 + 8 * s, 8);
+  }
+  mbar_init_fence();
 }
 // Warpgroup-wide register reallocation (all 128 threads execute it): producers give registers back, consumers take.
 template <int N>
