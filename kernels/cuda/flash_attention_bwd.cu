@@ -35,6 +35,12 @@ constexpr int bwd_smem_bytes() {  // K, V, 2 x (Q, dO), P^T, dS^T, 2 x (lse, D)
          4 * kBwdBR * 4;
 }
 
+// 4-byte async copy (zero-fill when !valid).
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
+  const int n = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+
 template <int DQK, int DV>
 __global__ void __launch_bounds__(kBwdWarps * 32, 1) flash_bwd_dkdv_kernel(const Params p) {
   constexpr int NT = kBwdWarps * 32, BC = kBwdBC, BR = kBwdBR;
