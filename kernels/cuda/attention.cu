@@ -192,11 +192,19 @@ static std::string call_key(const char* pass, const Dims& d, bool causal) {
              d.Dv, ")", causal ? " causal" : "");
 }
 
+// Whether cuDNN's support check is needed for this call: not when `auto` has already chosen the flash kernels
+// for the call's shape (the check builds cuDNN's plan key, host time on every call).
+static bool cudnn_check_needed(AttentionBackend backend, bool flash, const std::string& key) {
+  if (backend == AttentionBackend::Cudnn) return true;
+  if (backend != AttentionBackend::Auto) return false;
+  return !(flash && attention_autotune_choice(key) == 0);  // 0: Impl::Flash, the first option in pick_impl
+}
+
 // `flash` / `cudnn_why`: whether each fused path supports the call (cudnn_why empty when it does); `run`
 // runs one implementation. Returns the one to use.
 template <typename Run>
-static Impl pick_impl(const char* op, const char* pass, const Dims& d, bool causal, const Tensor& q, const Tensor& v,
-                      bool flash, const std::string& cudnn_why, Run run) {
+static Impl pick_impl(const char* op, const std::string& key, const Tensor& q, const Tensor& v, bool flash,
+                      const std::string& cudnn_why, Run run) {
   switch (attention_backend()) {
     case AttentionBackend::Reference:
       return Impl::Reference;
@@ -213,7 +221,7 @@ static Impl pick_impl(const char* op, const char* pass, const Dims& d, bool caus
   }
   if (flash && cudnn_why.empty()) {
     const Impl options[] = {Impl::Flash, Impl::Cudnn};
-    return options[attention_autotune(call_key(pass, d, causal), {impl_name(options[0]), impl_name(options[1])},
+    return options[attention_autotune(key, {impl_name(options[0]), impl_name(options[1])},
                                       [&](size_t i) { run(options[i]); })];
   }
   return flash ? Impl::Flash : cudnn_why.empty() ? Impl::Cudnn : Impl::Reference;
@@ -226,14 +234,15 @@ void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
   if (d.VH() == 0 || d.T == 0) return;
   const bool flash = flash_attention_supported(q, k, v, out);
   const AttentionBackend backend = attention_backend();
-  const std::string cudnn_why = backend == AttentionBackend::Auto || backend == AttentionBackend::Cudnn
+  const std::string key = call_key("fwd", d, causal);
+  const std::string cudnn_why = cudnn_check_needed(backend, flash, key)
                                     ? cudnn_attention_forward_unsupported(q, k, v, out, lse, branches, causal)
                                     : "not asked for";
   auto run = [&](Impl i) {
     if (i == Impl::Flash) flash_attention_forward(out, lse, q, k, v, branches, softmax_scale, causal);
     if (i == Impl::Cudnn) cudnn_attention_forward(out, lse, q, k, v, branches, softmax_scale, causal);
   };
-  const Impl impl = pick_impl(op, "fwd", d, causal, q, v, flash, cudnn_why, run);
+  const Impl impl = pick_impl(op, key, q, v, flash, cudnn_why, run);
   if (impl != Impl::Reference) {
     run(impl);
     return;
@@ -298,8 +307,9 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   LATTE_REQUIRE(!(backend == AttentionBackend::Cudnn && deterministic_attention()), op,
                 ": LATTE_DETERMINISTIC=1 with attention_backend cudnn: cuDNN's backward accumulates dQ with "
                 "atomics; use auto or latte");
+  const std::string key = call_key("bwd", d, causal);
   std::string cudnn_why = "not asked for";
-  if (backend == AttentionBackend::Cudnn || (backend == AttentionBackend::Auto && !deterministic_attention()))
+  if (!deterministic_attention() && cudnn_check_needed(backend, flash, key))
     cudnn_why = cudnn_attention_backward_unsupported(dq, dk, dv, dout, q, k, v, out, lse, branches, causal);
   auto run = [&](Impl i) {
     if (i == Impl::Flash)
@@ -307,7 +317,7 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                                deterministic_attention());
     if (i == Impl::Cudnn) cudnn_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, branches, softmax_scale, causal);
   };
-  const Impl impl = pick_impl(op, "bwd", d, causal, q, v, flash, cudnn_why, run);
+  const Impl impl = pick_impl(op, key, q, v, flash, cudnn_why, run);
   if (impl != Impl::Reference) {
     run(impl);
     return;

@@ -11,16 +11,23 @@
 
 namespace latte::cuda {
 
+namespace {
+
+std::mutex g_mu;
+std::map<std::string, size_t> g_chosen;  // call key -> index of the fastest candidate
+
+}  // namespace
+
+int attention_autotune_choice(const std::string& key) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_chosen.find(key);
+  return it == g_chosen.end() ? -1 : static_cast<int>(it->second);
+}
+
 size_t attention_autotune(const std::string& key, const std::vector<const char*>& names,
                           const std::function<void(size_t)>& run) {
   if (names.size() <= 1) return 0;
-  static std::mutex mu;
-  static std::map<std::string, size_t> chosen;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = chosen.find(key);
-    if (it != chosen.end()) return it->second;
-  }
+  if (const int known = attention_autotune_choice(key); known >= 0) return static_cast<size_t>(known);
   constexpr int kRepeats = 3;
   std::vector<float> ms(names.size());
   for (size_t i = 0; i < names.size(); ++i) {
@@ -40,8 +47,8 @@ size_t attention_autotune(const std::string& key, const std::vector<const char*>
   for (size_t i = 0; i < ms.size(); ++i) line << " " << names[i] << " " << ms[i] << " ms";
   line << " -> " << names[best];
   log::info(line.str());
-  std::lock_guard<std::mutex> lock(mu);
-  chosen.emplace(key, best);
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_chosen.emplace(key, best);
   return best;
 }
 

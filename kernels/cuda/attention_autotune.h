@@ -15,4 +15,7 @@ namespace latte::cuda {
 size_t attention_autotune(const std::string& key, const std::vector<const char*>& names,
                           const std::function<void(size_t)>& run);
 
+// The candidate already chosen for `key`, or -1 when none has been timed yet.
+int attention_autotune_choice(const std::string& key);
+
 }  // namespace latte::cuda
