@@ -183,18 +183,7 @@ void run_dq(const Params& p, cudaStream_t stream) {
 }  // namespace
 
 void launch_bwd_dq(const Params& p, int dqk, int dv, cudaStream_t stream) {
-#define LATTE_FLASH_CASE(A, C) \
-  if (dqk == A && dv == C) return run_dq<A, C>(p, stream);
-  LATTE_FLASH_CASE(64, 64)
-  LATTE_FLASH_CASE(64, 128)
-  LATTE_FLASH_CASE(96, 64)
-  LATTE_FLASH_CASE(96, 128)
-  LATTE_FLASH_CASE(128, 64)
-  LATTE_FLASH_CASE(128, 128)
-  LATTE_FLASH_CASE(192, 64)
-  LATTE_FLASH_CASE(192, 128)
-#undef LATTE_FLASH_CASE
-  LATTE_FAIL("flash attention backward (dq): unsupported head dims (", dqk, ", ", dv, ")");
+  dispatch_head_dims<true>(dqk, dv, "backward (dq)", [&](auto a, auto c) { run_dq<a, c>(p, stream); });
 }
 
 }  // namespace latte::cuda::flash

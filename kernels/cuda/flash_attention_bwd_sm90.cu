@@ -313,7 +313,7 @@ bool bwd_sm90_supported(int dqk, int dv) {
 }
 
 void launch_bwd_dkdv_sm90(const Params& p, int dqk, int dv, cudaStream_t stream) {
-  dispatch_sm90_head_dims(dqk, dv, "backward", [&](auto a, auto c) { run_bwd_sm90<a, c>(p, stream); });
+  dispatch_head_dims<false>(dqk, dv, "backward (sm90)", [&](auto a, auto c) { run_bwd_sm90<a, c>(p, stream); });
 }
 
 }  // namespace latte::cuda::flash

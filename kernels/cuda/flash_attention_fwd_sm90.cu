@@ -295,7 +295,7 @@ bool fwd_sm90_supported(int dqk, int dv) {
 }
 
 void launch_fwd_sm90(const Params& p, int dqk, int dv, cudaStream_t stream) {
-  dispatch_sm90_head_dims(dqk, dv, "forward", [&](auto a, auto c) { run_fwd_sm90<a, c>(p, stream); });
+  dispatch_head_dims<false>(dqk, dv, "forward (sm90)", [&](auto a, auto c) { run_fwd_sm90<a, c>(p, stream); });
 }
 
 }  // namespace latte::cuda::flash

@@ -15,6 +15,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
+
+#include "core/error.h"
 
 namespace latte::cuda::flash {
 
@@ -55,6 +58,26 @@ bool fwd_sm90_supported(int dqk, int dv);
 void launch_fwd_sm90(const Params& p, int dqk, int dv, cudaStream_t stream);  // sm_90a wgmma forward
 bool bwd_sm90_supported(int dqk, int dv);
 void launch_bwd_dkdv_sm90(const Params& p, int dqk, int dv, cudaStream_t stream);  // sm_90a wgmma key-major pass
+
+// Head dims: every flash kernel is instantiated for Dqk in {64, 96, 128, 192} and Dv in {64, 128}, the wgmma
+// ones (kDqk96 = false) for all but Dqk = 96. Calls f(std::integral_constant<int, Dqk>{},
+// std::integral_constant<int, Dv>{}) for the call's pair; `what` names the pass in the error for any other pair.
+template <bool kDqk96, typename F>
+void dispatch_head_dims(int dqk, int dv, const char* what, F&& f) {
+  bool done = false;
+  auto pair = [&](auto a, auto c) {
+    if (!done && dqk == decltype(a)::value && dv == decltype(c)::value) f(a, c), done = true;
+  };
+  auto both_dv = [&](auto a) {
+    pair(a, std::integral_constant<int, 64>{});
+    pair(a, std::integral_constant<int, 128>{});
+  };
+  both_dv(std::integral_constant<int, 64>{});
+  if constexpr (kDqk96) both_dv(std::integral_constant<int, 96>{});
+  both_dv(std::integral_constant<int, 128>{});
+  both_dv(std::integral_constant<int, 192>{});
+  if (!done) LATTE_FAIL("flash attention ", what, ": unsupported head dims (", dqk, ", ", dv, ")");
+}
 
 // ---- PTX primitives -------------------------------------------------------------------------------------
 

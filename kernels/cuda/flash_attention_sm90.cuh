@@ -15,9 +15,6 @@
 #pragma once
 #include <cudaTypedefs.h>  // CUtensorMap, PFN_cuTensorMapEncodeTiled
 
-#include <type_traits>
-
-#include "core/error.h"
 #include "kernels/cuda/flash_attention_impl.cuh"
 
 namespace latte::cuda::flash {
@@ -32,24 +29,8 @@ bool device_has_sm90_kernels();
 // one 64-column block of a tile in the layout below; rows past the end read as zeros.
 bool tma_available();
 
-// The (Dqk, Dv) pairs the wgmma kernels are instantiated for, and the dispatch to one instantiation:
-// f(std::integral_constant<int, Dqk>, std::integral_constant<int, Dv>); `what` names the pass in the error.
+// The (Dqk, Dv) pairs the wgmma kernels take (dispatch: dispatch_head_dims<false>).
 inline bool sm90_head_dims(int dqk, int dv) { return (dqk == 64 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128); }
-template <typename F>
-void dispatch_sm90_head_dims(int dqk, int dv, const char* what, F&& f) {
-  auto take = [&](auto a, auto c) {
-    if (dqk != decltype(a)::value || dv != decltype(c)::value) return false;
-    f(a, c);
-    return true;
-  };
-  using D64 = std::integral_constant<int, 64>;
-  using D128 = std::integral_constant<int, 128>;
-  using D192 = std::integral_constant<int, 192>;
-  if (take(D64{}, D64{}) || take(D64{}, D128{}) || take(D128{}, D64{}) || take(D128{}, D128{}) ||
-      take(D192{}, D64{}) || take(D192{}, D128{}))
-    return;
-  LATTE_FAIL("flash attention ", what, " (sm90): unsupported head dims (", dqk, ", ", dv, ")");
-}
 
 CUtensorMap tma_map_bf16(const bf16* base, int64_t d, int64_t heads, int64_t rows, int64_t batch, int64_t sh,
                          int64_t st, int64_t sb, int box_rows);
