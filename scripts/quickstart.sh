@@ -5,6 +5,9 @@
 # Extra arguments go to `latte train` (e.g. --set train.steps=100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# OpenBLAS's threads otherwise spin ~0.1 s after each GEMM on the cores latte's CPU kernels need (~25% of the
+# CPU quickstart's time; docs/training_performance.md). Read when the library loads, so it is set here.
+export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}
 bash scripts/setup.sh
 bash scripts/prepare_data.sh small
 

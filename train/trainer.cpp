@@ -5,6 +5,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -216,6 +217,12 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
     log::info("training ", model_summary(model, cfg), " on ", device.str(), " (", dtype_name(run.dtype), "), steps ",
               start_step, " -> ", end_step, " of ", tc.steps, ", ", tokens_per_step, " tokens/step (", accum,
               " micro-batches of ", tc.micro_batch, "x", tc.seq_len, ")");
+  // OpenBLAS's threads spin for ~2^28 cycles after every GEMM (the library reads OPENBLAS_THREAD_TIMEOUT when
+  // it loads, so the process cannot change it), holding the cores the CPU kernels' own threads need between
+  // GEMMs: the quickstart model trains ~25% faster with a short timeout (docs/training_performance.md).
+  if (!options.quiet && device.is_cpu() && std::getenv("OPENBLAS_THREAD_TIMEOUT") == nullptr)
+    log::info("hint: OPENBLAS_THREAD_TIMEOUT=4 in the environment lets the CPU kernels' threads use the cores "
+              "between GEMMs (scripts/quickstart.sh sets it)");
 
   TrainResult result;
   const auto t_start = Clock::now();

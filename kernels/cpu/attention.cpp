@@ -12,6 +12,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/parallel.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/strided.h"
 
@@ -47,6 +48,14 @@ AttnDims attn_dims(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
   return d;
 }
 
+// Batches are independent (each writes only its own rows of out / lse / dq / dk / dv, in the same order as a
+// single thread would), so they run on several cores with bitwise the same results. Only when a batch holds
+// enough work (~2^20 score-row multiply-adds) to pay for starting a thread.
+int64_t batch_grain(const AttnDims& d) {
+  const int64_t per_batch = std::max<int64_t>(1, d.R * d.Hq * d.T * d.S * (d.Dqk + d.Dv));
+  return std::max<int64_t>(1, (int64_t{1} << 20) / per_batch);
+}
+
 // Element offset of row (b, s, h) of a 4-D strided tensor.
 inline int64_t row(const Tensor& t, int64_t b, int64_t s, int64_t h) {
   return b * t.stride(0) + s * t.stride(1) + h * t.stride(2);
@@ -63,38 +72,40 @@ void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
     const T* pk = k.data<T>();  // (B, S, R*Hk, Dqk) strided
     const T* pv = v.data<T>();  // (B, S, R*Hk, Dv) strided
     T* po = out.data<T>();      // (B, T, R*Hq, Dv)
-    std::vector<double> score(static_cast<size_t>(d.S));  // one row of scaled scores
-    std::vector<double> acc(static_cast<size_t>(d.Dv));
-    for (int64_t b = 0; b < d.B; ++b)
-      for (int64_t r = 0; r < d.R; ++r)
-        for (int64_t i = 0; i < d.Hq; ++i) {
-          const int64_t kvh = d.kv_head(r, i), oh = r * d.Hq + i;
-          for (int64_t t = 0; t < d.T; ++t) {
-            const T* qr = pq + row(q, b, t, i);
-            const int64_t last = d.last_key(t, causal);
-            double m = -std::numeric_limits<double>::infinity();
-            for (int64_t j = 0; j <= last; ++j) {
-              const T* kr = pk + row(k, b, j, kvh);
-              double s = 0;
-              for (int64_t c = 0; c < d.Dqk; ++c) s += static_cast<double>(qr[c]) * static_cast<double>(kr[c]);
-              s *= softmax_scale;
-              score[static_cast<size_t>(j)] = s;
-              m = std::max(m, s);
+    parallel_ranges(d.B, batch_grain(d), [&](int64_t b_first, int64_t b_end) {
+      std::vector<double> score(static_cast<size_t>(d.S));  // one row of scaled scores
+      std::vector<double> acc(static_cast<size_t>(d.Dv));
+      for (int64_t b = b_first; b < b_end; ++b)
+        for (int64_t r = 0; r < d.R; ++r)
+          for (int64_t i = 0; i < d.Hq; ++i) {
+            const int64_t kvh = d.kv_head(r, i), oh = r * d.Hq + i;
+            for (int64_t t = 0; t < d.T; ++t) {
+              const T* qr = pq + row(q, b, t, i);
+              const int64_t last = d.last_key(t, causal);
+              double m = -std::numeric_limits<double>::infinity();
+              for (int64_t j = 0; j <= last; ++j) {
+                const T* kr = pk + row(k, b, j, kvh);
+                double s = 0;
+                for (int64_t c = 0; c < d.Dqk; ++c) s += static_cast<double>(qr[c]) * static_cast<double>(kr[c]);
+                s *= softmax_scale;
+                score[static_cast<size_t>(j)] = s;
+                m = std::max(m, s);
+              }
+              double l = 0;
+              for (int64_t j = 0; j <= last; ++j) l += std::exp(score[static_cast<size_t>(j)] - m);
+              const double row_lse = m + std::log(l);
+              std::fill(acc.begin(), acc.end(), 0.0);
+              for (int64_t j = 0; j <= last; ++j) {
+                const double p = std::exp(score[static_cast<size_t>(j)] - row_lse);
+                const T* vr = pv + row(v, b, j, kvh);
+                for (int64_t c = 0; c < d.Dv; ++c) acc[static_cast<size_t>(c)] += p * static_cast<double>(vr[c]);
+              }
+              T* orow = po + row(out, b, t, oh);
+              for (int64_t c = 0; c < d.Dv; ++c) orow[c] = static_cast<T>(acc[static_cast<size_t>(c)]);
+              store_from_double(lse.data_ptr(), lse.dtype(), (b * d.R * d.Hq + oh) * d.T + t, row_lse);
             }
-            double l = 0;
-            for (int64_t j = 0; j <= last; ++j) l += std::exp(score[static_cast<size_t>(j)] - m);
-            const double row_lse = m + std::log(l);
-            std::fill(acc.begin(), acc.end(), 0.0);
-            for (int64_t j = 0; j <= last; ++j) {
-              const double p = std::exp(score[static_cast<size_t>(j)] - row_lse);
-              const T* vr = pv + row(v, b, j, kvh);
-              for (int64_t c = 0; c < d.Dv; ++c) acc[static_cast<size_t>(c)] += p * static_cast<double>(vr[c]);
-            }
-            T* orow = po + row(out, b, t, oh);
-            for (int64_t c = 0; c < d.Dv; ++c) orow[c] = static_cast<T>(acc[static_cast<size_t>(c)]);
-            store_from_double(lse.data_ptr(), lse.dtype(), (b * d.R * d.Hq + oh) * d.T + t, row_lse);
           }
-        }
+    });
   });
 }
 
@@ -122,37 +133,39 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
     std::vector<double> gq(static_cast<size_t>(dq.numel()), 0.0);  // (B, T, Hq, Dqk)
     std::vector<double> gk(static_cast<size_t>(dk.numel()), 0.0);  // (B, S, R*Hk, Dqk)
     std::vector<double> gv(static_cast<size_t>(dv.numel()), 0.0);  // (B, S, R*Hk, Dv)
-    for (int64_t b = 0; b < d.B; ++b)
-      for (int64_t r = 0; r < d.R; ++r)
-        for (int64_t i = 0; i < d.Hq; ++i) {
-          const int64_t kvh = d.kv_head(r, i), oh = r * d.Hq + i;
-          for (int64_t t = 0; t < d.T; ++t) {
-            const T* qr = pq + row(q, b, t, i);
-            const T* orow = po + row(out, b, t, oh);
-            const T* dorow = pdo + row(dout, b, t, oh);
-            const double row_lse = load_as_double(lse.data_ptr(), lse.dtype(), (b * d.R * d.Hq + oh) * d.T + t);
-            double delta = 0;
-            for (int64_t c = 0; c < d.Dv; ++c) delta += static_cast<double>(dorow[c]) * static_cast<double>(orow[c]);
-            double* gqr = gq.data() + ((b * d.T + t) * d.Hq + i) * d.Dqk;
-            const int64_t last = d.last_key(t, causal);
-            for (int64_t j = 0; j <= last; ++j) {
-              const T* kr = pk + row(k, b, j, kvh);
-              const T* vr = pv + row(v, b, j, kvh);
-              double s = 0, dp = 0;
-              for (int64_t c = 0; c < d.Dqk; ++c) s += static_cast<double>(qr[c]) * static_cast<double>(kr[c]);
-              for (int64_t c = 0; c < d.Dv; ++c) dp += static_cast<double>(dorow[c]) * static_cast<double>(vr[c]);
-              const double p = std::exp(s * softmax_scale - row_lse);
-              const double ds = p * (dp - delta) * softmax_scale;
-              double* gkr = gk.data() + ((b * d.S + j) * Hkv + kvh) * d.Dqk;
-              double* gvr = gv.data() + ((b * d.S + j) * Hkv + kvh) * d.Dv;
-              for (int64_t c = 0; c < d.Dqk; ++c) {
-                gqr[c] += ds * static_cast<double>(kr[c]);
-                gkr[c] += ds * static_cast<double>(qr[c]);
+    parallel_ranges(d.B, batch_grain(d), [&](int64_t b_first, int64_t b_end) {
+      for (int64_t b = b_first; b < b_end; ++b)
+        for (int64_t r = 0; r < d.R; ++r)
+          for (int64_t i = 0; i < d.Hq; ++i) {
+            const int64_t kvh = d.kv_head(r, i), oh = r * d.Hq + i;
+            for (int64_t t = 0; t < d.T; ++t) {
+              const T* qr = pq + row(q, b, t, i);
+              const T* orow = po + row(out, b, t, oh);
+              const T* dorow = pdo + row(dout, b, t, oh);
+              const double row_lse = load_as_double(lse.data_ptr(), lse.dtype(), (b * d.R * d.Hq + oh) * d.T + t);
+              double delta = 0;
+              for (int64_t c = 0; c < d.Dv; ++c) delta += static_cast<double>(dorow[c]) * static_cast<double>(orow[c]);
+              double* gqr = gq.data() + ((b * d.T + t) * d.Hq + i) * d.Dqk;
+              const int64_t last = d.last_key(t, causal);
+              for (int64_t j = 0; j <= last; ++j) {
+                const T* kr = pk + row(k, b, j, kvh);
+                const T* vr = pv + row(v, b, j, kvh);
+                double s = 0, dp = 0;
+                for (int64_t c = 0; c < d.Dqk; ++c) s += static_cast<double>(qr[c]) * static_cast<double>(kr[c]);
+                for (int64_t c = 0; c < d.Dv; ++c) dp += static_cast<double>(dorow[c]) * static_cast<double>(vr[c]);
+                const double p = std::exp(s * softmax_scale - row_lse);
+                const double ds = p * (dp - delta) * softmax_scale;
+                double* gkr = gk.data() + ((b * d.S + j) * Hkv + kvh) * d.Dqk;
+                double* gvr = gv.data() + ((b * d.S + j) * Hkv + kvh) * d.Dv;
+                for (int64_t c = 0; c < d.Dqk; ++c) {
+                  gqr[c] += ds * static_cast<double>(kr[c]);
+                  gkr[c] += ds * static_cast<double>(qr[c]);
+                }
+                for (int64_t c = 0; c < d.Dv; ++c) gvr[c] += p * static_cast<double>(dorow[c]);
               }
-              for (int64_t c = 0; c < d.Dv; ++c) gvr[c] += p * static_cast<double>(dorow[c]);
             }
           }
-        }
+    });
     T* pdq = dq.data<T>();
     T* pdk = dk.data<T>();
     T* pdv = dv.data<T>();

@@ -1,8 +1,10 @@
 // CPU reference reductions: sum and sum of squares of all elements, and sum_to (sum over the dims where
 // the output has size 1: the backward of expand/broadcast). Accumulation is always in fp64, so f32
 // results are the correctly rounded value of a nearly exact sum (a good reference for the CUDA kernels).
+#include <algorithm>
 #include <vector>
 
+#include "core/parallel.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/strided.h"
 
@@ -16,14 +18,33 @@ void check_scalar_out(const char* op, const Tensor& out, const Tensor& in) {
   LATTE_REQUIRE(is_floating(out.dtype()), op, ": out must be a float tensor, got ", dtype_name(out.dtype()));
 }
 
-// Sum of f(x) over all elements of `in` (contiguous or not), accumulated in fp64.
+// Sum of f(x) over all elements of `in` (contiguous or not), accumulated in fp64. A contiguous input is cut
+// into fixed blocks of kBlock elements, each summed in kLanes interleaved partial sums (independent add chains
+// instead of one add waiting on the previous), the blocks spread over the cores and their sums added in order:
+// the result depends only on the input, not on the number of cores.
 template <typename F>
 double reduce_all(const Tensor& in, const char* op, F&& f) {
   double acc = 0.0;
   dispatch_float(in.dtype(), op, [&]<typename T>() {
     const T* x = in.data<T>();
     if (in.is_contiguous()) {
-      for (int64_t i = 0; i < in.numel(); ++i) acc += f(static_cast<double>(x[i]));
+      constexpr int64_t kBlock = int64_t{1} << 16, kLanes = 8;
+      const int64_t n = in.numel(), blocks = (n + kBlock - 1) / kBlock;
+      std::vector<double> block_sum(static_cast<size_t>(blocks), 0.0);
+      parallel_ranges(blocks, 8, [&](int64_t first, int64_t end) {
+        for (int64_t b = first; b < end; ++b) {
+          const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
+          double lane[kLanes] = {};
+          int64_t i = i0;
+          for (; i + kLanes <= i1; i += kLanes)
+            for (int64_t l = 0; l < kLanes; ++l) lane[l] += f(static_cast<double>(x[i + l]));
+          for (; i < i1; ++i) lane[0] += f(static_cast<double>(x[i]));
+          double s = 0.0;
+          for (int64_t l = 0; l < kLanes; ++l) s += lane[l];
+          block_sum[static_cast<size_t>(b)] = s;
+        }
+      });
+      for (const double s : block_sum) acc += s;
     } else {
       for_each_offset(in.shape(), in.strides(), in.strides(), [&](int64_t o, int64_t) { acc += f(static_cast<double>(x[o])); });
     }

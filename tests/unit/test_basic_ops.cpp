@@ -119,6 +119,22 @@ TEST(BasicOps, SumAndSumSquaresMatchReference) {
   }
 }
 
+// Large enough for the blocked, multi-threaded path (blocks of 2^16, spread over the cores from 2^20 elements):
+// matches a sequential fp64 sum, a tail block is included, and two calls agree bitwise.
+TEST(BasicOps, LargeSumOverBlocksMatchesReference) {
+  const int64_t n = 3 * (int64_t{1} << 20) + 17;
+  Tensor x = Tensor::rand({n}, 99, 0, 0.5, 1.5, DType::F32);
+  double ref_sum = 0, ref_sq = 0;
+  for (double v : x.to_vector()) ref_sum += v, ref_sq += v * v;
+  Tensor out = Tensor::full({}, NAN, DType::F64), again = Tensor::full({}, NAN, DType::F64);
+  ops::sum(out, x);
+  EXPECT_LT(std::fabs(out.item() - ref_sum) / ref_sum, 1e-12);
+  ops::sum_squares(out, x);
+  EXPECT_LT(std::fabs(out.item() - ref_sq) / ref_sq, 1e-12);
+  ops::sum_squares(again, x);
+  EXPECT_EQ(out.item(), again.item());
+}
+
 TEST(BasicOps, SumToMatchesReference) {
   for (DType t : kFloatTypes) {
     SCOPED_TRACE(dtype_name(t));

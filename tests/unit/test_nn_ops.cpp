@@ -469,6 +469,33 @@ TEST(NnBackward, AttentionF32AgreesWithF64) {
   for (size_t i = 0; i < 3; ++i) EXPECT_LT(rel_err(g32[i], g64[i]), 1e-5) << "gradient " << i;
 }
 
+// Enough work per batch entry for the CPU kernels to spread the batch over threads: bitwise the same forward and
+// backward as one call per batch entry (a single entry never splits).
+TEST(NnBackward, AttentionBatchesSplitOverThreadsMatchOneCallEach) {
+  const int64_t B = 3, T = 64, S = 64, Hq = 4, Hk = 2, R = 1, Dqk = 64, Dv = 64;
+  Tensor q = randn({B, T, Hq, Dqk}, 410, DType::F32), k = randn({B, S, Hk, Dqk}, 411, DType::F32);
+  Tensor v = randn({B, S, Hk, Dv}, 412, DType::F32), dout = randn({B, T, Hq, Dv}, 413, DType::F32);
+  Tensor out = Tensor::empty({B, T, Hq, Dv}, DType::F32), lse = Tensor::empty({B, Hq, T}, DType::F32);
+  ops::attention_forward(out, lse, q, k, v, R, 0.125, true);
+  Tensor dq = Tensor::empty(q.shape(), DType::F32), dk = Tensor::empty(k.shape(), DType::F32),
+         dv = Tensor::empty(v.shape(), DType::F32);
+  ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, R, 0.125, true);
+  for (int64_t b = 0; b < B; ++b) {
+    SCOPED_TRACE(str("batch ", b));
+    auto one = [&](const Tensor& t) { return t.narrow(0, b, 1).contiguous(); };
+    Tensor out1 = Tensor::empty({1, T, Hq, Dv}, DType::F32), lse1 = Tensor::empty({1, Hq, T}, DType::F32);
+    ops::attention_forward(out1, lse1, one(q), one(k), one(v), R, 0.125, true);
+    EXPECT_EQ(out1.to_vector(), one(out).to_vector());
+    EXPECT_EQ(lse1.to_vector(), one(lse).to_vector());
+    Tensor dq1 = Tensor::empty({1, T, Hq, Dqk}, DType::F32), dk1 = Tensor::empty({1, S, Hk, Dqk}, DType::F32),
+           dv1 = Tensor::empty({1, S, Hk, Dv}, DType::F32);
+    ops::attention_backward(dq1, dk1, dv1, one(dout), one(q), one(k), one(v), out1, lse1, R, 0.125, true);
+    EXPECT_EQ(dq1.to_vector(), one(dq).to_vector());
+    EXPECT_EQ(dk1.to_vector(), one(dk).to_vector());
+    EXPECT_EQ(dv1.to_vector(), one(dv).to_vector());
+  }
+}
+
 TEST(NnBackward, NormsF32AgreeWithF64) {
   auto grads = [&](DType t, bool rms) {
     Tensor x = randn({6, 12}, 500, DType::F64).to(t), w = randn({12}, 501, DType::F64).to(t);
