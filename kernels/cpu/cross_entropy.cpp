@@ -9,6 +9,7 @@
 
 #include "core/parallel.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/lane_sum.h"
 #include "kernels/cpu/strided.h"
 
 namespace latte::cpu {
@@ -52,36 +53,26 @@ void cross_entropy_forward_backward(const Tensor& losses, const Tensor& dlogits,
             for (int64_t v = 0; v < V; ++v) dx[n * V + v] = T(0);
           continue;
         }
-        // Reductions over the row in kLanes interleaved partial results (lane v % kLanes), combined in a fixed
-        // order: independent chains instead of one add (max) per element waiting on the previous one. The
-        // result depends only on V, not on the thread split.
-        constexpr int64_t kLanes = 8;
-        T lane_max[kLanes];
-        for (int64_t l = 0; l < kLanes; ++l) lane_max[l] = row[l < V ? l : 0];
-        int64_t v = kLanes;
-        for (; v + kLanes <= V; v += kLanes)
-          for (int64_t l = 0; l < kLanes; ++l) lane_max[l] = std::max(lane_max[l], row[v + l]);
+        // Row max and exp-sum in kLaneCount interleaved partial results (lane_sum.h): independent chains instead
+        // of one compare / add per element waiting on the previous one. The result depends only on V, not on the
+        // thread split.
+        T lane_max[kLaneCount];
+        for (int64_t l = 0; l < kLaneCount; ++l) lane_max[l] = row[l < V ? l : 0];
+        int64_t v = kLaneCount;
+        for (; v + kLaneCount <= V; v += kLaneCount)
+          for (int64_t l = 0; l < kLaneCount; ++l) lane_max[l] = std::max(lane_max[l], row[v + l]);
         for (; v < V; ++v) lane_max[0] = std::max(lane_max[0], row[v]);
         T max = lane_max[0];
-        for (int64_t l = 1; l < kLanes; ++l) max = std::max(max, lane_max[l]);
+        for (int64_t l = 1; l < kLaneCount; ++l) max = std::max(max, lane_max[l]);
         const double target_logit = static_cast<double>(row[target[n]]);  // before dlogits may overwrite it (alias)
         // exp in the logits' precision (float exp for f32: the row's sum is still accumulated in fp64), each
         // exponential computed once: kept in the gradient row, which is then scaled to softmax - onehot.
         T* e = dx ? dx + n * V : nullptr;
-        double lane_sum[kLanes] = {};
-        for (v = 0; v + kLanes <= V; v += kLanes)
-          for (int64_t l = 0; l < kLanes; ++l) {
-            const T ev = std::exp(row[v + l] - max);
-            if (e) e[v + l] = ev;
-            lane_sum[l] += static_cast<double>(ev);
-          }
-        for (; v < V; ++v) {
-          const T ev = std::exp(row[v] - max);
-          if (e) e[v] = ev;
-          lane_sum[0] += static_cast<double>(ev);
-        }
-        double sum_exp = 0.0;
-        for (int64_t l = 0; l < kLanes; ++l) sum_exp += lane_sum[l];
+        const double sum_exp = lane_sum(V, [&](int64_t u) {
+          const T ev = std::exp(row[u] - max);
+          if (e) e[u] = ev;
+          return static_cast<double>(ev);
+        });
         const double lse = static_cast<double>(max) + std::log(sum_exp);
         store_from_double(loss_out, losses.dtype(), n, lse - target_logit);
         if (e) {

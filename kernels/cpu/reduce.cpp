@@ -6,6 +6,7 @@
 
 #include "core/parallel.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/lane_sum.h"
 #include "kernels/cpu/strided.h"
 
 namespace latte::cpu {
@@ -19,29 +20,22 @@ void check_scalar_out(const char* op, const Tensor& out, const Tensor& in) {
 }
 
 // Sum of f(x) over all elements of `in` (contiguous or not), accumulated in fp64. A contiguous input is cut
-// into fixed blocks of kBlock elements, each summed in kLanes interleaved partial sums (independent add chains
-// instead of one add waiting on the previous), the blocks spread over the cores and their sums added in order:
-// the result depends only on the input, not on the number of cores.
+// into fixed blocks of kBlock elements, each summed in interleaved partial sums (lane_sum.h), the blocks spread
+// over the cores and their sums added in order: the result depends only on the input, not on the core count.
 template <typename F>
 double reduce_all(const Tensor& in, const char* op, F&& f) {
   double acc = 0.0;
   dispatch_float(in.dtype(), op, [&]<typename T>() {
     const T* x = in.data<T>();
     if (in.is_contiguous()) {
-      constexpr int64_t kBlock = int64_t{1} << 16, kLanes = 8;
+      constexpr int64_t kBlock = int64_t{1} << 16;
       const int64_t n = in.numel(), blocks = (n + kBlock - 1) / kBlock;
       std::vector<double> block_sum(static_cast<size_t>(blocks), 0.0);
       parallel_ranges(blocks, 8, [&](int64_t first, int64_t end) {
         for (int64_t b = first; b < end; ++b) {
-          const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
-          double lane[kLanes] = {};
-          int64_t i = i0;
-          for (; i + kLanes <= i1; i += kLanes)
-            for (int64_t l = 0; l < kLanes; ++l) lane[l] += f(static_cast<double>(x[i + l]));
-          for (; i < i1; ++i) lane[0] += f(static_cast<double>(x[i]));
-          double s = 0.0;
-          for (int64_t l = 0; l < kLanes; ++l) s += lane[l];
-          block_sum[static_cast<size_t>(b)] = s;
+          const T* xb = x + b * kBlock;
+          block_sum[static_cast<size_t>(b)] =
+              lane_sum(std::min(kBlock, n - b * kBlock), [&](int64_t i) { return f(static_cast<double>(xb[i])); });
         }
       });
       for (const double s : block_sum) acc += s;
