@@ -92,16 +92,30 @@ double rel_diff_first_batch(const Tensor& out, const std::vector<double>& ref) {
   return std::sqrt(num / den);
 }
 
+// The tensors of one flash-attention call (forward and backward) at (B, T, H, Dqk / Dv), bf16 on the GPU, inputs
+// random with fixed seeds.
+struct FlashTensors {
+  Tensor q, k, v, dout, out, lse, dq, dk, dv;
+};
+FlashTensors flash_tensors(int64_t B, int64_t T, int64_t H, int64_t dqk, int64_t dv) {
+  const Device dev = Device::cuda();
+  FlashTensors t;
+  t.q = Tensor::randn({B, T, H, dqk}, 11, 0, 1.0, DType::BF16, dev);
+  t.k = Tensor::randn({B, T, H, dqk}, 12, 0, 1.0, DType::BF16, dev);
+  t.v = Tensor::randn({B, T, H, dv}, 13, 0, 1.0, DType::BF16, dev);
+  t.dout = Tensor::randn({B, T, H, dv}, 14, 0, 1.0, DType::BF16, dev);
+  t.out = Tensor::empty({B, T, H, dv}, DType::BF16, dev);
+  t.lse = Tensor::empty({B, H, T}, DType::F32, dev);
+  t.dq = Tensor::empty(t.q.shape(), DType::BF16, dev);
+  t.dk = Tensor::empty(t.k.shape(), DType::BF16, dev);
+  t.dv = Tensor::empty(t.v.shape(), DType::BF16, dev);
+  return t;
+}
+
 void bench_flash(int64_t dqk, int64_t dv) {
   const int64_t B = 4, T = 4096, H = 16;
-  const Device dev = Device::cuda();
-  Tensor q = Tensor::randn({B, T, H, dqk}, 11, 0, 1.0, DType::BF16, dev);
-  Tensor k = Tensor::randn({B, T, H, dqk}, 12, 0, 1.0, DType::BF16, dev);
-  Tensor v = Tensor::randn({B, T, H, dv}, 13, 0, 1.0, DType::BF16, dev);
-  Tensor out = Tensor::empty({B, T, H, dv}, DType::BF16, dev), lse = Tensor::empty({B, H, T}, DType::F32, dev);
-  Tensor dout = Tensor::randn({B, T, H, dv}, 14, 0, 1.0, DType::BF16, dev);
-  Tensor dq = Tensor::empty(q.shape(), DType::BF16, dev), dk = Tensor::empty(k.shape(), DType::BF16, dev),
-         dvv = Tensor::empty(v.shape(), DType::BF16, dev);
+  FlashTensors ft = flash_tensors(B, T, H, dqk, dv);
+  auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
   const double scale = 1.0 / std::sqrt(double(dqk));
   const double fwd_flops = 2.0 * B * H * double(T) * T * double(dqk + dv) / 2.0, bwd_flops = 2.5 * fwd_flops;
   const std::string shape = "B4 T4096 H16 (" + std::to_string(dqk) + "," + std::to_string(dv) + ") causal";
@@ -281,12 +295,8 @@ int profile(const std::string& what) {
         cuda::decode_attention(z, Tensor(), q, c, kr, 0.07);
     }
   } else {
-    const int64_t B = 4, T = 4096, H = 16, dqk = what == "bwd128" ? 128 : 192, dv = 128;
-    Tensor q = Tensor::randn({B, T, H, dqk}, 11, 0, 1.0, DType::BF16, dev), k = Tensor::randn({B, T, H, dqk}, 12, 0, 1.0, DType::BF16, dev);
-    Tensor v = Tensor::randn({B, T, H, dv}, 13, 0, 1.0, DType::BF16, dev), dout = Tensor::randn({B, T, H, dv}, 14, 0, 1.0, DType::BF16, dev);
-    Tensor out = Tensor::empty({B, T, H, dv}, DType::BF16, dev), lse = Tensor::empty({B, H, T}, DType::F32, dev);
-    Tensor dq = Tensor::empty(q.shape(), DType::BF16, dev), dk = Tensor::empty(k.shape(), DType::BF16, dev),
-           dvv = Tensor::empty(v.shape(), DType::BF16, dev);
+    FlashTensors ft = flash_tensors(4, 4096, 16, what == "bwd128" ? 128 : 192, 128);
+    auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
     for (int i = 0; i < 3; ++i) {
       cuda::flash_attention_forward(out, lse, q, k, v, 1, 0.072, true);
       if (what != "fwd") cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, 0.072, true, false);
@@ -299,15 +309,11 @@ int profile(const std::string& what) {
 // `bench_attention --backward`: only latte's flash backward (default kernel, atomic dQ) at the benchmark shapes and
 // at the 1.3B training shape (B=4, T=2048, 16 heads), one line each; for quick kernel iterations.
 int backward_only() {
-  const Device dev = Device::cuda();
   struct Shape4 { int64_t T, dqk, dv; };
   for (const Shape4 s : {Shape4{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 192, 128}, {2048, 128, 128}}) {
     const int64_t B = 4, H = 16, T = s.T;
-    Tensor q = Tensor::randn({B, T, H, s.dqk}, 11, 0, 1.0, DType::BF16, dev), k = Tensor::randn({B, T, H, s.dqk}, 12, 0, 1.0, DType::BF16, dev);
-    Tensor v = Tensor::randn({B, T, H, s.dv}, 13, 0, 1.0, DType::BF16, dev), dout = Tensor::randn({B, T, H, s.dv}, 14, 0, 1.0, DType::BF16, dev);
-    Tensor out = Tensor::empty({B, T, H, s.dv}, DType::BF16, dev), lse = Tensor::empty({B, H, T}, DType::F32, dev);
-    Tensor dq = Tensor::empty(q.shape(), DType::BF16, dev), dk = Tensor::empty(k.shape(), DType::BF16, dev),
-           dvv = Tensor::empty(v.shape(), DType::BF16, dev);
+    FlashTensors ft = flash_tensors(B, T, H, s.dqk, s.dv);
+    auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
     const double scale = 1.0 / std::sqrt(double(s.dqk));
     cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);
     const double ms = median_ms(
