@@ -306,21 +306,32 @@ int profile(const std::string& what) {
   return 0;
 }
 
-// `bench_attention --backward`: only latte's flash backward (default kernel, atomic dQ) at the benchmark shapes and
-// at the 1.3B training shape (B=4, T=2048, 16 heads), one line each; for quick kernel iterations.
+// `bench_attention --backward`: latte's flash backward (default kernel, atomic dQ), latte's cuDNN backward and
+// the `auto` op at the benchmark shapes and at the 1.3B training shape (B=4, T=2048, 16 heads), one line each, as
+// one call between events and as 4 calls back to back (host work hidden, as in training); for kernel iterations.
 int backward_only() {
   struct Shape4 { int64_t T, dqk, dv; };
+  set_attention_backend(AttentionBackend::Auto);
   for (const Shape4 s : {Shape4{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 192, 128}, {2048, 128, 128}}) {
     const int64_t B = 4, H = 16, T = s.T;
     FlashTensors ft = flash_tensors(B, T, H, s.dqk, s.dv);
     auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
     const double scale = 1.0 / std::sqrt(double(s.dqk));
     cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);
-    const double ms = median_ms(
-        [&](int) { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, false); }, 3, 20);
-    const double tf = 2.5 * 2.0 * B * H * double(T) * T * double(s.dqk + s.dv) / 2.0 / (ms * 1e-3) / 1e12;
-    std::printf("flash bwd B4 T%lld H16 (%lld,%lld) causal: %.3f ms %.1f TFLOP/s\n", (long long)T, (long long)s.dqk,
-                (long long)s.dv, ms, tf);
+    const double flops = 2.5 * 2.0 * B * H * double(T) * T * double(s.dqk + s.dv) / 2.0;
+    auto line = [&](const char* name, auto&& call) {
+      const double ms = median_ms(call, 3, 20);
+      const double ms4 = median_ms([&](int) { for (int j = 0; j < 4; ++j) call(j); }, 1, 10) / 4;
+      std::printf("%-11s B4 T%lld H16 (%lld,%lld) causal: %.3f ms %.1f TFLOP/s, back to back %.3f ms %.1f TFLOP/s\n",
+                  name, (long long)T, (long long)s.dqk, (long long)s.dv, ms, flops / (ms * 1e-3) / 1e12, ms4,
+                  flops / (ms4 * 1e-3) / 1e12);
+    };
+    line("flash bwd", [&](int) { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, false); });
+    auto auto_bwd = [&](int) { cuda::attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); };
+    line("auto bwd", auto_bwd);
+    if (cuda::cudnn_attention_backward_unsupported(dq, dk, dvv, dout, q, k, v, out, lse, 1, true).empty())
+      line("cudnn bwd", [&](int) { cuda::cudnn_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); });
+    line("auto bwd", auto_bwd);
   }
   return 0;
 }

@@ -126,8 +126,8 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
   const Device dev = q.device();
   flash::Params p = make_params(d, q, k, v, softmax_scale, causal);
   Tensor delta = Tensor::empty({d.B, d.R * d.Hq, d.T}, DType::F32, dev);
-  Tensor dq_accum;
-  if (!deterministic) dq_accum = Tensor::empty({d.B, d.T, d.Hq, d.Dqk}, DType::F32, dev);
+  Tensor dq_accum;  // rows padded to 64: the wgmma pass keeps it as whole 64-row tiles
+  if (!deterministic) dq_accum = Tensor::empty({d.B, (d.T + 63) / 64 * 64, d.Hq, d.Dqk}, DType::F32, dev);
   p.o = static_cast<const flash::bf16*>(out.data_ptr());
   p.dout = static_cast<const flash::bf16*>(dout.data_ptr());
   p.o_sb = out.stride(0), p.o_st = out.stride(1), p.o_sh = out.stride(2);

@@ -297,11 +297,13 @@ void run_dkdv(const Params& p, cudaStream_t stream) {
     flash_bwd_delta_kernel<DV><<<blocks_for(rows, 8), 256, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH("flash_bwd_delta_kernel");
   }
+  if (p.sm90_bwd) {  // zeroes, fills and casts its own (tiled) dQ accumulator
+    launch_bwd_dkdv_sm90(p, DQK, DV, stream);
+    return;
+  }
   if (p.atomic_dq)
     CUDA_CHECK(cudaMemsetAsync(p.dq_accum, 0, sizeof(float) * size_t(p.B) * p.T * p.Hq * DQK, stream));
-  if (p.sm90_bwd) {
-    launch_bwd_dkdv_sm90(p, DQK, DV, stream);
-  } else {
+  {
     constexpr int smem = bwd_smem_bytes<DQK, DV>();
     static bool configured = false;
     if (!configured) {

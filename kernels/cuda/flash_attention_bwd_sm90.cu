@@ -1,7 +1,8 @@
 // Flash-attention backward for Hopper (sm_90a): the key-major pass of flash_attention_bwd.cu with its five GEMMs
 // on warpgroup tensor-core instructions (wgmma) instead of mma.sync.
 //   dout, out (B, T, R*Hq, Dv), lse (B, R*Hq, T), D = rowsum(dO o O) -> dk (B, S, R*Hk, Dqk), dv (B, S, R*Hk, Dv)
-//   [+ dq (B, T, Hq, Dqk) fp32 atomics when p.atomic_dq; deterministic mode runs flash_attention_bwd_dq.cu after]
+//   [+ dq (B, T, Hq, Dqk) through an fp32 accumulator when p.atomic_dq; deterministic mode runs
+//   flash_attention_bwd_dq.cu after]
 // Why: the mma.sync pass is bound by ldmatrix traffic (every operand fragment through registers, ~1.5 mma per
 // ldmatrix.x4) and reaches ~155 TFLOP/s; wgmma reads B (and A, for the SS GEMMs) straight from shared memory for
 // 64 rows at once (docs/attention_kernels.md).
@@ -14,12 +15,20 @@
 //   dK (64 x Dqk) += dS^T Q           RS: A = dS^T from registers, B = Q MN-major
 //   dS^T -> shared memory (bf16), barrier; then for this warpgroup's 64-column blocks of dQ:
 //   dQ (64 q x 64) = dS K             SS over the block's 128 keys: A = dS^T read as MN-major, B = K MN-major;
-//                                     fp32 atomics into the (B, T, Hq, Dqk) accumulator
+//                                     staged in shared memory (fp32), then added to global memory (below)
 // The dQ column blocks split over the warpgroups: (1, 0), (1, 1), (2, 1) blocks for Dqk = 64, 128, 192.
+// dQ reduction: a writer warp of the producer warpgroup adds each step's staged (64 q x Dqk) tile into the fp32
+// accumulator with one bulk reduction (cp.reduce.async.bulk .add.f32, done in L2 by the TMA engine) while the
+// consumers go on; they only wait for it before staging the next tile. Accumulator layout: (B, Hq, T/64 tiles,
+// 64 x Dqk) with each tile in the consumers' register-fragment order (one contiguous bulk copy per tile, 16-byte
+// conflict-free shared stores); flash_dq_tiles_cast_kernel turns it into dq. Measured against fp32 atomics from
+// the consumers' registers (RED per element pair, which ncu put at ~25% of the pass): docs/attention_kernels.md.
 // Registers at (192, 128): dK 96 + dV 64 + S^T 32 + dP^T 32 floats per thread (one block of 256 threads per SM).
-// Loads: cp.async by all threads, Q/dO/lse/D double-buffered; K and V stay for the whole block.
-// Causal: a key tile starts at the first query tile that can see it; blocks are launched key tile 0 first
-// (blockIdx.y), the heaviest ones. Floor: 2.5x the forward's FLOPs, 7 ms at (192,128), B=4, T=4096, 16 heads.
+// Loads: TMA by the producer warpgroup, Q/dO/lse/D double-buffered; K and V stay for the whole block.
+// Causal: a key tile starts at the first query tile that can see it. Block order: see the kernel (L2-sized groups
+// of heads, heaviest key tiles first inside a group).
+// Floor: 2.5x the forward's FLOPs, 0.87 ms at (192,128), B=4, T=4096, 16 heads, at the 989 TFLOP/s dense peak.
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cuda/cuda_common.h"
@@ -33,12 +42,17 @@ constexpr int kB90Threads = 384;  // warpgroup 0: producer; warpgroups 1, 2: con
 constexpr int kB90BC = 128;       // keys per block
 constexpr int kB90BR = 64;        // queries per step
 constexpr int kB90Stages = 2;     // Q / dO / lse / D buffers
+// dS^T is double-buffered (a consumer may write step j+1's half while the other still runs step j's dQ GEMM)
+// except at Dqk = 192, where the fp32 dQ staging tile (48 KB) leaves room for one buffer only.
+template <int DQK>
+constexpr int kB90DsBuffers = DQK == 192 ? 1 : 2;
 
 template <int DQK, int DV>
-constexpr int bwd_sm90_smem_bytes() {  // K, V, stages x (Q, dO), 2 x dS^T, stages x (lse, D), mbarriers, slack
-  return (kB90BC * (DQK + DV) + kB90Stages * kB90BR * (DQK + DV) + 2 * kB90BC * kB90BR) * 2 +
-         kB90Stages * 2 * kB90BR * 4 + 64 + 1024;
+constexpr int bwd_sm90_smem_bytes() {  // K, V, stages x (Q, dO), dS^T buffers, dQ tile, stages x (lse, D), mbarriers, slack
+  return (kB90BC * (DQK + DV) + kB90Stages * kB90BR * (DQK + DV) + kB90DsBuffers<DQK> * kB90BC * kB90BR) * 2 +
+         kB90BR * DQK * 4 + kB90Stages * 2 * kB90BR * 4 + 64 + 1024;
 }
+static_assert(bwd_sm90_smem_bytes<192, 128>() <= 227 * 1024, "shared memory of the largest instantiation");
 
 struct BwdTmaMaps {
   CUtensorMap q, k, v, dout;
@@ -46,10 +60,14 @@ struct BwdTmaMaps {
 
 template <int DQK, int DV>
 __global__ void __launch_bounds__(kB90Threads, 1)
-    flash_bwd_sm90_kernel(const Params p, const __grid_constant__ BwdTmaMaps maps) {
+    flash_bwd_sm90_kernel(const Params p, const __grid_constant__ BwdTmaMaps maps, int group_size) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int BC = kB90BC, BR = kB90BR, ST = kB90Stages, NC = kB90Threads - 128;  // NC: consumer threads
   constexpr int kQBlocks = DQK / 64, kWg0Blocks = (kQBlocks + 1) / 2;  // dQ column blocks; consumer 0 takes the first
+  constexpr int kDsBuffers = kB90DsBuffers<DQK>;
+  // Named barriers (0 is __syncthreads): dS^T written by both consumers; (one dS^T buffer) both consumers' dQ
+  // GEMMs done with it; staged dQ tile ready for the writer warp; the writer has read it.
+  constexpr int kBarDsReady = 1, kBarDsFree = 2, kBarDqFull = 3, kBarDqEmpty = 4;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
   const uint32_t base = (raw + 1023) & ~1023u;
@@ -57,8 +75,9 @@ __global__ void __launch_bounds__(kB90Threads, 1)
   const uint32_t sV = sK + BC * DQK * 2;          // DV/64 blocks of (BC, 64)
   const uint32_t sQ = sV + BC * DV * 2;           // stages x DQK/64 blocks of (BR, 64)
   const uint32_t sdO = sQ + ST * BR * DQK * 2;    // stages x DV/64 blocks of (BR, 64)
-  const uint32_t sdS = sdO + ST * BR * DV * 2;    // 2 x dS^T (BC keys, BR queries): one block, rows of 128 bytes
-  const uint32_t sLDa = sdS + 2 * BC * BR * 2;    // stages x [lse (BR), D (BR)] fp32
+  const uint32_t sdS = sdO + ST * BR * DV * 2;    // kDsBuffers x dS^T (BC keys, BR queries): rows of 128 bytes
+  const uint32_t sdQ = sdS + kDsBuffers * BC * BR * 2;  // dQ tile (BR, DQK) fp32 in fragment order (see the writer)
+  const uint32_t sLDa = sdQ + BR * DQK * 4;       // stages x [lse (BR), D (BR)] fp32
   const uint32_t bars = sLDa + ST * 2 * BR * 4;   // kv_full, full[ST], empty[ST]
   const uint32_t kv_full = bars, full0 = bars + 8, empty0 = bars + 8 + 8 * ST;
   float* sLD = reinterpret_cast<float*>(smem_raw + (sLDa - raw));
@@ -66,9 +85,17 @@ __global__ void __launch_bounds__(kB90Threads, 1)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int wg = warp >> 2, g = lane >> 2, tq = lane & 3;
   const int RHk = p.R * p.Hk, RHq = p.R * p.Hq;
-  const int b = blockIdx.x / RHk, kvh = blockIdx.x - b * RHk;
+  // Block order (1-D grid): (batch, kv head) pairs in groups of group_size whose dQ accumulators fit in L2
+  // together; inside a group the key tiles heaviest first (key tile 0 sees every query tile when causal), pairs
+  // fastest. Pairs fastest over the whole grid kept ~64 pairs' accumulators live (128 MB at T = 4096, Dqk = 128):
+  // the reductions went to DRAM (60% busy) and the pass ran at 300 instead of 380 TFLOP/s.
+  const int n_kt = (p.S + BC - 1) / BC, n_bh = p.B * RHk;
+  const int group = blockIdx.x / (group_size * n_kt), first = group * group_size;
+  const int in_group = min(group_size, n_bh - first), rem = blockIdx.x - first * n_kt;
+  const int kt = rem / in_group, bh = first + rem % in_group;
+  const int b = bh / RHk, kvh = bh - b * RHk;
   const int r = kvh / p.Hk, hk = kvh - r * p.Hk;
-  const int n0 = blockIdx.y * BC;
+  const int n0 = kt * BC;
   const int off = p.S - p.T;
   // Steps run over (query head of the group, query tile).
   const int m_first = p.causal ? max(0, n0 - off) / BR : 0;
@@ -116,6 +143,22 @@ __global__ void __launch_bounds__(kB90Threads, 1)
           mbar_arrive(full);
         }
       }
+    } else if (warp == 2 && p.atomic_dq) {
+      // dQ writer: one bulk reduction of each step's staged tile into the (B, Hq, T/64, BR x DQK) accumulator;
+      // the staging buffer is handed back once the copy has read it.
+      const int n_tiles = (p.T + BR - 1) / BR;
+      for (int step = 0; step < n_steps; ++step) {
+        const int i = hk * p.G + step / n_m, tile = m_first + step % n_m;
+        named_bar_sync(kBarDqFull, NC + 32);
+        if (lane == 0) {
+          bulk_reduce_add_f32(p.dq_accum + ((int64_t(b) * p.Hq + i) * n_tiles + tile) * (BR * DQK), sdQ, BR * DQK * 4);
+          bulk_commit();
+          bulk_wait_read();
+        }
+        __syncwarp();
+        if (step + 1 < n_steps) named_bar_arrive(kBarDqEmpty, NC + 32);
+      }
+      if (lane == 0) bulk_wait_all();
     }
     return;
   }
@@ -132,11 +175,10 @@ __global__ void __launch_bounds__(kB90Threads, 1)
 
   for (int step = 0; step < n_steps; ++step) {
     const int s = step % ST;
-    const int ii = step / n_m, q0 = (m_first + step % n_m) * BR;
-    const int i = hk * p.G + ii;
+    const int q0 = (m_first + step % n_m) * BR;
     mbar_wait(full0 + 8 * s, (step / ST) & 1);
     const uint32_t sQs = sQ + s * BR * DQK * 2, sdOs = sdO + s * BR * DV * 2;
-    const uint32_t sdSs = sdS + (step & 1) * BC * BR * 2;  // double-buffered: the other may still feed a dQ GEMM
+    const uint32_t sdSs = sdS + (kDsBuffers == 2 ? (step & 1) * BC * BR * 2 : 0);
     const float* sL = sLD + s * 2 * BR;
     const float* sD = sL + BR;
 
@@ -216,6 +258,7 @@ __global__ void __launch_bounds__(kB90Threads, 1)
     // dS^T to shared memory for the dQ GEMM: row = key (128 bytes = 64 queries), 16-byte chunks swizzled by
     // row % 8. sa[kk][j] holds keys key_row + 8 (j & 1), queries 16 kk + 8 (j >> 1) + 2 tq + {0, 1}.
     if (p.atomic_dq) {
+      if (kDsBuffers == 1 && step > 0) named_bar_sync(kBarDsFree, NC);  // both of last step's dQ GEMMs have read it
 #pragma unroll
       for (int kk = 0; kk < BR / 16; ++kk)
 #pragma unroll
@@ -236,9 +279,12 @@ __global__ void __launch_bounds__(kB90Threads, 1)
     wgmma_commit();
 
     if (p.atomic_dq) {
-      named_bar_sync(1, NC);  // dS^T of both consumer warpgroups written
+      named_bar_sync(kBarDsReady, NC);  // dS^T of both consumer warpgroups written
+      if (step > 0) named_bar_sync(kBarDqEmpty, NC + 32);  // the writer has read last step's staged tile
       const int c_begin = cw == 0 ? 0 : kWg0Blocks, c_end = cw == 0 ? kWg0Blocks : kQBlocks;
-      const int t_a = q0 + (warp & 3) * 16 + g;  // this thread's dQ rows: t_a, t_a + 8
+      // Staging order: column block cb, then float4 j of this thread's fragment, then the thread: a warp's 16-byte
+      // stores are contiguous (conflict-free); flash_dq_tiles_cast_kernel maps it back to (row, column).
+      const uint32_t stage = sdQ + (tid - 128 * wg) * 16;
       for (int cb = c_begin; cb < c_end; ++cb) {
         float acc[32];
         wgmma_fence();
@@ -252,16 +298,13 @@ __global__ void __launch_bounds__(kB90Threads, 1)
         wgmma_wait_all();
         pin(acc);
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int t = t_a + 8 * h;
-          if (t < p.T) {
-            float* dst = p.dq_accum + ((int64_t(b) * p.T + t) * p.Hq + i) * DQK + cb * 64 + 2 * tq;
-#pragma unroll
-            for (int n = 0; n < 8; ++n)
-              atomic_add2(dst + 8 * n, acc[4 * n + 2 * h] * p.scale, acc[4 * n + 2 * h + 1] * p.scale);
-          }
-        }
+        for (int j = 0; j < 8; ++j)
+          asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(stage + (cb * 8 + j) * 128 * 16),
+                       "f"(acc[4 * j]), "f"(acc[4 * j + 1]), "f"(acc[4 * j + 2]), "f"(acc[4 * j + 3])
+                       : "memory");
       }
+      fence_proxy_async();  // the stores above -> visible to the writer's bulk reduction (async proxy)
+      named_bar_arrive(kBarDqFull, NC + 32);
     }
     wgmma_wait_all();
     pin(dv);
@@ -287,6 +330,36 @@ __global__ void __launch_bounds__(kB90Threads, 1)
 #endif
 }
 
+// The wgmma pass's dQ accumulator -> dq (B, T, Hq, Dqk) bf16, times the softmax scale. Block: one 64 x 64 column
+// block of one (b, query head, 64-row tile); thread t reads what consumer thread t staged: float4 j holds its
+// accumulator elements 4 j .. 4 j + 3, i.e. rows 16 w + g and 16 w + g + 8, columns 8 j + 2 tq + {0, 1}.
+template <int DQK>
+__global__ void flash_dq_tiles_cast_kernel(const Params p) {
+  const int n_tiles = (p.T + kB90BR - 1) / kB90BR;
+  int blk = blockIdx.x;
+  const int cb = blk % (DQK / 64);
+  blk /= DQK / 64;
+  const int tile = blk % n_tiles;
+  blk /= n_tiles;
+  const int i = blk % p.Hq, b = blk / p.Hq;
+  const int t = threadIdx.x, w = t >> 5, g = (t & 31) >> 2, tq = t & 3;
+  const float4* src =
+      reinterpret_cast<const float4*>(p.dq_accum + ((int64_t(b) * p.Hq + i) * n_tiles + tile) * (kB90BR * DQK)) +
+      cb * 8 * 128 + t;
+  const int r0 = tile * kB90BR + 16 * w + g;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const float4 v = src[j * 128];
+    const int col = cb * 64 + 8 * j + 2 * tq;
+    if (r0 < p.T)
+      *reinterpret_cast<uint32_t*>(p.dq + ((int64_t(b) * p.T + r0) * p.Hq + i) * DQK + col) =
+          pack_bf16(v.x * p.scale, v.y * p.scale);
+    if (r0 + 8 < p.T)
+      *reinterpret_cast<uint32_t*>(p.dq + ((int64_t(b) * p.T + r0 + 8) * p.Hq + i) * DQK + col) =
+          pack_bf16(v.z * p.scale, v.w * p.scale);
+  }
+}
+
 template <int DQK, int DV>
 void run_bwd_sm90(const Params& p, cudaStream_t stream) {
   constexpr int smem = bwd_sm90_smem_bytes<DQK, DV>();
@@ -301,9 +374,20 @@ void run_bwd_sm90(const Params& p, cudaStream_t stream) {
   maps.dout = tma_map_bf16(p.dout, DV, rhq, p.T, p.B, p.do_sh, p.do_st, p.do_sb, kB90BR);
   maps.k = tma_map_bf16(p.k, DQK, rhk, p.S, p.B, p.k_sh, p.k_st, p.k_sb, kB90BC);
   maps.v = tma_map_bf16(p.v, DV, rhk, p.S, p.B, p.v_sh, p.v_st, p.v_sb, kB90BC);
-  const dim3 grid(p.B * p.R * p.Hk, (p.S + kB90BC - 1) / kB90BC);
-  flash_bwd_sm90_kernel<DQK, DV><<<grid, kB90Threads, smem, stream>>>(p, maps);
+  const int n_kt = (p.S + kB90BC - 1) / kB90BC;
+  // Pairs per group: their dQ accumulators (G query heads x T x Dqk fp32 each) within ~16 MB of the 50 MB L2.
+  const int64_t acc_bytes = int64_t(p.G) * ((p.T + kB90BR - 1) / kB90BR * kB90BR) * DQK * 4;
+  const int group_size = static_cast<int>(std::max<int64_t>(1, (int64_t(16) << 20) / std::max<int64_t>(1, acc_bytes)));
+  const dim3 grid(n_kt * p.B * p.R * p.Hk);
+  const int n_tiles = (p.T + kB90BR - 1) / kB90BR;
+  if (p.atomic_dq)
+    CUDA_CHECK(cudaMemsetAsync(p.dq_accum, 0, sizeof(float) * size_t(p.B) * p.Hq * n_tiles * kB90BR * DQK, stream));
+  flash_bwd_sm90_kernel<DQK, DV><<<grid, kB90Threads, smem, stream>>>(p, maps, group_size);
   CUDA_CHECK_LAUNCH("flash_bwd_sm90_kernel");
+  if (p.atomic_dq) {
+    flash_dq_tiles_cast_kernel<DQK><<<p.B * p.Hq * n_tiles * (DQK / 64), 128, 0, stream>>>(p);
+    CUDA_CHECK_LAUNCH("flash_dq_tiles_cast_kernel");
+  }
 }
 
 }  // namespace

@@ -36,7 +36,7 @@ struct Params {
   bf16* out;         // (B, T, R*Hq, Dv)   forward output
   float* lse;        // (B, R*Hq, T)       natural log
   float* delta;      // (B, R*Hq, T)       rowsum(dO * O), backward scratch
-  float* dq_accum;   // (B, T, Hq, Dqk)    fp32, atomic dQ path
+  float* dq_accum;   // (B, T, Hq, Dqk)    fp32, atomic dQ path; the wgmma pass: (B, Hq, T/64, 64 x Dqk) tiles
   bf16* dq;          // (B, T, Hq, Dqk)    contiguous
   bf16* dk;          // (B, S, R*Hk, Dqk)  contiguous
   bf16* dv;          // (B, S, R*Hk, Dv)   contiguous
