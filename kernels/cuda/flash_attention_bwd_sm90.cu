@@ -374,12 +374,11 @@ void run_bwd_sm90(const Params& p, cudaStream_t stream) {
   maps.dout = tma_map_bf16(p.dout, DV, rhq, p.T, p.B, p.do_sh, p.do_st, p.do_sb, kB90BR);
   maps.k = tma_map_bf16(p.k, DQK, rhk, p.S, p.B, p.k_sh, p.k_st, p.k_sb, kB90BC);
   maps.v = tma_map_bf16(p.v, DV, rhk, p.S, p.B, p.v_sh, p.v_st, p.v_sb, kB90BC);
-  const int n_kt = (p.S + kB90BC - 1) / kB90BC;
+  const int n_kt = (p.S + kB90BC - 1) / kB90BC, n_tiles = (p.T + kB90BR - 1) / kB90BR;
   // Pairs per group: their dQ accumulators (G query heads x T x Dqk fp32 each) within ~16 MB of the 50 MB L2.
-  const int64_t acc_bytes = int64_t(p.G) * ((p.T + kB90BR - 1) / kB90BR * kB90BR) * DQK * 4;
+  const int64_t acc_bytes = int64_t(p.G) * n_tiles * kB90BR * DQK * 4;
   const int group_size = static_cast<int>(std::max<int64_t>(1, (int64_t(16) << 20) / std::max<int64_t>(1, acc_bytes)));
   const dim3 grid(n_kt * p.B * p.R * p.Hk);
-  const int n_tiles = (p.T + kB90BR - 1) / kB90BR;
   if (p.atomic_dq)
     CUDA_CHECK(cudaMemsetAsync(p.dq_accum, 0, sizeof(float) * size_t(p.B) * p.Hq * n_tiles * kB90BR * DQK, stream));
   flash_bwd_sm90_kernel<DQK, DV><<<grid, kB90Threads, smem, stream>>>(p, maps, group_size);
