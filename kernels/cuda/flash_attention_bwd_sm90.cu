@@ -189,21 +189,11 @@ __global__ void __launch_bounds__(kB90Threads, 1)
     constexpr bool kLowRegs = DQK == 192;
     float st[32], dpt[32];
     auto issue_dpt = [&] {
-#pragma unroll
-      for (int kk = 0; kk < DV / 16; ++kk) {
-        const uint64_t da = smem_desc(sV + (kk >> 2) * BC * 128 + cw * 64 * 128 + (kk & 3) * 32, 16, 1024);
-        const uint64_t db = smem_desc(sdOs + (kk >> 2) * BR * 128 + (kk & 3) * 32, 16, 1024);
-        wgmma_ss_m64n64k16<0, 0>(dpt, da, db, kk > 0);
-      }
+      wgmma_ss_kmajor<DV, 64>(dpt, sV + cw * 64 * 128, BC * 128, sdOs, BR * 128);
       wgmma_commit();
     };
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < DQK / 16; ++kk) {
-      const uint64_t da = smem_desc(sK + (kk >> 2) * BC * 128 + cw * 64 * 128 + (kk & 3) * 32, 16, 1024);
-      const uint64_t db = smem_desc(sQs + (kk >> 2) * BR * 128 + (kk & 3) * 32, 16, 1024);
-      wgmma_ss_m64n64k16<0, 0>(st, da, db, kk > 0);
-    }
+    wgmma_ss_kmajor<DQK, 64>(st, sK + cw * 64 * 128, BC * 128, sQs, BR * 128);
     wgmma_commit();
     if constexpr (kLowRegs) {
       wgmma_wait<0>();

@@ -120,12 +120,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
     // S = Q K^T (64 x 128 per warpgroup).
     float sc[BC / 2];
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < DQK / 16; ++kk) {
-      const uint64_t da = smem_desc(sQ + (kk >> 2) * BR * 128 + cw * 64 * 128 + (kk & 3) * 32, 16, 1024);
-      const uint64_t db = smem_desc(sKj + (kk >> 2) * BC * 128 + (kk & 3) * 32, 16, 1024);
-      wgmma_ss_m64n128k16<0, 0>(sc, da, db, kk > 0);
-    }
+    wgmma_ss_kmajor<DQK, BC>(sc, sQ + cw * 64 * 128, BR * 128, sKj, BC * 128);
     wgmma_commit();
     wgmma_wait_all();
     pin(sc);

@@ -193,6 +193,23 @@ __device__ __forceinline__ void wgmma_rs_tb(float (&d)[DN / 2], const uint32_t (
     wgmma_rs_m64n64k16_tb(d, a, db);
 }
 
+// D (64 x N) (+)= A (64 x K) B^T with both operands K-major in the swizzled layout: A's rows start at a (its
+// 64-column blocks a_block bytes apart), B's N rows at b (blocks b_block bytes apart); K / 16 wgmma steps, the
+// first overwriting D. The caller fences before and commits after. (S = Q K^T, S^T = K Q^T, dP^T = V dO^T.)
+template <int K, int N>
+__device__ __forceinline__ void wgmma_ss_kmajor(float (&d)[N / 2], uint32_t a, uint32_t a_block, uint32_t b,
+                                                uint32_t b_block) {
+#pragma unroll
+  for (int kk = 0; kk < K / 16; ++kk) {
+    const uint64_t da = smem_desc(a + (kk >> 2) * a_block + (kk & 3) * 32, 16, 1024);
+    const uint64_t db = smem_desc(b + (kk >> 2) * b_block + (kk & 3) * 32, 16, 1024);
+    if constexpr (N == 64)
+      wgmma_ss_m64n64k16<0, 0>(d, da, db, kk > 0);
+    else
+      wgmma_ss_m64n128k16<0, 0>(d, da, db, kk > 0);
+  }
+}
+
 // Async copy of a (ROWS, D) bf16 tile into the swizzled layout at s (1024-byte aligned); rows >= nvalid are
 // zero-filled (their source is never read; `safe` is a valid address given to the copy instead).
 template <int ROWS, int D, int NT>
