@@ -13,9 +13,12 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -120,10 +123,13 @@ struct RawGemm {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  // The heuristic's first `want` algorithms (algo = the first) as raw bytes: cublasLtMatmulAlgo_t is 8 uint64, and a
+  // std::vector of the struct itself trips an nvcc 13 front-end assertion.
+  std::vector<std::array<uint64_t, 8>> candidates;
   Tensor workspace;
   static constexpr size_t kWs = size_t(32) << 20;
 
-  RawGemm(int64_t M, int64_t N, int64_t K, bool ta, bool tb, cudaDataType_t in, cudaDataType_t out) {
+  RawGemm(int64_t M, int64_t N, int64_t K, bool ta, bool tb, cudaDataType_t in, cudaDataType_t out, int want = 1) {
     CUBLAS_CHECK(cublasLtCreate(&lt));
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -137,11 +143,16 @@ struct RawGemm {
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     uint64_t ws = kWs;
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-    cublasLtMatmulHeuristicResult_t r{};
+    cublasLtMatmulHeuristicResult_t r[16] = {};
     int found = 0;
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, lc, lc, pref, 1, &r, &found));
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, lc, lc, pref, std::min(want, 16), r, &found));
     LATTE_CHECK(found > 0, "no cuBLASLt algorithm");
-    algo = r.algo;
+    for (int i = 0; i < found; ++i) {
+      std::array<uint64_t, 8> raw_algo;
+      std::memcpy(raw_algo.data(), &r[i].algo, sizeof(raw_algo));
+      candidates.push_back(raw_algo);
+    }
+    algo = r[0].algo;
     cublasLtMatmulPreferenceDestroy(pref);
     workspace = Tensor::empty({int64_t(kWs)}, DType::U8, kGpu);
   }
@@ -152,10 +163,10 @@ struct RawGemm {
     cublasLtMatmulDescDestroy(desc);
     cublasLtDestroy(lt);
   }
-  void run(const Tensor& out, const Tensor& a, const Tensor& b, float beta) {
+  void run(const Tensor& out, const Tensor& a, const Tensor& b, float beta, const std::array<uint64_t, 8>* with = nullptr) {
     const float alpha = 1.f;
     CUBLAS_CHECK(cublasLtMatmul(lt, desc, &alpha, b.data_ptr(), la, a.data_ptr(), lb, &beta, out.data_ptr(), lc,
-                                out.data_ptr(), lc, &algo, workspace.data_ptr(), kWs, cuda::current_stream()));
+                                out.data_ptr(), lc, with ? reinterpret_cast<const cublasLtMatmulAlgo_t*>(with->data()) : &algo, workspace.data_ptr(), kWs, cuda::current_stream()));
   }
 };
 
@@ -342,6 +353,148 @@ void bench_optimizer() {
   });
 }
 
+// --gemm-tune: is cuBLASLt's first heuristic choice the fastest at the 1.3B models' training GEMMs? Each
+// linear (out, in) of MLA / EG-MLA / MHA at 8192 tokens in its three GEMMs (forward x W^T, dX = g W,
+// dW = g^T x; bf16 out), every algorithm of the heuristic's top 16 timed (median of 9); printed: the first
+// one's time, the best one's, its rank, and the time a step would save over all 24 layers.
+struct TunedLinear { const char* name; int64_t out, in; };
+struct TunedGemm { const char* kind; int64_t M, N, K; bool ta, tb; };
+
+void bench_gemm_tuning() {
+  const int64_t tok = 8192;
+  const std::vector<TunedLinear> lins = {{"mla wq", 3072, 2048},     {"mla wkv_a", 576, 2048}, {"mla wkv_b", 4096, 512},
+                                 {"wo", 2048, 2048},         {"ffn up", 5632, 2048},   {"ffn gate+up", 11264, 2048},
+                                 {"ffn down", 2048, 5632},   {"egmla wkv_a", 256, 2048}, {"egmla wkv_b", 4096, 192},
+                                 {"mha wqkv", 6144, 2048}};
+  std::printf("\n| linear (out, in) | GEMM | first algo ms | best ms | best rank / tried | gain | ms per step (24 layers) |\n");
+  std::printf("|---|---|---:|---:|---:|---:|---:|\n");
+  double total_first = 0, total_best = 0;
+  for (const TunedLinear& l : lins) {
+    const TunedGemm gemms[] = {{"fwd", tok, l.out, l.in, false, true}, {"dX", tok, l.in, l.out, false, false},
+                       {"dW", l.out, l.in, tok, true, false}};
+    for (const TunedGemm& g : gemms) {
+      Tensor a = g.ta ? randn({g.K, g.M}, DType::BF16, 70) : randn({g.M, g.K}, DType::BF16, 70);
+      Tensor b = g.tb ? randn({g.N, g.K}, DType::BF16, 71, 0.02f) : randn({g.K, g.N}, DType::BF16, 71, 0.02f);
+      Tensor c = Tensor::empty({g.M, g.N}, DType::BF16, kGpu);
+      RawGemm raw(g.M, g.N, g.K, g.ta, g.tb, CUDA_R_16BF, CUDA_R_16BF, 16);
+      double first = 0, best = 1e30;
+      size_t best_i = 0;
+      for (size_t i = 0; i < raw.candidates.size(); ++i) {
+        double ms = 0;
+        try {
+          ms = median_ms([&] { raw.run(c, a, b, 0.f, &raw.candidates[i]); }, 2, 9);
+        } catch (const std::exception&) {
+          continue;  // an algorithm the heuristic offers may still refuse these operands
+        }
+        if (i == 0) first = ms;
+        if (ms < best) best = ms, best_i = i;
+      }
+      total_first += 24 * first;
+      total_best += 24 * best;
+      std::printf("| %s (%lld, %lld) | %s | %.4f | %.4f | %zu / %zu | %.1f%% | %.3f |\n", l.name,
+                  static_cast<long long>(l.out), static_cast<long long>(l.in), g.kind, first, best, best_i + 1,
+                  raw.candidates.size(), 100.0 * (first - best) / first, 24 * (first - best));
+    }
+  }
+  std::printf("all rows: %.2f -> %.2f ms per 24 layers\n", total_first, total_best);
+}
+
+// --overlap: can an optimizer step hide behind the next step's forward? A 1.3B-class MLA model's weights
+// (24 blocks of six linears, ~1.16B parameters, f32 master and moments, bf16 params and grads) are updated
+// block by block on a side stream while the main stream runs each block's forward GEMMs (8192 tokens) as
+// soon as that block's update is done. Printed: each schedule's time and the share of the update it hides,
+// (serial - overlapped) / update alone.
+void bench_optimizer_overlap() {
+  const int64_t tok = 8192, d = 2048, ffn = 5632, L = 24;
+  struct Lin { int64_t out, in; };
+  const std::vector<Lin> lins = {{3072, d}, {576, d}, {4096, 512}, {d, d}, {2 * ffn, d}, {d, ffn}};
+  std::vector<std::vector<cuda::AdamWTensors>> chunks(L);
+  std::vector<cuda::AdamWTensors> all;
+  double params = 0;
+  uint64_t seed = 500;
+  for (int64_t b = 0; b < L; ++b)
+    for (const Lin& l : lins) {
+      cuda::AdamWTensors t;
+      t.param = randn({l.out, l.in}, DType::BF16, seed++, 0.02f);
+      t.master = t.param.to(DType::F32);
+      t.exp_avg = Tensor::zeros(t.param.shape(), DType::F32, kGpu);
+      t.exp_avg_sq = Tensor::zeros(t.param.shape(), DType::F32, kGpu);
+      t.grad = randn(t.param.shape(), DType::BF16, seed++, 1e-3f);
+      chunks[b].push_back(t);
+      all.push_back(t);
+      params += static_cast<double>(l.out * l.in);
+    }
+  Tensor x_d = randn({tok, d}, DType::BF16, 600), x_512 = randn({tok, 512}, DType::BF16, 601),
+         x_ffn = randn({tok, ffn}, DType::BF16, 602), y = Tensor::empty({tok, 2 * ffn}, DType::BF16, kGpu);
+  auto block_gemms = [&](int64_t b) {
+    for (const cuda::AdamWTensors& t : chunks[b]) {
+      const int64_t in = t.param.size(1), out = t.param.size(0);
+      const Tensor& x = in == d ? x_d : in == 512 ? x_512 : x_ffn;
+      cuda::matmul(y.narrow(1, 0, out), x, t.param, false, true, 1.0, 0.0);
+    }
+  };
+  int least = 0, greatest = 0;
+  CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  auto make_stream = [](int priority) {
+    cudaStream_t s;
+    CUDA_CHECK(cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking, priority));
+    return s;
+  };
+  cudaStream_t main_lo = make_stream(least), main_hi = make_stream(greatest), side_lo = make_stream(least),
+               side_hi = make_stream(greatest);
+  cuda::AdamWHyper h;
+  h.lr = 1e-4;
+  std::vector<std::unique_ptr<cuda::Event>> done;
+  for (int64_t b = 0; b < L; ++b) done.push_back(std::make_unique<cuda::Event>(false));
+  cuda::Event go(false);
+  // One schedule: side == nullptr runs everything on `main` (update first, or none).
+  auto run = [&](cudaStream_t main, cudaStream_t side, bool update, int cap) {
+    cuda::StreamGuard on_main(main);
+    h.step++;
+    h.max_blocks_per_tensor = cap;
+    if (update && !side) cuda::adamw_step(all, h, 1.0);
+    if (update && side) {
+      go.record(main);
+      go.wait(side);
+      cuda::StreamGuard on_side(side);
+      for (int64_t b = 0; b < L; ++b) {
+        cuda::adamw_step(chunks[b], h, 1.0);
+        done[b]->record(side);
+      }
+    }
+    for (int64_t b = 0; b < L; ++b) {
+      if (update && side) done[b]->wait(main);
+      block_gemms(b);
+    }
+  };
+  auto time = [&](cudaStream_t main, cudaStream_t side, bool update, int cap) {
+    cuda::StreamGuard on_main(main);
+    return median_ms([&] { run(main, side, update, cap); }, 2, 7);
+  };
+  const double gemms = time(main_lo, nullptr, false, 0);
+  const double serial = time(main_lo, nullptr, true, 0);
+  const double update = serial - gemms;
+  std::printf("\noptimizer overlap (%.2fB params, %lld blocks, %lld tokens): forward GEMMs %.2f ms, update %.2f ms "
+              "(%.0f GB/s), serial %.2f ms\n", params / 1e9, static_cast<long long>(L), static_cast<long long>(tok),
+              gemms, update, 26.0 * params / (update * 1e-3) / 1e9, serial);
+  std::printf("| schedule | blocks/tensor | ms | hidden share of the update |\n|---|---:|---:|---:|\n");
+  struct Case { const char* name; cudaStream_t main, side; int cap; };
+  const std::vector<Case> cases = {{"side stream, equal priority", main_lo, side_lo, 0},
+                                   {"side stream, forward first", main_hi, side_lo, 0},
+                                   {"side stream, update first", main_lo, side_hi, 0},
+                                   {"side stream, forward first", main_hi, side_lo, 16},
+                                   {"side stream, forward first", main_hi, side_lo, 4},
+                                   {"side stream, forward first", main_hi, side_lo, 2},
+                                   {"side stream, equal priority", main_lo, side_lo, 4},
+                                   {"side stream, equal priority", main_lo, side_lo, 2}};
+  for (const Case& c : cases) {
+    const double ms = time(c.main, c.side, true, c.cap);
+    std::printf("| %s | %d | %.2f | %.0f%% |\n", c.name, c.cap > 0 ? c.cap : 1024, ms, 100.0 * (serial - ms) / update);
+  }
+  CUDA_CHECK(cudaDeviceSynchronize());
+  for (cudaStream_t s : {main_lo, main_hi, side_lo, side_hi}) CUDA_CHECK(cudaStreamDestroy(s));
+}
+
 // cuda::attention_* here is the simple cuBLAS + fp32-scratch path; FLOPs counted dense (it computes the
 // masked half too): forward 4 T S D per head, backward 10 T S D (QK^T recomputed, dV, dP, dQ, dK).
 void bench_attention() {
@@ -378,7 +531,7 @@ void print_table() {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   if (!cuda_available()) {
     std::printf("bench_kernels: no CUDA device, nothing to measure\n");
     return 0;
@@ -386,6 +539,14 @@ int main() {
   try {
     const cudaDeviceProp& p = cuda::device_properties();
     std::printf("device: %s, %d SMs, %.0f GiB\n", p.name, p.multiProcessorCount, p.totalGlobalMem / 1073741824.0);
+    if (argc > 1 && std::string(argv[1]) == "--overlap") {
+      bench_optimizer_overlap();
+      return 0;
+    }
+    if (argc > 1 && std::string(argv[1]) == "--gemm-tune") {
+      bench_gemm_tuning();
+      return 0;
+    }
     ceilings();
     bench_memory_bound();
     cuda::empty_cache();

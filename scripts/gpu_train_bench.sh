@@ -5,6 +5,9 @@
 # a table last. Needs data/$DATA (scripts/prepare_data.sh small|linux-doc; carry it). Logs and metrics go
 # to $OUT (metrics-<run>.jsonl: scripts/plot_runs.py draws them).
 #   STEPS_125M=200 STEPS_1B3=30 VARIANTS="egmla mla mha" DATA=kjv bash scripts/gpu_train_bench.sh
+# BATCH_1B3 / ACCUM_1B3 (default 4 / 1): the 1b3 micro-batch and micro-batches per optimizer step (ACCUM_1B3=4 with
+# BATCH_1B3=8 is one GPU's share of configs/ablations/paper_egmla_1b3.yaml's 524,288-token step); those runs are named <variant>-1b3-b8-a4.
+# TORCH_MODES (default eager,compile): the PyTorch reference's modes.
 # TORCH=0 skips the PyTorch reference; STEPS_125M=0 / STEPS_1B3=0 skip the 125m / 1b3 runs; SCAN="4 8 32" also times egmla-125m at those micro-batches (30 steps):
 # tokens/s that grow with the batch mean per-step overhead (launches, host work) is a large share.
 set -uo pipefail
@@ -17,6 +20,9 @@ VARIANTS=${VARIANTS:-"egmla mla mha"}
 DATA=${DATA:-kjv}
 SCAN=${SCAN:-}
 TORCH=${TORCH:-1}
+BATCH_1B3=${BATCH_1B3:-4}
+ACCUM_1B3=${ACCUM_1B3:-1}
+TORCH_MODES=${TORCH_MODES:-eager,compile}
 BUILD=${LATTE_BUILD_DIR:-build-gpu}
 export NCCL_NVLS_ENABLE=0
 
@@ -26,12 +32,12 @@ if [ ! -x "$BUILD/latte" ] || [ "${REBUILD:-1}" = 1 ]; then
 fi
 "$BUILD/latte" version
 
-run_config() {  # variant size steps batch seq [name] [torch: 1|0]
-  local v=$1 size=$2 steps=$3 batch=$4 seq=$5 name=${6:-$1-$2} torch=${7:-1}
+run_config() {  # variant size steps batch seq [name] [torch: 1|0] [accum]
+  local v=$1 size=$2 steps=$3 batch=$4 seq=$5 name=${6:-$1-$2} torch=${7:-1} accum=${8:-1}
   cat > "/tmp/$name.yaml" <<YAML
 base: $PWD/configs/models/$v-$size.yaml
 model: {max_seq_len: $seq}
-train: {steps: $steps, micro_batch: $batch, seq_len: $seq, lr: 6.0e-4, warmup_steps: $((steps / 10)), out_dir: /tmp/runs/$name}
+train: {steps: $steps, micro_batch: $batch, seq_len: $seq, global_batch_tokens: $((batch * seq * accum)), lr: 6.0e-4, warmup_steps: $((steps / 10)), out_dir: /tmp/runs/$name}
 data: {train: $PWD/data/$DATA/${DATA}_train_*.bin, val: $PWD/data/$DATA/${DATA}_val_*.bin}
 checkpoint: {every: 0, keep_last: 1, at_end: false}
 eval: {every: 0, batches: 4}
@@ -41,12 +47,15 @@ YAML
   "$BUILD/latte" train "/tmp/$name.yaml" > "$OUT/train-$name.log" 2>&1 || { echo "train $name failed:"; tail -20 "$OUT/train-$name.log"; }
   cp "/tmp/runs/$name/metrics.jsonl" "$OUT/metrics-$name.jsonl" 2>/dev/null
   [ "$torch" = 1 ] && [ "$TORCH" = 1 ] || return 0
-  python3 scripts/reference/train_bench.py "configs/models/$v-$size.yaml" --batch "$batch" --seq "$seq" --steps 15 \
+  python3 scripts/reference/train_bench.py "configs/models/$v-$size.yaml" --batch "$batch" --seq "$seq" --accum "$accum" --steps $((15 / accum + 3)) --modes "$TORCH_MODES" \
     > "$OUT/torch-$name.jsonl" 2> "$OUT/torch-$name.err" || tail -5 "$OUT/torch-$name.err"
 }
 
 [ "$STEPS_125M" -gt 0 ] && for v in $VARIANTS; do run_config "$v" 125m "$STEPS_125M" 16 1024; done
-[ "$STEPS_1B3" -gt 0 ] && for v in $VARIANTS; do run_config "$v" 1b3 "$STEPS_1B3" 4 2048; done
+suffix=$([ "$ACCUM_1B3" -gt 1 ] && echo "-b$BATCH_1B3-a$ACCUM_1B3")
+[ "$STEPS_1B3" -gt 0 ] && for v in $VARIANTS; do
+  run_config "$v" 1b3 "$STEPS_1B3" "$BATCH_1B3" 2048 "$v-1b3$suffix" 1 "$ACCUM_1B3"
+done
 for b in $SCAN; do run_config egmla 125m 30 "$b" 1024 "egmla-125m-b$b" 0; done
 
 python3 - "$OUT" <<'PY'
@@ -68,8 +77,8 @@ for m in sorted(glob.glob(f"{out}/metrics-*.jsonl")):
                 r = json.loads(l); torch_rows[r["mode"]] = r
     e, c = torch_rows.get("eager", {}).get("tokens_per_s"), torch_rows.get("compile", {}).get("tokens_per_s")
     rows.append((name, len(recs), recs[0]["loss"], recs[-1]["loss"], tps, mfu, e, c))
-print(f"{'run':12} {'steps':>5} {'loss0':>7} {'lossN':>7} {'latte tok/s':>12} {'MFU':>6} {'torch eager':>12} {'torch compile':>14} {'vs compile':>10}")
+print(f"{'run':18} {'steps':>5} {'loss0':>7} {'lossN':>7} {'latte tok/s':>12} {'MFU':>6} {'torch eager':>12} {'torch compile':>14} {'vs compile':>10}")
 for name, n, l0, ln, tps, mfu, e, c in rows:
     ratio = f"{tps / c:.2f}x" if c else "-"
-    print(f"{name:12} {n:5d} {l0:7.3f} {ln:7.3f} {tps:12.0f} {100*mfu:5.1f}% {e or 0:12.0f} {c or 0:14.0f} {ratio:>10}")
+    print(f"{name:18} {n:5d} {l0:7.3f} {ln:7.3f} {tps:12.0f} {100*mfu:5.1f}% {e or 0:12.0f} {c or 0:14.0f} {ratio:>10}")
 PY

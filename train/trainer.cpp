@@ -27,6 +27,9 @@
 #include "train/perplexity_suite.h"
 #include "train/run_setup.h"
 #include "train/schedule.h"
+#ifdef LATTE_WITH_CUDA
+#include "kernels/cuda/matmul.h"
+#endif
 
 namespace fs = std::filesystem;
 
@@ -328,6 +331,15 @@ TrainResult train(const ExperimentConfig& cfg, const TrainOptions& options) {
   }
   if (step < tc.steps) result.interrupted = true;
   result.last_step = step;
+#ifdef LATTE_WITH_CUDA
+  if (device.is_cuda() && !options.quiet) {  // what the GEMMs' first-call autotuning chose (kernels/cuda/matmul.cu)
+    const cuda::MatmulTuningStats t = cuda::matmul_tuning_stats();
+    if (t.plans_timed > 0)
+      log::info("GEMM autotuning: ", t.plans_timed, " shapes timed, ", t.plans_switched,
+                " run another algorithm than cuBLASLt's first choice (one call of each: ", t.first_ms, " -> ",
+                t.chosen_ms, " ms)");
+  }
+#endif
   if (const std::string profile = ops::op_profile_report(); !profile.empty()) log::info(profile);
   return result;
 }

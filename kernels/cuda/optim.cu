@@ -183,7 +183,8 @@ void adamw_step(const std::vector<AdamWTensors>& tensors, const AdamWHyper& h, d
                  (!write_param || aligned16(a.p[j]));
       max_chunks = std::max(max_chunks, (n + 7) / 8);
     }
-    const dim3 grid(blocks_for(max_chunks, kThreads, 1024), static_cast<unsigned>(count));
+    const int64_t cap = h.max_blocks_per_tensor > 0 ? h.max_blocks_per_tensor : 1024;
+    const dim3 grid(blocks_for(max_chunks, kThreads, cap), static_cast<unsigned>(count));
     adamw_kernel<<<grid, kThreads, 0, stream>>>(a, static_cast<float>(h.lr), static_cast<float>(h.beta1),
                                                 static_cast<float>(h.beta2), static_cast<float>(h.eps),
                                                 static_cast<float>(bc1), static_cast<float>(bc2),

@@ -26,6 +26,9 @@ struct AdamWHyper {
   double lr = 0.0;
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1;
   int64_t step = 1;  // 1-based step number, for the bias corrections
+  // Blocks per tensor at most (0: enough to cover the GPU). A small cap leaves most SMs to kernels running
+  // beside the update on another stream (the overlapped optimizer step).
+  int max_blocks_per_tensor = 0;
 };
 
 // One AdamW step over all tensors (contiguous, on the current device). grad_scale_device, when defined,

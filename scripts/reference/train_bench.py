@@ -4,7 +4,7 @@
 Builds the same decoder as latte from a latte YAML config (MHA/GQA and the MLA family's latent-position
 variants: mla, egmla with gate.position latent) as an nn.Module using F.scaled_dot_product_attention,
 then times training steps (bf16 autocast, fused AdamW, fp32 master weights) eager and with torch.compile
-on random tokens of the same batch shape latte uses. Prints one JSON line per mode:
+on random tokens of the same batch shape latte uses (--accum N: N micro-batches per optimizer step). Prints one JSON line per mode:
     {"config": ..., "mode": "eager"|"compile", "tokens_per_s": ..., "step_ms": ..., "peak_mem_gb": ...}
 
     python3 scripts/reference/train_bench.py configs/models/egmla-125m.yaml --batch 16 --seq 1024 --steps 20
@@ -140,9 +140,10 @@ def bench(cfg, args, compile_model):
     x, y = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = step_fn(x, y)
-        loss.backward()
+        for _ in range(args.accum):  # gradient accumulation: the loss of each micro-batch scaled by 1/accum
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = step_fn(x, y)
+            (loss / args.accum).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -162,7 +163,7 @@ def bench(cfg, args, compile_model):
     if args.profile:
         profile_kernels(step, args.profile, "compile" if compile_model else "eager")
     return {"config": args.config, "mode": "compile" if compile_model else "eager", "batch": args.batch, "seq": args.seq,
-            "step_ms": round(ms, 2), "tokens_per_s": round(args.batch * args.seq / ms * 1e3),
+            "accum": args.accum, "step_ms": round(ms, 2), "tokens_per_s": round(args.batch * args.seq * args.accum / ms * 1e3),
             "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
             "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1)}
 
@@ -220,6 +221,7 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step (gradient accumulation)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--modes", default="eager,compile")
     ap.add_argument("--profile", type=int, default=0, metavar="STEPS",

@@ -1,7 +1,11 @@
 // CUDA matmul (cuBLASLt) against the CPU reference: transposes, alpha/beta, bf16 with bf16 or f32 output,
 // true f32 (no TF32: 1e-5), 3-D batched, 2-D operands broadcast over the batch, strided rows, odd sizes;
-// the bias epilogue; and the plan cache (one plan per shape).
+// the bias epilogue; the plan cache (one plan per shape); and the first call's autotuning, which runs the GEMM
+// several times and must leave exactly one result (in-place accumulations timed into scratch).
 #include "tests/cuda/cuda_test_util.h"
+
+#include <cstdlib>
+#include <string>
 
 #ifdef LATTE_WITH_CUDA
 #include "kernels/cpu/cpu_ops.h"
@@ -111,6 +115,35 @@ TEST(CudaMatmul, AddendEpilogue) {
       cuda::matmul_add(addend, a, b, addend, false, true);  // in place
       EXPECT_CLOSE(addend, expect, t);
     }
+}
+
+// A shape's first call times several algorithms on its operands. In-place accumulations (beta != 0 with C = D,
+// and matmul_add with the addend as out) must still add exactly once, into strided and batched outputs too;
+// the shapes are new to this process, so each call here is a first call.
+TEST(CudaMatmul, FirstCallTuningAccumulatesOnce) {
+  LATTE_REQUIRE_CUDA();
+  const cuda::MatmulTuningStats before = cuda::matmul_tuning_stats();
+  for (int64_t batch : {0, 2})
+    for (bool strided : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "batch=" << batch << " strided=" << strided);
+      const int64_t M = 1000 + 8 * batch + (strided ? 16 : 0), N = 776, K = 1032;
+      Tensor a = operand(batch, M, K, false, DType::BF16, 60), b = rnd({N, K}, 61, DType::BF16, 0.05);
+      // out: a column slice of a wider matrix when strided (row stride N + 5)
+      Tensor out = operand(batch, M, N, strided, DType::F32, 62);
+      Tensor expect = cpu_matmul(out, a, b, false, true, 1.0, 1.0);
+      cuda::matmul(out, a, b, false, true, 1.0, 1.0);
+      EXPECT_CLOSE(out, expect, DType::BF16);
+      Tensor acc = operand(batch, M, N, false, DType::BF16, 63);
+      Tensor expect_add = cpu_matmul(acc, a, b, false, true, 1.0, 1.0);
+      cuda::matmul_add(acc, a, b, acc, false, true);
+      EXPECT_CLOSE(acc, expect_add, DType::BF16);
+    }
+  // Shapes this large have several candidate algorithms: with autotuning on (the default), they were timed.
+  const char* tune = std::getenv("LATTE_GEMM_AUTOTUNE");
+  const char* det = std::getenv("LATTE_DETERMINISTIC");
+  if (!(tune && std::string(tune) == "0") && !(det && std::string(det) == "1")) {
+    EXPECT_GT(cuda::matmul_tuning_stats().plans_timed, before.plans_timed);
+  }
 }
 
 }  // namespace
