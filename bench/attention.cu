@@ -9,6 +9,7 @@
 //     written) measured here. Caches are rotated so repeats do not hit L2.
 // Timing: CUDA events on latte's stream, warm-up, median of repeats. Prints "RESULT name value" lines (read by
 // scripts/attention_check.sh) and a table last. PyTorch's numbers come from scripts/reference/attention_bench.py.
+// `--decode` runs the decode rows alone.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -346,7 +347,9 @@ int main(int argc, char** argv) {
   const cudaDeviceProp& prop = cuda::device_properties();
   std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
   const double copy = copy_bandwidth_gbs();
-  for (auto [dqk, dv] : {std::pair<int64_t, int64_t>{64, 64}, {128, 128}, {192, 128}}) bench_flash(dqk, dv);
+  const bool decode_only = argc == 2 && std::string(argv[1]) == "--decode";  // the decode rows alone
+  if (!decode_only)
+    for (auto [dqk, dv] : {std::pair<int64_t, int64_t>{64, 64}, {128, 128}, {192, 128}}) bench_flash(dqk, dv);
   bench_decode_gqa(1, 32, 8, 128, copy);
   bench_decode_gqa(4, 32, 8, 128, copy);
   bench_decode_latent(1, 16, 512, 64, copy);

@@ -7,9 +7,10 @@
 // Hq/Hk heads of a kv group, or all H heads of a latent cache, 16 per tile (tensor-core rows; smaller groups
 // pad). Why tensor cores for a memory-bound kernel: a latent cache row serves every head, 2 H (Dc + Dr + Dc)
 // FLOPs per (Dc + Dr) * 2 bytes (about 30 FLOP/byte at H = 16), above the CUDA cores' ridge on H100.
-// Pass 1, block = (head tile, batch x kv group, split of the cache), 4 warps, key tiles of 64 (cp.async,
-// double-buffered): S = Q K^T (warp w: keys 16w..16w+15) -> shared memory -> every warp takes the 16 rows'
-// running max / sum and P = exp2(S - m) for its own quarter of the value columns, O = O 2^(m-m') + P V.
+// Pass 1, block = (head tile, batch x kv group, split of the cache), 4 or 8 warps, key tiles of 64 (cp.async,
+// double-buffered): S = Q K^T (warp w: keys KPW w .. KPW w + KPW - 1, in registers) -> the warps' row maxima meet
+// in shared memory -> each warp writes P = exp2(S - m) of its own keys (bf16, shared memory) and keeps its share
+// of the row sums -> every warp O = O 2^(m-m') + P V on its own value columns.
 // Writes the unnormalised O, m and l of its split (fp32). Pass 2 combines the splits per (b, head).
 // Splits: enough blocks for ~4 per SM, keeping each split >= one key tile.
 // Floor: bytes = B S Hk (Dqk + Dv) 2 (GQA) or B S (Dc + Dr) 2 (latent) at the copy bandwidth: at B=4, S=32k,
@@ -30,7 +31,8 @@ using flash::bf16;
 using namespace flash;  // PTX primitives
 
 constexpr int kDecKT = 64;  // keys per tile
-constexpr int kDecSS = kDecKT + 4;  // score row stride (floats)
+constexpr int kDecPS = kDecKT + 8;  // P row stride (bf16): 144 bytes, conflict-free ldmatrix rows
+constexpr int kDecMaxWarps = 8;
 
 struct DecodeParams {
   const bf16* q1;  // (B, H, D1) rows: b * q1_sb + h * q1_sh
@@ -63,12 +65,15 @@ __device__ __forceinline__ void load_rows2(bf16* s, int rows, const bf16* a, int
                                            int nwarps) {
   const int width = D1 + D2, stride = width + 8;
   if constexpr (WARP_ROWS) {
-    for (int r = warp; r < rows; r += nwarps) {
-      const bool valid = r < nvalid;
-      for (int col = lane * 8; col < width; col += 256) {
-        const bf16* src = safe;
-        if (valid) src = col < D1 ? a + r * a_rs + col : b + r * b_rs + (col - D1);
-        cp_async16(smem_u32(s + r * stride + col), src, valid);
+    // A lane's chunk columns are fixed: pick the part and its row stride once, then step the pointers by rows.
+    for (int col = lane * 8; col < width; col += 256) {
+      const bool first = col < D1;
+      const int64_t rs = first ? a_rs : b_rs;
+      const bf16* src = (first ? a + col : b + (col - D1)) + warp * rs;
+      uint32_t dst = smem_u32(s + warp * stride + col);
+      for (int r = warp; r < rows; r += nwarps, src += nwarps * rs, dst += nwarps * stride * 2) {
+        const bool valid = r < nvalid;
+        cp_async16(dst, valid ? src : safe, valid);
       }
     }
   } else {
@@ -94,7 +99,8 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // (16, DK+8)
   bf16* sK = sQ + 16 * KS;                        // 2 x (KT, DK+8)
   bf16* sV = sK + 2 * KT * KS;                    // 2 x (KT, DV+8), absent when v_is_k1
-  float* sS = reinterpret_cast<float*>(sV + (p.v_is_k1 ? 0 : 2 * KT * (DV + 8)));  // (16, KT+4)
+  bf16* sP = sV + (p.v_is_k1 ? 0 : 2 * KT * (DV + 8));                    // (16, KT+8) bf16
+  float* sMax = reinterpret_cast<float*>(sP + 16 * kDecPS);  // (16, WARPS): row maxima, then sums
   if (p.v_is_k1) sV = sK;
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -133,22 +139,24 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
   const int vcol0 = warp * (DV / WARPS);  // this warp's value columns
 
   for (int j = 0; j < n_tiles; ++j) {
+    // Tile j has landed and every warp is past tile j - 1's P V, so tile j + 1 may go into the other buffer now:
+    // one tile in flight during each tile's work, with three barriers per tile.
+    cp_async_wait<0>();
+    __syncthreads();
     if (j + 1 < n_tiles) {
       load_kv(j + 1, (j + 1) & 1);
       cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
     }
-    __syncthreads();
     const bf16* sKj = sK + (j & 1) * KT * KS;
     const bf16* sVj = sV + (j & 1) * KT * VS;
     const int s0 = s_begin + j * KT;
 
-    {  // S = Q K^T for this warp's KPW keys, in log2 units, masked past the split's end.
-      constexpr int NB = KPW / 8;  // n8 tiles per warp
+    // S = Q K^T for this warp's KPW keys (16 heads x KPW keys in mma accumulator layout).
+    constexpr int NB = KPW / 8;  // n8 tiles per warp
+    float s[NB][4];
+    {
       // Two accumulator sets (even / odd k steps) halve the chain of dependent mma.
-      float s[NB][4], s2[NB][4];
+      float s2[NB][4];
 #pragma unroll
       for (int n = 0; n < NB; ++n)
 #pragma unroll
@@ -197,32 +205,38 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
 #pragma unroll
       for (int n = 0; n < NB; ++n)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int col = warp * KPW + n * 8 + 2 * tq;
-          float2 v2;
-          v2.x = s0 + col < s_end ? (s[n][2 * h] + s2[n][2 * h]) * p.scale_log2 : -INFINITY;
-          v2.y = s0 + col + 1 < s_end ? (s[n][2 * h + 1] + s2[n][2 * h + 1]) * p.scale_log2 : -INFINITY;
-          *reinterpret_cast<float2*>(sS + (g + 8 * h) * kDecSS + col) = v2;
+        for (int c = 0; c < 4; ++c) {  // log2 units, masked past the split's end
+          const int col = warp * KPW + n * 8 + 2 * tq + (c & 1);
+          s[n][c] = s0 + col < s_end ? (s[n][c] + s2[n][c]) * p.scale_log2 : -INFINITY;
         }
     }
-    __syncthreads();
 
-    // Running max per row (each quad lane scans 16 of the 64 keys), then O += P V on this warp's columns.
+    // Softmax once per tile (v8): each warp takes the row max over its own keys, the warps' maxima meet in shared
+    // memory, and each warp turns only its own scores into P (bf16, shared memory) for every warp's P V. Before,
+    // every warp re-read all 16 x 64 scores and recomputed their exponentials (8x the MUFU work at 8 warps).
     float m_use[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const float* srow = sS + (g + 8 * h) * kDecSS + tq * 16;
+      float mx = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < NB; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
+      mx = quad_max(mx);
+      if (tq == 0) sMax[(g + 8 * h) * WARPS + warp] = mx;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float* row_max = sMax + (g + 8 * h) * WARPS;
       float mx = m_run[h];
 #pragma unroll
-      for (int e = 0; e < 16; e += 4) {
-        const float4 x = *reinterpret_cast<const float4*>(srow + e);
+      for (int w = 0; w < WARPS; w += 4) {
+        const float4 x = *reinterpret_cast<const float4*>(row_max + w);
         mx = fmaxf(mx, fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w)));
       }
-      mx = quad_max(mx);
       m_use[h] = mx == -INFINITY ? 0.f : mx;
       const float alpha = exp2f(m_run[h] - m_use[h]);
       m_run[h] = mx;
-      l_run[h] *= alpha;
+      l_run[h] *= alpha;  // this warp's share of the row sums
 #pragma unroll
       for (int n = 0; n < NTV; ++n) {
         o[n][2 * h] *= alpha;
@@ -230,24 +244,21 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
       }
     }
 #pragma unroll
-    for (int kk = 0; kk < KT / 16; ++kk) {
-      float pr[2][4];  // [row half][a0 lo, a0 hi, a2 lo, a2 hi]
+    for (int n = 0; n < NB; ++n)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const float* srow = sS + (g + 8 * h) * kDecSS + kk * 16 + 2 * tq;
-        const float2 x0 = *reinterpret_cast<const float2*>(srow);
-        const float2 x1 = *reinterpret_cast<const float2*>(srow + 8);
-        pr[h][0] = exp2f(x0.x - m_use[h]);
-        pr[h][1] = exp2f(x0.y - m_use[h]);
-        pr[h][2] = exp2f(x1.x - m_use[h]);
-        pr[h][3] = exp2f(x1.y - m_use[h]);
-        l_run[h] += (pr[h][0] + pr[h][1]) + (pr[h][2] + pr[h][3]);
+        const float p0 = exp2f(s[n][2 * h] - m_use[h]), p1 = exp2f(s[n][2 * h + 1] - m_use[h]);
+        l_run[h] += p0 + p1;
+        *reinterpret_cast<uint32_t*>(sP + (g + 8 * h) * kDecPS + warp * KPW + n * 8 + 2 * tq) = pack_bf16(p0, p1);
       }
+    __syncthreads();
+
+    // O += P V on this warp's value columns.
+    const uint32_t pa = smem_u32(sP + (lane & 15) * kDecPS + (lane >> 4) * 8);
+#pragma unroll
+    for (int kk = 0; kk < KT / 16; ++kk) {
       uint32_t a[4];
-      a[0] = pack_bf16(pr[0][0], pr[0][1]);
-      a[1] = pack_bf16(pr[1][0], pr[1][1]);
-      a[2] = pack_bf16(pr[0][2], pr[0][3]);
-      a[3] = pack_bf16(pr[1][2], pr[1][3]);
+      ldmatrix_x4(a, pa + kk * 32);
 #pragma unroll
       for (int n = 0; n < NTV; ++n) {
         uint32_t vb[2];
@@ -255,20 +266,29 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
         mma_bf16(o[n], a, vb[0], vb[1]);
       }
     }
-    __syncthreads();  // sS and this K/V buffer are overwritten next
   }
 
-  // Partial results of this split: unnormalised O, m, l per head.
+  // The warps' shares of the row sums, added in warp order (deterministic).
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const float l = quad_sum(l_run[h]);
+    if (tq == 0) sMax[(g + 8 * h) * WARPS + warp] = l;
+  }
+  __syncthreads();
+  // Partial results of this split: unnormalised O, m, l per head.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
     const int row = g + 8 * h;
     if (row < nrows) {
       const int64_t at = (int64_t(split) * p.B + b) * p.H + h0 + row;
       float* po = p.part_o + at * DV + vcol0 + 2 * tq;
 #pragma unroll
       for (int n = 0; n < NTV; ++n) *reinterpret_cast<float2*>(po + n * 8) = make_float2(o[n][2 * h], o[n][2 * h + 1]);
-      if (warp == 0 && tq == 0) *reinterpret_cast<float2*>(p.part_ml + at * 2) = make_float2(m_run[h], l);
+      if (warp == 0 && tq == 0) {
+        float l = 0.f;
+        for (int w = 0; w < WARPS; ++w) l += sMax[row * WARPS + w];
+        *reinterpret_cast<float2*>(p.part_ml + at * 2) = make_float2(m_run[h], l);
+      }
     }
   }
 }
@@ -356,8 +376,8 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
   const int64_t base = int64_t(p.B) * p.Hk * row_tiles;
   LATTE_CHECK(int64_t(p.B) * p.Hk <= 65535, op, ": too many (batch, kv head) pairs");
   const int DK = p.D1 + p.D2;
-  const int smem = (16 * (DK + 8) + 2 * kDecKT * (DK + 8) + (p.v_is_k1 ? 0 : 2 * kDecKT * (p.DV + 8))) * 2 +
-                   16 * kDecSS * 4;
+  const int smem = (16 * (DK + 8) + 2 * kDecKT * (DK + 8) + (p.v_is_k1 ? 0 : 2 * kDecKT * (p.DV + 8)) +
+                    16 * kDecPS) * 2 + 16 * kDecMaxWarps * 4;
   LATTE_CHECK(smem <= static_cast<int>(device_properties(dev.index).sharedMemPerBlockOptin), op,
               ": head dims too large for shared memory (", smem, " bytes)");
   // Splits: fill one wave of resident blocks (blocks per SM from the shared memory a block takes), but keep
