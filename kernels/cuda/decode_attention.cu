@@ -268,6 +268,9 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
     }
   }
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");  // the combine grid may be scheduled now
+#endif
   // The warps' shares of the row sums, added in warp order (deterministic).
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -300,6 +303,11 @@ constexpr int kCombineWarps = 8;
 __global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(const DecodeParams p) {
   extern __shared__ float sw[];  // (splits) weights, then (kCombineWarps, DV) partial sums
   __shared__ float red[32];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Launched as a programmatic dependent of pass 1 (run_decode): the blocks may be resident before pass 1 ends,
+  // and wait here until it has finished and its partials are visible.
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
   const int bh = blockIdx.x, b = bh / p.H, h = bh - b * p.H;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int64_t stride = int64_t(p.B) * p.H;
@@ -413,7 +421,24 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
   if (combine_smem > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(decode_combine_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(combine_smem)));
-  decode_combine_kernel<<<p.B * p.H, kCombineWarps * 32, combine_smem, stream>>>(p);
+  // Programmatic dependent launch: the combine grid is scheduled while pass 1 runs (its launch latency hidden; the
+  // kernel's griddepcontrol.wait holds it until pass 1 is complete).
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(p.B * p.H);
+  config.blockDim = dim3(kCombineWarps * 32);
+  config.dynamicSmemBytes = combine_smem;
+  config.stream = stream;
+  // Only when the combine binary is an sm_90+ one: older code has no griddepcontrol.wait to hold it back.
+  static const bool pdl = [] {
+    cudaFuncAttributes fa{};
+    return cudaFuncGetAttributes(&fa, decode_combine_kernel) == cudaSuccess && fa.binaryVersion >= 90;
+  }();
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attr;
+  config.numAttrs = pdl ? 1 : 0;
+  CUDA_CHECK(cudaLaunchKernelEx(&config, decode_combine_kernel, p));
   CUDA_CHECK_LAUNCH("decode_combine_kernel");
 }
 
