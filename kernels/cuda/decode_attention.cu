@@ -89,8 +89,10 @@ __device__ __forceinline__ void load_rows2(bf16* s, int rows, const bf16* a, int
 }
 
 // WARPS (4 or 8) split the key tile for S and the value columns for P V; NTV = n8 tiles of value columns per
-// warp (Dv = 8 WARPS NTV).
-template <int WARPS, int NTV>
+// warp (Dv = 8 WARPS NTV). QSTEPS > 0 (8 warps only): Dqk = 16 QSTEPS is known at compile time and every warp
+// keeps the query fragments of all k steps in registers (v9: the MLA latent rows, Dc + Dr = 576, 144 registers),
+// instead of re-reading them from shared memory for each key tile (8 warps x 18 KB per tile).
+template <int WARPS, int NTV, int QSTEPS = 0>
 __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodeParams p) {
   constexpr int KT = kDecKT, DV = 8 * WARPS * NTV, KPW = KT / WARPS;  // keys per warp in the S phase
   static_assert(KPW == 8 || KPW == 16, "4 or 8 warps");
@@ -131,6 +133,15 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
                         p.q2_sh, p.D2, nrows, p.q1, warp, lane, WARPS);
   load_kv(0, 0);
   cp_async_commit();
+
+  uint32_t qf[QSTEPS > 0 ? QSTEPS : 1][4];
+  if constexpr (QSTEPS > 0) {  // the query fragments, once: Q arrives with the first key tile
+    cp_async_wait<0>();
+    __syncthreads();
+    const uint32_t qa = smem_u32(sQ + (lane & 15) * KS + (lane >> 4) * 8);
+#pragma unroll
+    for (int kk = 0; kk < QSTEPS; ++kk) ldmatrix_x4(qf[kk], qa + kk * 32);
+  }
 
   float o[NTV][4];
 #pragma unroll
@@ -183,6 +194,16 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
           ldmatrix_x4(kb, ka + kk * 32);
           mma_bf16(s[0], a, kb[0], kb[1]);
           mma_bf16(s[1], a, kb[2], kb[3]);
+        }
+      } else if constexpr (QSTEPS > 0) {
+        static_assert(QSTEPS % 2 == 0, "pairs of k steps");
+        const uint32_t ka = smem_u32(sKj + (warp * 8 + (lane & 7)) * KS + (lane >> 3) * 8);
+#pragma unroll
+        for (int k2 = 0; k2 < QSTEPS; k2 += 2) {
+          uint32_t kb[4];
+          ldmatrix_x4(kb, ka + k2 * 32);
+          mma_bf16(s[0], qf[k2], kb[0], kb[1]);
+          mma_bf16(s2[0], qf[k2 + 1], kb[2], kb[3]);
         }
       } else {
         // 8 keys: one x4 load gives b0, b1 of two consecutive k steps (columns 32 wide).
@@ -346,15 +367,15 @@ __global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(cons
   if (p.lse && tid == 0) p.lse[bh] = L > 0.f ? (Mu + log2f(L)) * kLn2 : -INFINITY;
 }
 
-template <int WARPS, int NTV>
+template <int WARPS, int NTV, int QSTEPS = 0>
 void launch_split(const DecodeParams& p, dim3 grid, int smem, cudaStream_t stream) {
   static int configured = 0;  // largest dynamic shared memory size set so far for this instantiation
   if (smem > configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(decode_split_kernel<WARPS, NTV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    smem));
+    CUDA_CHECK(cudaFuncSetAttribute(decode_split_kernel<WARPS, NTV, QSTEPS>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = smem;
   }
-  decode_split_kernel<WARPS, NTV><<<grid, WARPS * 32, smem, stream>>>(p);
+  decode_split_kernel<WARPS, NTV, QSTEPS><<<grid, WARPS * 32, smem, stream>>>(p);
   CUDA_CHECK_LAUNCH("decode_split_kernel");
 }
 
@@ -414,7 +435,9 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
     case 128: launch_split<4, 4>(p, grid, smem, stream); break;
     case 192: launch_split<8, 3>(p, grid, smem, stream); break;
     case 256: launch_split<8, 4>(p, grid, smem, stream); break;
-    case 512: launch_split<8, 8>(p, grid, smem, stream); break;
+    case 512:  // the MLA latent rows (Dc 512 + Dr 64) with the query in registers
+      if (DK == 576) launch_split<8, 8, 36>(p, grid, smem, stream); else launch_split<8, 8>(p, grid, smem, stream);
+      break;
     default: LATTE_FAIL(op, ": unsupported value width ", p.DV);
   }
   const size_t combine_smem = sizeof(float) * (size_t(p.splits) + size_t(kCombineWarps) * p.DV);
