@@ -12,7 +12,7 @@
 // in shared memory -> each warp writes P = exp2(S - m) of its own keys (bf16, shared memory) and keeps its share
 // of the row sums -> every warp O = O 2^(m-m') + P V on its own value columns.
 // Writes the unnormalised O, m and l of its split (fp32). Pass 2 combines the splits per (b, head).
-// Splits: enough blocks for ~4 per SM, keeping each split >= one key tile.
+// Splits: one wave of resident blocks, each split at least 4 key tiles (run_decode).
 // Floor: bytes = B S Hk (Dqk + Dv) 2 (GQA) or B S (Dc + Dr) 2 (latent) at the copy bandwidth: at B=4, S=32k,
 // Hk=8, D=128 that is 537 MB, 0.18 ms at 3 TB/s; latent Dc=512, Dr=64: 151 MB, 50 us.
 #include "kernels/cuda/decode_attention.h"
@@ -96,6 +96,7 @@ template <int WARPS, int NTV, int QSTEPS = 0>
 __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodeParams p) {
   constexpr int KT = kDecKT, DV = 8 * WARPS * NTV, KPW = KT / WARPS;  // keys per warp in the S phase
   static_assert(KPW == 8 || KPW == 16, "4 or 8 warps");
+  static_assert(WARPS <= kDecMaxWarps, "sMax holds kDecMaxWarps values per row");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int DK = p.D1 + p.D2, KS = DK + 8, VS = p.v_is_k1 ? KS : DV + 8;
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // (16, DK+8)
