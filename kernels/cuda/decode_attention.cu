@@ -318,19 +318,23 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
   }
 }
 
-// out[b, h] = sum_s 2^(m_s - M) O_s / sum_s 2^(m_s - M) l_s. One block (8 warps) per (b, h): the weights go to
-// shared memory, warp w sums splits w, w+8, ... for 4 columns per lane (independent 16-byte loads in flight),
-// then the 8 partial sums are added in a fixed order (deterministic).
+// out[b, h] = sum_s 2^(m_s - M) O_s / sum_s 2^(m_s - M) l_s. One block (8 warps) per (b, h) and 128 value columns
+// (v10: the wide latent rows in 4 blocks, so B=1 with 16 heads runs 64 blocks, not 16 each reading 128 splits x
+// 2 KB): the weights go to shared memory, warp w sums splits w, w+8, ... for 4 columns per lane (independent
+// 16-byte loads in flight), then the 8 partial sums are added in a fixed order (deterministic).
 constexpr int kCombineWarps = 8;
+constexpr int kCombineCols = 128;  // value columns per block: 4 per lane
 __global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(const DecodeParams p) {
-  extern __shared__ float sw[];  // (splits) weights, then (kCombineWarps, DV) partial sums
+  extern __shared__ float sw[];  // (splits) weights, then (kCombineWarps, kCombineCols) partial sums
   __shared__ float red[32];
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Launched as a programmatic dependent of pass 1 (run_decode): the blocks may be resident before pass 1 ends,
   // and wait here until it has finished and its partials are visible.
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
-  const int bh = blockIdx.x, b = bh / p.H, h = bh - b * p.H;
+  const int chunks = (p.DV + kCombineCols - 1) / kCombineCols;
+  const int bh = blockIdx.x / chunks, chunk = blockIdx.x - bh * chunks, b = bh / p.H, h = bh - b * p.H;
+  const int c0 = chunk * kCombineCols, cw = min(kCombineCols, p.DV - c0);  // this block's columns
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int64_t stride = int64_t(p.B) * p.H;
   float M = -INFINITY;
@@ -346,26 +350,27 @@ __global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(cons
   }
   L = block_sum(L, red);  // ends with a barrier: sw is complete
   float* part = sw + p.splits;
-  for (int d0 = lane * 4; d0 < p.DV; d0 += 128) {
+  const int d0 = lane * 4;
+  if (d0 < cw) {
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 4
     for (int s = warp; s < p.splits; s += kCombineWarps) {
       const float w = sw[s];
-      const float4 o = *reinterpret_cast<const float4*>(p.part_o + (s * stride + bh) * p.DV + d0);
+      const float4 o = *reinterpret_cast<const float4*>(p.part_o + (s * stride + bh) * p.DV + c0 + d0);
       acc.x += w * o.x, acc.y += w * o.y, acc.z += w * o.z, acc.w += w * o.w;
     }
-    *reinterpret_cast<float4*>(part + warp * p.DV + d0) = acc;
+    *reinterpret_cast<float4*>(part + warp * kCombineCols + d0) = acc;
   }
   __syncthreads();
   const float inv = L > 0.f ? 1.f / L : 0.f;
-  bf16* orow = p.out + b * p.o_sb + h * p.o_sh;
-  for (int d = tid; d < p.DV; d += blockDim.x) {
+  bf16* orow = p.out + b * p.o_sb + h * p.o_sh + c0;
+  for (int d = tid; d < cw; d += blockDim.x) {
     float acc = 0.f;
 #pragma unroll
-    for (int w = 0; w < kCombineWarps; ++w) acc += part[w * p.DV + d];
+    for (int w = 0; w < kCombineWarps; ++w) acc += part[w * kCombineCols + d];
     orow[d] = __float2bfloat16_rn(acc * inv);
   }
-  if (p.lse && tid == 0) p.lse[bh] = L > 0.f ? (Mu + log2f(L)) * kLn2 : -INFINITY;
+  if (p.lse && chunk == 0 && tid == 0) p.lse[bh] = L > 0.f ? (Mu + log2f(L)) * kLn2 : -INFINITY;
 }
 
 template <int WARPS, int NTV, int QSTEPS = 0>
@@ -441,14 +446,14 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
       break;
     default: LATTE_FAIL(op, ": unsupported value width ", p.DV);
   }
-  const size_t combine_smem = sizeof(float) * (size_t(p.splits) + size_t(kCombineWarps) * p.DV);
+  const size_t combine_smem = sizeof(float) * (size_t(p.splits) + size_t(kCombineWarps) * kCombineCols);
   if (combine_smem > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(decode_combine_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(combine_smem)));
   // Programmatic dependent launch: the combine grid is scheduled while pass 1 runs (its launch latency hidden; the
   // kernel's griddepcontrol.wait holds it until pass 1 is complete).
   cudaLaunchConfig_t config{};
-  config.gridDim = dim3(p.B * p.H);
+  config.gridDim = dim3(p.B * p.H * ((p.DV + kCombineCols - 1) / kCombineCols));
   config.blockDim = dim3(kCombineWarps * 32);
   config.dynamicSmemBytes = combine_smem;
   config.stream = stream;
