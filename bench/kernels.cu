@@ -8,7 +8,10 @@
 // Sizes fill the GPU (activations of 32768 tokens, or the 8192-token LM head), so L2 does not hold the data.
 // Timing: CUDA events on latte's stream around each call after warm-up; median of repeats. Inputs are random
 // (a Philox normal fill on the GPU), never zeros. The last line counts cudaMalloc calls made inside the timed
-// loops: the caching allocator must make none.
+// loops: the caching allocator must make none. The wrapper autotunes a shape's algorithm on its first call
+// (kernels/cuda/matmul.cu), so it may beat the raw call, which runs the heuristic's first answer.
+// Two experiments run alone: `bench_kernels --gemm-tune` (every algorithm of the heuristic's top answers at the
+// 1.3B models' GEMMs) and `bench_kernels --overlap` (AdamW on a side stream beside the forward's GEMMs).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
