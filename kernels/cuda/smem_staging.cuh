@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/mbarrier.cuh"
 
 namespace latte::cuda {
 namespace {
@@ -21,24 +22,18 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+// The mbarrier.cuh primitives for a barrier given by pointer.
 __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+  ::latte::cuda::mbar_init(smem_addr(bar), count);
 }
 
 // The calling thread arrives on `bar` and tells it to expect `bytes` more from bulk copies.
 __device__ __forceinline__ void mbar_arrive_expect(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+  mbar_arrive_expect_tx(smem_addr(bar), bytes);
 }
 
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
-        : "=r"(done)
-        : "r"(smem_addr(bar)), "r"(parity)
-        : "memory");
-  } while (!done);
+  ::latte::cuda::mbar_wait(smem_addr(bar), parity);
 }
 
 // Global -> shared copy of `bytes` (a multiple of 16, both addresses 16-byte aligned) by the copy engine,
