@@ -3,7 +3,7 @@
 // sizes passed by value in the kernel's parameters; blockIdx.y picks the tensor, blocks along x
 // stride over its 8-element chunks (blocks past a small tensor's end exit at once). A 1.3B model's
 // ~220 tensors take 7 launches. Floor: AdamW reads w, m, v (f32) and g and writes w, m, v and the
-// bf16 param: 26 bytes per parameter with bf16 grads. The norm reads each gradient once.
+// bf16 param: 28 bytes per parameter with bf16 grads (14 read, 14 written). The norm reads each gradient once.
 // The norm is deterministic: per (tensor, block) fp32 partials, added in a fixed order by one block.
 #include <algorithm>
 #include <cmath>
