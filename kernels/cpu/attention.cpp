@@ -27,6 +27,15 @@ struct AttnDims {
   int64_t kv_head(int64_t r, int64_t i) const { return r * Hk + i / (Hq / Hk); }
   // Last key index (inclusive) that query row t may see.
   int64_t last_key(int64_t t, bool causal) const { return causal ? t + S - T : S - 1; }
+  // fn(b, i, kvh, oh, t) for every query row of batches [b_first, b_end): query head i of branch r reads kv head
+  // kvh and writes out head oh; the order (b, r, i, t) is part of the results' bits (accumulation order).
+  template <typename Fn>
+  void for_each_query_row(int64_t b_first, int64_t b_end, Fn&& fn) const {
+    for (int64_t b = b_first; b < b_end; ++b)
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t i = 0; i < Hq; ++i)
+          for (int64_t t = 0; t < T; ++t) fn(b, i, kv_head(r, i), r * Hq + i, t);
+  }
 };
 
 AttnDims attn_dims(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, int64_t branches,
@@ -75,36 +84,31 @@ void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
     parallel_ranges(d.B, batch_grain(d), [&](int64_t b_first, int64_t b_end) {
       std::vector<double> score(static_cast<size_t>(d.S));  // one row of scaled scores
       std::vector<double> acc(static_cast<size_t>(d.Dv));
-      for (int64_t b = b_first; b < b_end; ++b)
-        for (int64_t r = 0; r < d.R; ++r)
-          for (int64_t i = 0; i < d.Hq; ++i) {
-            const int64_t kvh = d.kv_head(r, i), oh = r * d.Hq + i;
-            for (int64_t t = 0; t < d.T; ++t) {
-              const T* qr = pq + row(q, b, t, i);
-              const int64_t last = d.last_key(t, causal);
-              double m = -std::numeric_limits<double>::infinity();
-              for (int64_t j = 0; j <= last; ++j) {
-                const T* kr = pk + row(k, b, j, kvh);
-                double s = 0;
-                for (int64_t c = 0; c < d.Dqk; ++c) s += static_cast<double>(qr[c]) * static_cast<double>(kr[c]);
-                s *= softmax_scale;
-                score[static_cast<size_t>(j)] = s;
-                m = std::max(m, s);
-              }
-              double l = 0;
-              for (int64_t j = 0; j <= last; ++j) l += std::exp(score[static_cast<size_t>(j)] - m);
-              const double row_lse = m + std::log(l);
-              std::fill(acc.begin(), acc.end(), 0.0);
-              for (int64_t j = 0; j <= last; ++j) {
-                const double p = std::exp(score[static_cast<size_t>(j)] - row_lse);
-                const T* vr = pv + row(v, b, j, kvh);
-                for (int64_t c = 0; c < d.Dv; ++c) acc[static_cast<size_t>(c)] += p * static_cast<double>(vr[c]);
-              }
-              T* orow = po + row(out, b, t, oh);
-              for (int64_t c = 0; c < d.Dv; ++c) orow[c] = static_cast<T>(acc[static_cast<size_t>(c)]);
-              store_from_double(lse.data_ptr(), lse.dtype(), (b * d.R * d.Hq + oh) * d.T + t, row_lse);
-            }
-          }
+      d.for_each_query_row(b_first, b_end, [&](int64_t b, int64_t i, int64_t kvh, int64_t oh, int64_t t) {
+        const T* qr = pq + row(q, b, t, i);
+        const int64_t last = d.last_key(t, causal);
+        double m = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j <= last; ++j) {
+          const T* kr = pk + row(k, b, j, kvh);
+          double s = 0;
+          for (int64_t c = 0; c < d.Dqk; ++c) s += static_cast<double>(qr[c]) * static_cast<double>(kr[c]);
+          s *= softmax_scale;
+          score[static_cast<size_t>(j)] = s;
+          m = std::max(m, s);
+        }
+        double l = 0;
+        for (int64_t j = 0; j <= last; ++j) l += std::exp(score[static_cast<size_t>(j)] - m);
+        const double row_lse = m + std::log(l);
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t j = 0; j <= last; ++j) {
+          const double p = std::exp(score[static_cast<size_t>(j)] - row_lse);
+          const T* vr = pv + row(v, b, j, kvh);
+          for (int64_t c = 0; c < d.Dv; ++c) acc[static_cast<size_t>(c)] += p * static_cast<double>(vr[c]);
+        }
+        T* orow = po + row(out, b, t, oh);
+        for (int64_t c = 0; c < d.Dv; ++c) orow[c] = static_cast<T>(acc[static_cast<size_t>(c)]);
+        store_from_double(lse.data_ptr(), lse.dtype(), (b * d.R * d.Hq + oh) * d.T + t, row_lse);
+      });
     });
   });
 }
@@ -134,37 +138,32 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
     std::vector<double> gk(static_cast<size_t>(dk.numel()), 0.0);  // (B, S, R*Hk, Dqk)
     std::vector<double> gv(static_cast<size_t>(dv.numel()), 0.0);  // (B, S, R*Hk, Dv)
     parallel_ranges(d.B, batch_grain(d), [&](int64_t b_first, int64_t b_end) {
-      for (int64_t b = b_first; b < b_end; ++b)
-        for (int64_t r = 0; r < d.R; ++r)
-          for (int64_t i = 0; i < d.Hq; ++i) {
-            const int64_t kvh = d.kv_head(r, i), oh = r * d.Hq + i;
-            for (int64_t t = 0; t < d.T; ++t) {
-              const T* qr = pq + row(q, b, t, i);
-              const T* orow = po + row(out, b, t, oh);
-              const T* dorow = pdo + row(dout, b, t, oh);
-              const double row_lse = load_as_double(lse.data_ptr(), lse.dtype(), (b * d.R * d.Hq + oh) * d.T + t);
-              double delta = 0;
-              for (int64_t c = 0; c < d.Dv; ++c) delta += static_cast<double>(dorow[c]) * static_cast<double>(orow[c]);
-              double* gqr = gq.data() + ((b * d.T + t) * d.Hq + i) * d.Dqk;
-              const int64_t last = d.last_key(t, causal);
-              for (int64_t j = 0; j <= last; ++j) {
-                const T* kr = pk + row(k, b, j, kvh);
-                const T* vr = pv + row(v, b, j, kvh);
-                double s = 0, dp = 0;
-                for (int64_t c = 0; c < d.Dqk; ++c) s += static_cast<double>(qr[c]) * static_cast<double>(kr[c]);
-                for (int64_t c = 0; c < d.Dv; ++c) dp += static_cast<double>(dorow[c]) * static_cast<double>(vr[c]);
-                const double p = std::exp(s * softmax_scale - row_lse);
-                const double ds = p * (dp - delta) * softmax_scale;
-                double* gkr = gk.data() + ((b * d.S + j) * Hkv + kvh) * d.Dqk;
-                double* gvr = gv.data() + ((b * d.S + j) * Hkv + kvh) * d.Dv;
-                for (int64_t c = 0; c < d.Dqk; ++c) {
-                  gqr[c] += ds * static_cast<double>(kr[c]);
-                  gkr[c] += ds * static_cast<double>(qr[c]);
-                }
-                for (int64_t c = 0; c < d.Dv; ++c) gvr[c] += p * static_cast<double>(dorow[c]);
-              }
-            }
+      d.for_each_query_row(b_first, b_end, [&](int64_t b, int64_t i, int64_t kvh, int64_t oh, int64_t t) {
+        const T* qr = pq + row(q, b, t, i);
+        const T* orow = po + row(out, b, t, oh);
+        const T* dorow = pdo + row(dout, b, t, oh);
+        const double row_lse = load_as_double(lse.data_ptr(), lse.dtype(), (b * d.R * d.Hq + oh) * d.T + t);
+        double delta = 0;
+        for (int64_t c = 0; c < d.Dv; ++c) delta += static_cast<double>(dorow[c]) * static_cast<double>(orow[c]);
+        double* gqr = gq.data() + ((b * d.T + t) * d.Hq + i) * d.Dqk;
+        const int64_t last = d.last_key(t, causal);
+        for (int64_t j = 0; j <= last; ++j) {
+          const T* kr = pk + row(k, b, j, kvh);
+          const T* vr = pv + row(v, b, j, kvh);
+          double s = 0, dp = 0;
+          for (int64_t c = 0; c < d.Dqk; ++c) s += static_cast<double>(qr[c]) * static_cast<double>(kr[c]);
+          for (int64_t c = 0; c < d.Dv; ++c) dp += static_cast<double>(dorow[c]) * static_cast<double>(vr[c]);
+          const double p = std::exp(s * softmax_scale - row_lse);
+          const double ds = p * (dp - delta) * softmax_scale;
+          double* gkr = gk.data() + ((b * d.S + j) * Hkv + kvh) * d.Dqk;
+          double* gvr = gv.data() + ((b * d.S + j) * Hkv + kvh) * d.Dv;
+          for (int64_t c = 0; c < d.Dqk; ++c) {
+            gqr[c] += ds * static_cast<double>(kr[c]);
+            gkr[c] += ds * static_cast<double>(qr[c]);
           }
+          for (int64_t c = 0; c < d.Dv; ++c) gvr[c] += p * static_cast<double>(dorow[c]);
+        }
+      });
     });
     T* pdq = dq.data<T>();
     T* pdk = dk.data<T>();
