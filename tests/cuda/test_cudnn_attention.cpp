@@ -67,6 +67,14 @@ void run_case(const Case& c, uint64_t seed, bool must_support) {
   }
   cuda::cudnn_attention_backward(dq, dk, dv, in.dout, in.q, in.k, in.v, out, lse, c.R, in.scale, c.causal);
   check_backward(in, dq, dk, dv);
+  {
+    // Again: the dQ accumulator now comes from the caching allocator holding the first call's sums, so a second
+    // call that added onto them (no zeroing, by latte or by cuDNN) would double dq.
+    SCOPED_TRACE("second backward call");
+    Tensor dq2 = poisoned(in.q.shape(), t), dk2 = poisoned(in.k.shape(), t), dv2 = poisoned(in.v.shape(), t);
+    cuda::cudnn_attention_backward(dq2, dk2, dv2, in.dout, in.q, in.k, in.v, out, lse, c.R, in.scale, c.causal);
+    check_backward(in, dq2, dk2, dv2);
+  }
 
   // The lse contract is shared: latte's flash backward after cuDNN's forward gives the same gradients.
   if (cuda::flash_attention_supported(in.q, in.k, in.v, out)) {
