@@ -16,6 +16,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <numeric>
+#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -113,6 +116,53 @@ FlashTensors flash_tensors(int64_t B, int64_t T, int64_t H, int64_t dqk, int64_t
   return t;
 }
 
+// Implementations of one op timed in interleaved rounds, each round in a new shuffled order: per round one
+// warm-up call and `reps` timed calls (one call between two events each) of every implementation; each one's
+// median over all its timed calls. Why: the same cuDNN backward timed in a fixed order within one run moved by up
+// to 9% (2.09-2.29 ms at (192,128); SM clock 1725-1980 MHz), whichever was timed right after a slower kernel
+// gaining; PyTorch's reference (scripts/reference/attention_bench.py) times its backends the same way. `pre`, when
+// set, is launched untimed right before each call (the backward's forward, as PyTorch's reference times its
+// backward: the host work of the timed call then overlaps that forward on the GPU, as it does in training).
+struct Timed {
+  std::string name, key;  // table row, RESULT key ("" for none)
+  std::function<void()> call, pre;
+};
+std::vector<double> interleaved_median_ms(const std::vector<Timed>& impls, int rounds = 6, int reps = 8) {
+  cudaStream_t s = cuda::current_stream();
+  cudaEvent_t a, b;
+  CUDA_CHECK(cudaEventCreate(&a));
+  CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<std::vector<float>> ts(impls.size());
+  std::vector<size_t> order(impls.size());
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::mt19937 rng(12345);
+  for (int r = 0; r < rounds; ++r) {
+    std::shuffle(order.begin(), order.end(), rng);  // a new order each round: no fixed predecessor
+    for (const size_t i : order) {
+      if (impls[i].pre) impls[i].pre();
+      impls[i].call();
+      for (int j = 0; j < reps; ++j) {
+        if (impls[i].pre) impls[i].pre();
+        CUDA_CHECK(cudaEventRecord(a, s));
+        impls[i].call();
+        CUDA_CHECK(cudaEventRecord(b, s));
+        CUDA_CHECK(cudaEventSynchronize(b));
+        float ms = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+        ts[i].push_back(ms);
+      }
+    }
+  }
+  CUDA_CHECK(cudaEventDestroy(a));
+  CUDA_CHECK(cudaEventDestroy(b));
+  std::vector<double> med;
+  for (auto& t : ts) {
+    std::sort(t.begin(), t.end());
+    med.push_back(t[t.size() / 2]);
+  }
+  return med;
+}
+
 void bench_flash(int64_t dqk, int64_t dv) {
   const int64_t B = 4, T = 4096, H = 16;
   FlashTensors ft = flash_tensors(B, T, H, dqk, dv);
@@ -121,99 +171,97 @@ void bench_flash(int64_t dqk, int64_t dv) {
   const double fwd_flops = 2.0 * B * H * double(T) * T * double(dqk + dv) / 2.0, bwd_flops = 2.5 * fwd_flops;
   const std::string shape = "B4 T4096 H16 (" + std::to_string(dqk) + "," + std::to_string(dv) + ") causal";
   const std::string tag = std::to_string(dqk) + "_" + std::to_string(dv);
+  set_attention_backend(AttentionBackend::Auto);
+  // Each timed call sets the kernel choice it needs (the implementations are interleaved); `auto` runs with the
+  // defaults (kAuto, no ping-pong), as training does.
+  auto flash_fwd = [&](cuda::FlashKernel kernel, bool pingpong) {
+    return [&, kernel, pingpong] {
+      cuda::flash_attention_set_forward_kernel(kernel);
+      cuda::flash_attention_set_sm90_pingpong(pingpong);
+      cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);
+      cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kAuto);
+      cuda::flash_attention_set_sm90_pingpong(false);
+    };
+  };
+  auto flash_bwd = [&](cuda::FlashKernel kernel, bool deterministic) {
+    return [&, kernel, deterministic] {
+      cuda::flash_attention_set_backward_kernel(kernel);
+      cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, deterministic);
+      cuda::flash_attention_set_backward_kernel(cuda::FlashKernel::kAuto);
+    };
+  };
+  auto add_rows = [&](const std::vector<Timed>& impls, double flops) {
+    const std::vector<double> ms = interleaved_median_ms(impls);
+    std::vector<double> tf;
+    for (size_t i = 0; i < impls.size(); ++i) {
+      tf.push_back(flops / (ms[i] * 1e-3) / 1e12);
+      rows.push_back({impls[i].name, shape, ms[i], tf[i], "TFLOP/s", tf[i] / 989.0, "dense peak"});
+      if (!impls[i].key.empty()) result(impls[i].key, tf[i]);
+    }
+    return tf;
+  };
 
-  // Forward with each kernel: mma.sync, then wgmma (sm_90a) with and without warpgroup ping-pong, checked
-  // against the mma.sync output on the first batch. The fastest correct one is the "latte fwd" result.
-  cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kMmaSync);
-  const double m_ms = median_ms([&](int) { cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true); }, 3, 20);
-  const double m_tf = fwd_flops / (m_ms * 1e-3) / 1e12;
-  rows.push_back({"latte flash fwd (mma.sync)", shape, m_ms, m_tf, "TFLOP/s", m_tf / 989.0, "dense peak"});
-  result("latte_fwd_mma_" + tag, m_tf);
+  // Forward. Correctness first: the wgmma kernels (sm_90a), with and without warpgroup ping-pong, and cuDNN against
+  // the mma.sync output on the first batch; the fastest correct flash kernel is the "latte fwd" result.
+  flash_fwd(cuda::FlashKernel::kMmaSync, false)();
   const std::vector<double> ref_out = first_batch(out);
-  double f_ms = m_ms;
+  std::vector<Timed> fwd{
+      {"latte flash fwd (mma.sync)", "latte_fwd_mma_" + tag, flash_fwd(cuda::FlashKernel::kMmaSync, false)}};
   const bool wgmma_off = std::getenv("LATTE_FLASH_NO_WGMMA") != nullptr;
   const bool pingpong_off = std::getenv("LATTE_FLASH_NO_PINGPONG") != nullptr;
   for (int pp = pingpong_off ? 1 : 0; pp < (wgmma_off ? 0 : 2); ++pp) {
     const bool pingpong = pp == 0;
-    cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kWgmma);
-    cuda::flash_attention_set_sm90_pingpong(pingpong);
     out.fill_(0.0);
-    cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);
+    flash_fwd(cuda::FlashKernel::kWgmma, pingpong)();
     const double err = rel_diff_first_batch(out, ref_out);
-    const double w_ms =
-        median_ms([&](int) { cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true); }, 3, 20);
-    const double w_tf = fwd_flops / (w_ms * 1e-3) / 1e12;
     const std::string name = std::string("latte flash fwd (wgmma") + (pingpong ? ", ping-pong)" : ")");
-    std::printf("%s %s: rel. diff vs mma.sync %.3g, %.1f TFLOP/s\n", name.c_str(), shape.c_str(), err, w_tf);
-    if (err < 1e-2) {
-      f_ms = std::min(f_ms, w_ms);
-      rows.push_back({name, shape, w_ms, w_tf, "TFLOP/s", w_tf / 989.0, "dense peak"});
-      result(std::string("latte_fwd_wgmma") + (pingpong ? "_pp_" : "_") + tag, w_tf);
-    }
+    std::printf("%s %s: rel. diff vs mma.sync %.3g\n", name.c_str(), shape.c_str(), err);
+    if (err < 1e-2)
+      fwd.push_back({name, std::string("latte_fwd_wgmma") + (pingpong ? "_pp_" : "_") + tag,
+                     flash_fwd(cuda::FlashKernel::kWgmma, pingpong)});
   }
-  cuda::flash_attention_set_sm90_pingpong(false);
-  cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kMmaSync);
-  cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);  // the backward's inputs from the reference kernel
-  cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kAuto);
-  // Backward: the mma.sync key-major pass, then the default (wgmma on sm_90a), checked against it on the first
-  // batch of dq, dk and dv.
-  auto backward = [&](int) { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, false); };
-  cuda::flash_attention_set_backward_kernel(cuda::FlashKernel::kMmaSync);
-  const double bm_ms = median_ms(backward, 3, 20);
-  const double bm_tf = bwd_flops / (bm_ms * 1e-3) / 1e12;
-  rows.push_back({"latte flash bwd (mma.sync)", shape, bm_ms, bm_tf, "TFLOP/s", bm_tf / 989.0, "dense peak"});
-  result("latte_bwd_mma_" + tag, bm_tf);
-  const std::vector<double> ref_dq = first_batch(dq), ref_dk = first_batch(dk), ref_dv = first_batch(dvv);
-  cuda::flash_attention_set_backward_kernel(cuda::FlashKernel::kAuto);
-  dq.fill_(0.0), dk.fill_(0.0), dvv.fill_(0.0);
-  backward(0);
-  std::printf("latte flash bwd (default) %s: rel. diff vs mma.sync dq %.3g dk %.3g dv %.3g\n", shape.c_str(),
-              rel_diff_first_batch(dq, ref_dq), rel_diff_first_batch(dk, ref_dk), rel_diff_first_batch(dvv, ref_dv));
-  const double b_ms = median_ms(backward, 3, 20);
-  const double d_ms = median_ms(
-      [&](int) { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, true); }, 2, 10);
-  const double f_tf = fwd_flops / (f_ms * 1e-3) / 1e12, b_tf = bwd_flops / (b_ms * 1e-3) / 1e12,
-               d_tf = bwd_flops / (d_ms * 1e-3) / 1e12;
-  rows.push_back({"latte flash bwd", shape, b_ms, b_tf, "TFLOP/s", b_tf / 989.0, "dense peak"});
-  rows.push_back({"latte flash bwd (deterministic)", shape, d_ms, d_tf, "TFLOP/s", d_tf / 989.0, "dense peak"});
-  result("latte_fwd_" + tag, f_tf);
-  result("latte_bwd_" + tag, b_tf);
-  result("latte_bwd_det_" + tag, d_tf);
-
-  // latte's cuDNN SDPA backend, then the op as training calls it with attention_backend auto (the first call
-  // per shape times the supported paths and keeps the fastest; the warm-up absorbs it). Outputs checked
-  // against the flash kernels' on the first batch.
+  const size_t n_flash_fwd = fwd.size();
   const std::string why = cuda::cudnn_attention_forward_unsupported(q, k, v, out, lse, 1, true);
   if (!why.empty()) {
     std::printf("latte cudnn %s: not supported: %s\n", shape.c_str(), why.c_str());
   } else {
-    const double c_ms =
-        median_ms([&](int) { cuda::cudnn_attention_forward(out, lse, q, k, v, 1, scale, true); }, 3, 20);
+    out.fill_(0.0);
+    cuda::cudnn_attention_forward(out, lse, q, k, v, 1, scale, true);
     std::printf("latte cudnn fwd %s: rel. diff vs flash %.3g\n", shape.c_str(), rel_diff_first_batch(out, ref_out));
-    const double c_tf = fwd_flops / (c_ms * 1e-3) / 1e12;
-    rows.push_back({"latte cudnn fwd", shape, c_ms, c_tf, "TFLOP/s", c_tf / 989.0, "dense peak"});
-    result("latte_cudnn_fwd_" + tag, c_tf);
-    const std::string bwhy =
-        cuda::cudnn_attention_backward_unsupported(dq, dk, dvv, dout, q, k, v, out, lse, 1, true);
-    if (!bwhy.empty()) {
-      std::printf("latte cudnn bwd %s: not supported: %s\n", shape.c_str(), bwhy.c_str());
-    } else {
-      const double cb_ms = median_ms(
-          [&](int) { cuda::cudnn_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); }, 3, 20);
-      const double cb_tf = bwd_flops / (cb_ms * 1e-3) / 1e12;
-      rows.push_back({"latte cudnn bwd", shape, cb_ms, cb_tf, "TFLOP/s", cb_tf / 989.0, "dense peak"});
-      result("latte_cudnn_bwd_" + tag, cb_tf);
-    }
+    fwd.push_back({"latte cudnn fwd", "latte_cudnn_fwd_" + tag,
+                   [&] { cuda::cudnn_attention_forward(out, lse, q, k, v, 1, scale, true); }});
   }
-  set_attention_backend(AttentionBackend::Auto);
-  const double af_ms = median_ms([&](int) { cuda::attention_forward(out, lse, q, k, v, 1, scale, true); }, 3, 20);
-  const double ab_ms = median_ms(
-      [&](int) { cuda::attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); }, 3, 20);
-  const double af_tf = fwd_flops / (af_ms * 1e-3) / 1e12, ab_tf = bwd_flops / (ab_ms * 1e-3) / 1e12;
-  rows.push_back({"latte auto fwd", shape, af_ms, af_tf, "TFLOP/s", af_tf / 989.0, "dense peak"});
-  rows.push_back({"latte auto bwd", shape, ab_ms, ab_tf, "TFLOP/s", ab_tf / 989.0, "dense peak"});
-  result("latte_auto_fwd_" + tag, af_tf);
-  result("latte_auto_bwd_" + tag, ab_tf);
+  fwd.push_back({"latte auto fwd", "latte_auto_fwd_" + tag,
+                 [&] { cuda::attention_forward(out, lse, q, k, v, 1, scale, true); }});
+  const std::vector<double> fwd_tf = add_rows(fwd, fwd_flops);
+  result("latte_fwd_" + tag, *std::max_element(fwd_tf.begin(), fwd_tf.begin() + n_flash_fwd));
+
+  // Backward, on the reference kernel's forward: the mma.sync key-major pass, the default (wgmma on sm_90a; checked
+  // against mma.sync on the first batch of dq, dk and dv), deterministic mode, cuDNN and `auto`.
+  flash_fwd(cuda::FlashKernel::kMmaSync, false)();
+  flash_bwd(cuda::FlashKernel::kMmaSync, false)();
+  const std::vector<double> ref_dq = first_batch(dq), ref_dk = first_batch(dk), ref_dv = first_batch(dvv);
+  dq.fill_(0.0), dk.fill_(0.0), dvv.fill_(0.0);
+  flash_bwd(cuda::FlashKernel::kAuto, false)();
+  std::printf("latte flash bwd (default) %s: rel. diff vs mma.sync dq %.3g dk %.3g dv %.3g\n", shape.c_str(),
+              rel_diff_first_batch(dq, ref_dq), rel_diff_first_batch(dk, ref_dk), rel_diff_first_batch(dvv, ref_dv));
+  // Each timed backward follows a forward launched untimed (`auto`, which writes the same out and lse up to
+  // rounding), as PyTorch's reference times its backward.
+  auto forward = [&] { cuda::attention_forward(out, lse, q, k, v, 1, scale, true); };
+  std::vector<Timed> bwd{
+      {"latte flash bwd (mma.sync)", "latte_bwd_mma_" + tag, flash_bwd(cuda::FlashKernel::kMmaSync, false), forward},
+      {"latte flash bwd", "latte_bwd_" + tag, flash_bwd(cuda::FlashKernel::kAuto, false), forward},
+      {"latte flash bwd (deterministic)", "latte_bwd_det_" + tag, flash_bwd(cuda::FlashKernel::kAuto, true), forward}};
+  const std::string bwhy = cuda::cudnn_attention_backward_unsupported(dq, dk, dvv, dout, q, k, v, out, lse, 1, true);
+  if (!bwhy.empty())
+    std::printf("latte cudnn bwd %s: not supported: %s\n", shape.c_str(), bwhy.c_str());
+  else
+    bwd.push_back({"latte cudnn bwd", "latte_cudnn_bwd_" + tag,
+                   [&] { cuda::cudnn_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); },
+                   forward});
+  bwd.push_back({"latte auto bwd", "latte_auto_bwd_" + tag,
+                 [&] { cuda::attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); }, forward});
+  add_rows(bwd, bwd_flops);
 }
 
 // A decode kernel's rows: one call between two events on an idle stream (its host-side work and launch counted,
@@ -309,7 +357,8 @@ int profile(const std::string& what) {
 
 // `bench_attention --backward`: latte's flash backward (default kernel, atomic dQ), latte's cuDNN backward and
 // the `auto` op at the benchmark shapes and at the 1.3B training shape (B=4, T=2048, 16 heads), one line each, as
-// one call between events and as 4 calls back to back (host work hidden, as in training); for kernel iterations.
+// one call between events after an untimed forward and as 4 calls back to back, all interleaved; for kernel
+// iterations.
 int backward_only() {
   struct Shape4 { int64_t T, dqk, dv; };
   set_attention_backend(AttentionBackend::Auto);
@@ -320,19 +369,21 @@ int backward_only() {
     const double scale = 1.0 / std::sqrt(double(s.dqk));
     cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);
     const double flops = 2.5 * 2.0 * B * H * double(T) * T * double(s.dqk + s.dv) / 2.0;
-    auto line = [&](const char* name, auto&& call) {
-      const double ms = median_ms(call, 3, 20);
-      const double ms4 = median_ms([&](int) { for (int j = 0; j < 4; ++j) call(j); }, 1, 10) / 4;
-      std::printf("%-11s B4 T%lld H16 (%lld,%lld) causal: %.3f ms %.1f TFLOP/s, back to back %.3f ms %.1f TFLOP/s\n",
-                  name, (long long)T, (long long)s.dqk, (long long)s.dv, ms, flops / (ms * 1e-3) / 1e12, ms4,
-                  flops / (ms4 * 1e-3) / 1e12);
-    };
-    line("flash bwd", [&](int) { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, false); });
-    auto auto_bwd = [&](int) { cuda::attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); };
-    line("auto bwd", auto_bwd);
+    auto forward = [&] { cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true); };
+    auto flash = [&] { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, false); };
+    auto cudnn = [&] { cuda::cudnn_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); };
+    auto dispatched = [&] { cuda::attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); };
+    std::vector<Timed> one{{"flash bwd", "", flash, forward}};
     if (cuda::cudnn_attention_backward_unsupported(dq, dk, dvv, dout, q, k, v, out, lse, 1, true).empty())
-      line("cudnn bwd", [&](int) { cuda::cudnn_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); });
-    line("auto bwd", auto_bwd);
+      one.push_back({"cudnn bwd", "", cudnn, forward});
+    one.push_back({"auto bwd", "", dispatched, forward});
+    std::vector<Timed> four;
+    for (const Timed& t : one) four.push_back({t.name, "", [&t] { for (int j = 0; j < 4; ++j) t.call(); }, {}});
+    const std::vector<double> ms = interleaved_median_ms(one), ms4 = interleaved_median_ms(four, 6, 3);
+    for (size_t i = 0; i < one.size(); ++i)
+      std::printf("%-11s B4 T%lld H16 (%lld,%lld) causal: %.3f ms %.1f TFLOP/s, back to back %.3f ms %.1f TFLOP/s\n",
+                  one[i].name.c_str(), (long long)T, (long long)s.dqk, (long long)s.dv, ms[i],
+                  flops / (ms[i] * 1e-3) / 1e12, ms4[i] / 4, flops / (ms4[i] / 4 * 1e-3) / 1e12);
   }
   return 0;
 }
