@@ -405,7 +405,10 @@ int main(int argc, char** argv) {
   bench_decode_gqa(4, 32, 8, 128, copy);
   bench_decode_latent(1, 16, 512, 64, copy);
   bench_decode_latent(4, 16, 512, 64, copy);
+  bench_decode_latent(1, 32, 512, 64, copy);
+  bench_decode_latent(1, 64, 512, 64, copy);
   bench_decode_latent(1, 128, 512, 64, copy);
+  bench_decode_latent(4, 128, 512, 64, copy);
   std::printf("\n%-34s %-36s %10s %12s %-8s %8s %s\n", "kernel", "shape", "ms", "rate", "unit", "ratio", "of");
   for (const Row& r : rows)
     std::printf("%-34s %-36s %10.4f %12.1f %-8s %8.3f %s\n", r.name.c_str(), r.shape.c_str(), r.ms, r.rate,

@@ -12,15 +12,19 @@
 // in shared memory -> each warp writes P = exp2(S - m) of its own keys (bf16, shared memory) and keeps its share
 // of the row sums -> every warp O = O 2^(m-m') + P V on its own value columns.
 // Writes the unnormalised O, m and l of its split (fp32). Pass 2 combines the splits per (b, head).
-// Splits: one wave of resident blocks, each split at least 4 key tiles (run_decode).
+// Splits: one wave of resident blocks, each split at least 4 key tiles (run_decode). The MLA latent rows with 32+
+// heads run pass 1 on sm_90a as decode_latent_sm90.cu's wgmma kernel instead (64 heads per block).
 // Floor: bytes = B S Hk (Dqk + Dv) 2 (GQA) or B S (Dc + Dr) 2 (latent) at the copy bandwidth: at B=4, S=32k,
 // Hk=8, D=128 that is 537 MB, 0.18 ms at 3 TB/s; latent Dc=512, Dr=64: 151 MB, 50 us.
 #include "kernels/cuda/decode_attention.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/decode_attention_impl.h"
 #include "kernels/cuda/flash_attention_impl.cuh"
 
 namespace latte::cuda {
@@ -34,25 +38,6 @@ constexpr int kDecKT = 64;  // keys per tile
 constexpr int kDecPS = kDecKT + 8;  // P row stride (bf16): 144 bytes, conflict-free ldmatrix rows
 constexpr int kDecMaxWarps = 8;
 
-struct DecodeParams {
-  const bf16* q1;  // (B, H, D1) rows: b * q1_sb + h * q1_sh
-  const bf16* q2;  // (B, H, D2)
-  const bf16* k1;  // (B, S, Hk, D1): b * k1_sb + s * k1_ss + kvh * k1_sh
-  const bf16* k2;  // (B, S, Hk, D2)
-  const bf16* v;   // (B, S, Hk, DV) (unused when v_is_k1)
-  int64_t q1_sb, q1_sh, q2_sb, q2_sh;
-  int64_t k1_sb, k1_ss, k1_sh, k2_sb, k2_ss, k2_sh, v_sb, v_ss, v_sh;
-  int D1, D2, DV;
-  int B, S, H, Hk, G;  // head h reads kv head h / G
-  int splits, keys_per_split;
-  float scale_log2;
-  bool v_is_k1;
-  float* part_o;   // (splits, B, H, DV)
-  float* part_ml;  // (splits, B, H, 2): m (log2 units), l
-  bf16* out;       // (B, H, DV): b * o_sb + h * o_sh
-  int64_t o_sb, o_sh;
-  float* lse;  // (B, H) or null
-};
 
 // Loads `rows` rows of a "two-part" matrix into shared memory (row stride D1 + D2 + 8): row r is
 // [a + r * a_rs (D1) | b + r * b_rs (D2)]; rows >= nvalid are zero-filled. Two schedules, each the one measured
@@ -407,22 +392,35 @@ Rows3 rows3(const Tensor& t, const char* op, const char* name) {
 
 // Runs both passes; p has the tensors, dims and strides filled in, rows = heads per kv group.
 void run_decode(DecodeParams& p, const Device& dev, const char* op) {
-  const int row_tiles = (p.G + 15) / 16;
+  // The MLA latent rows with 32+ heads go to the wgmma kernel (64 heads per block; LATTE_DECODE_WGMMA=0 keeps the
+  // mma.sync one, for comparisons).
+  static const bool wgmma_allowed = [] {
+    const char* v = std::getenv("LATTE_DECODE_WGMMA");
+    return !(v && std::string(v) == "0");
+  }();
+  const bool wgmma = wgmma_allowed && decode_latent_sm90_supported(p);
+  const int tile_rows = wgmma ? 64 : 16;
+  const int row_tiles = (p.G + tile_rows - 1) / tile_rows;
   const int64_t base = int64_t(p.B) * p.Hk * row_tiles;
   LATTE_CHECK(int64_t(p.B) * p.Hk <= 65535, op, ": too many (batch, kv head) pairs");
   const int DK = p.D1 + p.D2;
-  const int smem = (16 * (DK + 8) + 2 * kDecKT * (DK + 8) + (p.v_is_k1 ? 0 : 2 * kDecKT * (p.DV + 8)) +
-                    16 * kDecPS) * 2 + 16 * kDecMaxWarps * 4;
+  const int smem = wgmma ? decode_latent_sm90_smem_bytes()
+                         : (16 * (DK + 8) + 2 * kDecKT * (DK + 8) + (p.v_is_k1 ? 0 : 2 * kDecKT * (p.DV + 8)) +
+                            16 * kDecPS) * 2 + 16 * kDecMaxWarps * 4;
   LATTE_CHECK(smem <= static_cast<int>(device_properties(dev.index).sharedMemPerBlockOptin), op,
               ": head dims too large for shared memory (", smem, " bytes)");
   // Splits: fill one wave of resident blocks (blocks per SM from the shared memory a block takes), but keep
-  // each split at least 4 key tiles long and its fp32 partial output under 1/8 of the cache bytes it reads.
+  // each split at least 4 key tiles long and (16-head kernel) its fp32 partial output under 1/8 of the cache
+  // bytes it reads. The wgmma kernel has no partial cap: its 64-head partials (128 KB a split) would hold B=1 with
+  // 128 heads to 72 blocks on 132 SMs, and a full wave measured faster (session 9, H=128 at 32k, B=1: 36 splits
+  // 0.26 of copy bandwidth, 66 splits 0.33, 132 (two waves) 0.24; B=4: 16 splits 0.53, 36 0.38).
   const cudaDeviceProp& prop = device_properties(dev.index);
   const int per_sm = std::max<int>(1, std::min<int>(16, int(prop.sharedMemPerMultiprocessor / (smem + 1024))));
   const int64_t capacity = int64_t(prop.multiProcessorCount) * per_sm;
   const int tiles = std::max(1, (p.S + kDecKT - 1) / kDecKT);
   const int64_t row_bytes = int64_t(p.v_is_k1 ? DK : DK + p.DV) * 2;  // cache bytes per key (per kv head)
-  const int64_t min_keys = std::max<int64_t>(4 * kDecKT, 8 * std::min(p.G, 16) * int64_t(p.DV) * 4 / row_bytes);
+  const int64_t min_keys =
+      wgmma ? 4 * kDecKT : std::max<int64_t>(4 * kDecKT, 8 * std::min(p.G, 16) * int64_t(p.DV) * 4 / row_bytes);
   const int max_splits = std::max<int>(1, int(p.S / min_keys));
   const int splits = static_cast<int>(std::clamp<int64_t>(capacity / base, 1, max_splits));
   p.keys_per_split = ((tiles + splits - 1) / splits) * kDecKT;
@@ -435,16 +433,20 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
   const dim3 grid(row_tiles, p.B * p.Hk, p.splits);  // splits <= one wave of blocks, far below 65535
   // 4 warps for value widths up to 128 (GQA heads: 8 warps measured 25% slower, the per-warp softmax work is
   // repeated while the P V work per warp halves), 8 warps for the wide latent values (measured 10% faster).
-  switch (p.DV) {
-    case 64: launch_split<4, 2>(p, grid, smem, stream); break;
-    case 96: launch_split<4, 3>(p, grid, smem, stream); break;
-    case 128: launch_split<4, 4>(p, grid, smem, stream); break;
-    case 192: launch_split<8, 3>(p, grid, smem, stream); break;
-    case 256: launch_split<8, 4>(p, grid, smem, stream); break;
-    case 512:  // the MLA latent rows (Dc 512 + Dr 64) with the query in registers
-      if (DK == 576) launch_split<8, 8, 36>(p, grid, smem, stream); else launch_split<8, 8>(p, grid, smem, stream);
-      break;
-    default: LATTE_FAIL(op, ": unsupported value width ", p.DV);
+  if (wgmma) {
+    launch_decode_latent_sm90(p, stream);
+  } else {
+    switch (p.DV) {
+      case 64: launch_split<4, 2>(p, grid, smem, stream); break;
+      case 96: launch_split<4, 3>(p, grid, smem, stream); break;
+      case 128: launch_split<4, 4>(p, grid, smem, stream); break;
+      case 192: launch_split<8, 3>(p, grid, smem, stream); break;
+      case 256: launch_split<8, 4>(p, grid, smem, stream); break;
+      case 512:  // the MLA latent rows (Dc 512 + Dr 64) with the query in registers
+        if (DK == 576) launch_split<8, 8, 36>(p, grid, smem, stream); else launch_split<8, 8>(p, grid, smem, stream);
+        break;
+      default: LATTE_FAIL(op, ": unsupported value width ", p.DV);
+    }
   }
   const size_t combine_smem = sizeof(float) * (size_t(p.splits) + size_t(kCombineWarps) * kCombineCols);
   if (combine_smem > 48 * 1024)

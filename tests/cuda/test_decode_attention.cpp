@@ -74,7 +74,9 @@ TEST(DecodeAttention, LatentEqualsPlainAttention) {
   const LatentCase cases[] = {
       {2, 1, 4, 64, 16, 32, 32},     {1, 1000, 16, 512, 64, 128, 128}, {2, 333, 12, 96, 32, 64, 64},
       {1, 2049, 20, 256, 32, 64, 64}, {3, 129, 8, 128, 0, 64, 64},      {1, 700, 4, 192, 64, 64, 64},
-      {2, 1500, 40, 512, 64, 32, 32},  // three head tiles sharing one cache
+      {2, 1500, 40, 512, 64, 32, 32},  // three head tiles sharing one cache (sm_90a: one wgmma tile, 24 rows idle)
+      {3, 300, 64, 512, 64, 32, 32},   // sm_90a: one full wgmma tile of 64 heads
+      {1, 1900, 128, 512, 64, 16, 16}, // sm_90a: two wgmma tiles, two splits, a ragged last key tile
   };
   uint64_t seed = 8000;
   for (const LatentCase& c : cases) {

@@ -1,0 +1,40 @@
+// Internals shared by the decode kernels (decode_attention.cu: the split pass for every shape and the combine;
+// decode_latent_sm90.cu: the wgmma split pass for the MLA latent cache with many heads).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/flash_attention_impl.cuh"  // flash::bf16
+
+namespace latte::cuda {
+
+struct DecodeParams {
+  const flash::bf16* q1;  // (B, H, D1) rows: b * q1_sb + h * q1_sh
+  const flash::bf16* q2;  // (B, H, D2)
+  const flash::bf16* k1;  // (B, S, Hk, D1): b * k1_sb + s * k1_ss + kvh * k1_sh
+  const flash::bf16* k2;  // (B, S, Hk, D2)
+  const flash::bf16* v;   // (B, S, Hk, DV) (unused when v_is_k1)
+  int64_t q1_sb, q1_sh, q2_sb, q2_sh;
+  int64_t k1_sb, k1_ss, k1_sh, k2_sb, k2_ss, k2_sh, v_sb, v_ss, v_sh;
+  int D1, D2, DV;
+  int B, S, H, Hk, G;  // head h reads kv head h / G
+  int splits, keys_per_split;
+  float scale_log2;
+  bool v_is_k1;
+  float* part_o;   // (splits, B, H, DV)
+  float* part_ml;  // (splits, B, H, 2): m (log2 units), l
+  flash::bf16* out;  // (B, H, DV): b * o_sb + h * o_sh
+  int64_t o_sb, o_sh;
+  float* lse;  // (B, H) or null
+};
+
+// The wgmma split pass (sm_90a) for the absorbed MLA latent rows, Dc = 512 and Dr = 64, 64 heads per block: true
+// when this build and device run it and the tensors suit its TMA loads (16-byte aligned rows and strides).
+bool decode_latent_sm90_supported(const DecodeParams& p);
+// Shared memory the kernel takes (one block per SM).
+int decode_latent_sm90_smem_bytes();
+// Pass 1 over grid (ceil(H / 64), B, p.splits): p.part_o / p.part_ml of every (split, b, head).
+void launch_decode_latent_sm90(const DecodeParams& p, cudaStream_t stream);
+
+}  // namespace latte::cuda
