@@ -51,6 +51,10 @@ using cudnn::TensorRef;
 // Variant-pack uids.
 enum Uid : int64_t { kQ = 1, kK, kV, kO, kStats, kdO, kdQ, kdK, kdV, kScale, kMaskValue, kOne, kdQAccum, kDelta };
 
+// cuDNN before 9.6 takes the SDPA backward's dQ accumulator F16x16-reordered and zeroed by the caller; from 9.6 on
+// cudnn_frontend gives it plain and does not zero it (cuDNN clears it; the cuDNN test calls the backward twice).
+bool legacy_dq_accum() { return cudnnGetVersion() < 90600; }
+
 // One call's geometry: the per-branch view cuDNN sees (Hk kv heads of one branch, Hq query heads).
 struct Geometry {
   int64_t B, T, S, Hq, Hk, R, Dqk, Dv;
@@ -150,9 +154,10 @@ std::unique_ptr<Plan> build_backward(const Geometry& d, const Tensor& dq, const 
   TensorRef tq = bf16_input(g, kQ, q), tkt = bf16_input(g, kK, k, true), tvt = bf16_input(g, kV, v, true);
   TensorRef to = bf16_input(g, kO, out), tdo = bf16_input(g, kdO, dout), stats = stats_tensor(g, d, lse_batch_stride);
   TensorRef tdq = bf16_input(g, kdQ, dq), tdk = bf16_input(g, kdK, dk), tdv = bf16_input(g, kdV, dv);
-  // The dQ accumulator: fp32, packed, no reordering (the layout cudnn_frontend gives it).
+  // The dQ accumulator: fp32, packed; F16x16-reordered and zeroed by latte before cuDNN 9.6 (what cudnn_frontend
+  // did for those versions), plain and cleared by cuDNN itself from 9.6 on.
   const Dims qd{d.B, d.Hq, d.T, d.Dqk};
-  TensorRef dq_accum = g.tensor(kdQAccum, CUDNN_DATA_FLOAT, qd, packed(qd));
+  TensorRef dq_accum = g.tensor(kdQAccum, CUDNN_DATA_FLOAT, qd, packed(qd), /*reorder_f16x16=*/legacy_dq_accum());
   TensorRef scale = g.scalar(kScale, CUDNN_DATA_FLOAT);
   TensorRef mask_value = g.scalar(kMaskValue, CUDNN_DATA_FLOAT);
   TensorRef one = g.scalar(kOne, CUDNN_DATA_FLOAT);
@@ -346,9 +351,7 @@ void cudnn_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
   Tensor dq_branch = d.R > 1 ? Tensor::empty(dq.shape(), dq.dtype(), dev) : Tensor();
   float scale = static_cast<float>(softmax_scale), one = 1.f;
   float mask_value = -std::numeric_limits<float>::infinity();  // masked after S - lse: exp gives 0
-  // cuDNN clears its dQ accumulator itself from 9.6 on (cudnn_frontend stopped zeroing it there); earlier
-  // versions add onto what is in it.
-  const bool zero_accum = cudnnGetVersion() < 90600;
+  const bool zero_accum = legacy_dq_accum();  // older cuDNN adds onto what is in the accumulator
   for (int64_t r = 0; r < d.R; ++r) {
     if (zero_accum) fill(accum, 0.0);
     const Tensor& dq_r = r == 0 ? dq : dq_branch;

@@ -63,7 +63,7 @@ cudnnBackendDescriptor_t Graph::make(cudnnBackendDescriptorType_t type) {
 }
 
 TensorRef Graph::make_tensor(int64_t uid, cudnnDataType_t type, Dims dims, Dims strides, bool is_virtual,
-                             bool by_value) {
+                             bool by_value, bool reorder) {
   LATTE_CHECK(dims.size() == strides.size(), "cudnn::Graph: ", dims.size(), " dims, ", strides.size(), " strides");
   cudnnBackendDescriptor_t t = make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
   const int64_t alignment = 16;
@@ -82,20 +82,24 @@ TensorRef Graph::make_tensor(int64_t uid, cudnnDataType_t type, Dims dims, Dims 
     const bool yes = true;
     set(t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &yes, "tensor by value");
   }
+  if (reorder) {
+    const cudnnBackendTensorReordering_t mode = CUDNN_TENSOR_REORDERING_F16x16;
+    set(t, CUDNN_ATTR_TENSOR_REORDERING_MODE, CUDNN_TYPE_TENSOR_REORDERING_MODE, 1, &mode, "tensor reordering");
+  }
   check(cudnnBackendFinalize(t), "tensor finalize");
   return TensorRef{t, std::move(dims), std::move(strides), type};
 }
 
-TensorRef Graph::tensor(int64_t uid, cudnnDataType_t type, Dims dims, Dims strides) {
-  return make_tensor(uid, type, std::move(dims), std::move(strides), false, false);
+TensorRef Graph::tensor(int64_t uid, cudnnDataType_t type, Dims dims, Dims strides, bool reorder_f16x16) {
+  return make_tensor(uid, type, std::move(dims), std::move(strides), false, false, reorder_f16x16);
 }
 
 TensorRef Graph::scalar(int64_t uid, cudnnDataType_t type) {
-  return make_tensor(uid, type, {1, 1, 1, 1}, {1, 1, 1, 1}, false, true);
+  return make_tensor(uid, type, {1, 1, 1, 1}, {1, 1, 1, 1}, false, true, false);
 }
 
 TensorRef Graph::virt(cudnnDataType_t type, Dims dims, Dims strides) {
-  return make_tensor(next_virtual_uid_++, type, std::move(dims), std::move(strides), true, false);
+  return make_tensor(next_virtual_uid_++, type, std::move(dims), std::move(strides), true, false, false);
 }
 
 void Graph::pointwise(cudnnPointwiseMode_t mode, const TensorRef& y, const TensorRef& x, const TensorRef* b,

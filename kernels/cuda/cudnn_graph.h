@@ -38,8 +38,9 @@ class Graph {
   Graph(const Graph&) = delete;
   Graph& operator=(const Graph&) = delete;
 
-  // A tensor the caller provides memory for (its uid goes in the variant pack).
-  TensorRef tensor(int64_t uid, cudnnDataType_t type, Dims dims, Dims strides);
+  // A tensor the caller provides memory for (its uid goes in the variant pack). `reorder_f16x16` marks
+  // cuDNN's internal fp32 accumulators (the SDPA backward's dQ).
+  TensorRef tensor(int64_t uid, cudnnDataType_t type, Dims dims, Dims strides, bool reorder_f16x16 = false);
   // A scalar passed by value at execution (a pointer to host memory in the variant pack), dims 1,1,1,1.
   TensorRef scalar(int64_t uid, cudnnDataType_t type);
   // An intermediate that never touches memory.
@@ -62,7 +63,8 @@ class Graph {
 
  private:
   cudnnBackendDescriptor_t make(cudnnBackendDescriptorType_t type);
-  TensorRef make_tensor(int64_t uid, cudnnDataType_t type, Dims dims, Dims strides, bool is_virtual, bool by_value);
+  TensorRef make_tensor(int64_t uid, cudnnDataType_t type, Dims dims, Dims strides, bool is_virtual, bool by_value,
+                        bool reorder);
 
   std::vector<cudnnBackendDescriptor_t> owned_;  // destroyed in ~Graph unless moved into a Plan
   std::vector<cudnnBackendDescriptor_t> ops_;
