@@ -405,6 +405,7 @@ int main(int argc, char** argv) {
   bench_decode_gqa(4, 32, 8, 128, copy);
   bench_decode_latent(1, 16, 512, 64, copy);
   bench_decode_latent(4, 16, 512, 64, copy);
+  bench_decode_latent(1, 24, 512, 64, copy);
   bench_decode_latent(1, 32, 512, 64, copy);
   bench_decode_latent(1, 64, 512, 64, copy);
   bench_decode_latent(1, 128, 512, 64, copy);

@@ -21,8 +21,8 @@ void decode_attention(const Tensor& out, const Tensor& lse, const Tensor& q, con
 // Absorbed latent decode for MLA / MLRA (per latent block) / EG-MLA (latent gate), spec/attention.md:
 //   q_abs (B, H, Dc)   q_rope (B, H, Dr)   c (B, S, Dc)   kr (B, S, Dr)   ->   z (B, H, Dc)
 //   z_h = softmax_j(scale (q_abs_h . c_j + q_rope_h . kr_j)) @ c      (output in latent space; o_h = W_UV,h z_h)
-// All heads share one latent cache, read once per head tile: 16 heads, or on sm_90a with Dc 512, Dr 64 and 32+
-// heads 64 (the wgmma kernel, decode_latent_sm90.cu). Dr may be 0 (q_rope, kr undefined).
+// All heads share one latent cache, read once per head tile: 16 heads, or on sm_90a with Dc 512, Dr 64 and more
+// than 16 heads 64 (the wgmma kernel, decode_latent_sm90.cu). Dr may be 0 (q_rope, kr undefined).
 // lse (B, H) f32 optional. Supported: bf16, Dc in {64, 96, 128, 192, 256, 512}, Dr a multiple of 16 with
 // Dc + Dr <= 640, 16-byte aligned rows.
 bool decode_attention_latent_supported(const Tensor& q_abs, const Tensor& q_rope, const Tensor& c, const Tensor& kr,

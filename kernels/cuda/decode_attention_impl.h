@@ -30,7 +30,8 @@ struct DecodeParams {
 };
 
 // The wgmma split pass (sm_90a) for the absorbed MLA latent rows, Dc = 512 and Dr = 64, 64 heads per block: true
-// when this build and device run it and the tensors suit its TMA loads (16-byte aligned rows and strides).
+// for more than 16 heads (at 16 the 16-row kernel does a quarter of the work in one pass) when this build and
+// device run it and the tensors suit its TMA loads (16-byte aligned rows and strides).
 bool decode_latent_sm90_supported(const DecodeParams& p);
 // Shared memory the kernel takes (one block per SM).
 int decode_latent_sm90_smem_bytes();
