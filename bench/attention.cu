@@ -326,13 +326,16 @@ void bench_decode_latent(int64_t B, int64_t H, int64_t Dc, int64_t Dr, double co
 
 // `bench_attention --profile NAME` runs one kernel a few times for a profiler (scripts/attention_check.sh --ncu):
 // NAME = latent (decode, B=4, H=16, Dc=512, Dr=64, 32k), latent128 (the same with 128 heads: the wgmma kernel),
-// gqa (decode, B=4, Hq=32, Hk=8, D=128, 32k), bwd (flash backward, B=4, T=4096, 16 heads, (192,128)), bwd128 (the
+// gqa (decode, B=4, Hq=32, Hk=8, D=128, 32k), each with a suffix _b1 for B=1; bwd (flash backward, B=4, T=4096, 16 heads, (192,128)), bwd128 (the
 // same at (128,128)), fwd (flash forward, (192,128)).
 int profile(const std::string& what) {
   const Device dev = Device::cuda();
-  if (what == "latent" || what == "latent128" || what == "gqa") {
-    const bool lat = what != "gqa";
-    const int64_t B = 4, S = 32768, H = what == "latent128" ? 128 : lat ? 16 : 32, Hk = 8, Dc = lat ? 512 : 128, Dr = 64;
+  const bool b1 = what.size() > 3 && what.substr(what.size() - 3) == "_b1";
+  const std::string kind = b1 ? what.substr(0, what.size() - 3) : what;
+  if (kind == "latent" || kind == "latent128" || kind == "gqa") {
+    const bool lat = kind != "gqa";
+    const int64_t B = b1 ? 1 : 4, S = 32768, H = kind == "latent128" ? 128 : lat ? 16 : 32, Hk = 8;
+    const int64_t Dc = lat ? 512 : 128, Dr = 64;
     Tensor q = Tensor::randn({B, H, Dc}, 1, 0, 1.0, DType::BF16, dev), qr = Tensor::randn({B, H, Dr}, 2, 0, 1.0, DType::BF16, dev);
     Tensor c = lat ? Tensor::randn({B, S, Dc}, 3, 0, 1.0, DType::BF16, dev) : Tensor::randn({B, S, Hk, Dc}, 3, 0, 1.0, DType::BF16, dev);
     Tensor kr = lat ? Tensor::randn({B, S, Dr}, 4, 0, 1.0, DType::BF16, dev) : Tensor::randn({B, S, Hk, Dc}, 4, 0, 1.0, DType::BF16, dev);

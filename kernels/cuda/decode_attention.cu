@@ -303,24 +303,30 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
   }
 }
 
-// out[b, h] = sum_s 2^(m_s - M) O_s / sum_s 2^(m_s - M) l_s. One block (8 warps) per (b, h) and 128 value columns
-// (v10: the wide latent rows in 4 blocks, so B=1 with 16 heads runs 64 blocks, not 16 each reading 128 splits x
-// 2 KB): the weights go to shared memory, warp w sums splits w, w+8, ... for 4 columns per lane (independent
-// 16-byte loads in flight), then the 8 partial sums are added in a fixed order (deterministic).
+// out[b, h] = sum_s 2^(m_s - M) O_s / sum_s 2^(m_s - M) l_s. One block (8 warps) per (b, h) and COLS value
+// columns: the weights go to shared memory, then each row of COLS / 4 lanes (a warp at 128 columns, a half-warp at
+// 64) sums every 8th / 16th split for 4 columns per lane (float4, 4 splits' loads in flight), and the rows' partial
+// sums are added in a fixed order (deterministic). COLS = 64 when 128-column blocks would not fill the SMs (v13: at
+// B=1 with 16 heads, 64 blocks took 8.7 us to read 4 MB of partials after a 22.5 us pass 1, DRAM 15% busy; 128
+// blocks: 0.35-0.39 -> 0.44 of copy bandwidth for the call), else 128 (at B=4 with 128 heads the 64-column blocks
+// measured 6% slower: 4096 blocks each redoing the weights).
 constexpr int kCombineWarps = 8;
-constexpr int kCombineCols = 128;  // value columns per block: 4 per lane
+constexpr int kCombinePartFloats = 1024;  // (rows, COLS) partial sums: 8 x 128 or 16 x 64
+template <int COLS>
 __global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(const DecodeParams p) {
-  extern __shared__ float sw[];  // (splits) weights, then (kCombineWarps, kCombineCols) partial sums
+  constexpr int kLanes = COLS / 4, kRows = kCombineWarps * 32 / kLanes;  // lanes per split row, rows side by side
+  static_assert(kRows * COLS == kCombinePartFloats, "partial sums buffer");
+  extern __shared__ float sw[];  // (splits) weights, then (kRows, COLS) partial sums
   __shared__ float red[32];
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Launched as a programmatic dependent of pass 1 (run_decode): the blocks may be resident before pass 1 ends,
   // and wait here until it has finished and its partials are visible.
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
-  const int chunks = (p.DV + kCombineCols - 1) / kCombineCols;
+  const int chunks = (p.DV + COLS - 1) / COLS;
   const int bh = blockIdx.x / chunks, chunk = blockIdx.x - bh * chunks, b = bh / p.H, h = bh - b * p.H;
-  const int c0 = chunk * kCombineCols, cw = min(kCombineCols, p.DV - c0);  // this block's columns
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int c0 = chunk * COLS, cw = min(COLS, p.DV - c0);  // this block's columns
+  const int tid = threadIdx.x;
   const int64_t stride = int64_t(p.B) * p.H;
   float M = -INFINITY;
   for (int s = tid; s < p.splits; s += blockDim.x) M = fmaxf(M, p.part_ml[(s * stride + bh) * 2]);
@@ -335,16 +341,16 @@ __global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(cons
   }
   L = block_sum(L, red);  // ends with a barrier: sw is complete
   float* part = sw + p.splits;
-  const int d0 = lane * 4;
+  const int row = tid / kLanes, d0 = (tid % kLanes) * 4;  // row `row` takes splits row, row + kRows, ...
   if (d0 < cw) {
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 4
-    for (int s = warp; s < p.splits; s += kCombineWarps) {
+    for (int s = row; s < p.splits; s += kRows) {
       const float w = sw[s];
       const float4 o = *reinterpret_cast<const float4*>(p.part_o + (s * stride + bh) * p.DV + c0 + d0);
       acc.x += w * o.x, acc.y += w * o.y, acc.z += w * o.z, acc.w += w * o.w;
     }
-    *reinterpret_cast<float4*>(part + warp * kCombineCols + d0) = acc;
+    *reinterpret_cast<float4*>(part + row * COLS + d0) = acc;
   }
   __syncthreads();
   const float inv = L > 0.f ? 1.f / L : 0.f;
@@ -352,7 +358,7 @@ __global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(cons
   for (int d = tid; d < cw; d += blockDim.x) {
     float acc = 0.f;
 #pragma unroll
-    for (int w = 0; w < kCombineWarps; ++w) acc += part[w * kCombineCols + d];
+    for (int r = 0; r < kRows; ++r) acc += part[r * COLS + d];
     orow[d] = __float2bfloat16_rn(acc * inv);
   }
   if (p.lse && chunk == 0 && tid == 0) p.lse[bh] = L > 0.f ? (Mu + log2f(L)) * kLn2 : -INFINITY;
@@ -448,28 +454,31 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
       default: LATTE_FAIL(op, ": unsupported value width ", p.DV);
     }
   }
-  const size_t combine_smem = sizeof(float) * (size_t(p.splits) + size_t(kCombineWarps) * kCombineCols);
+  // 64-column combine blocks when 128-column ones would not fill the SMs (decode_combine_kernel).
+  const bool narrow = int64_t(p.B) * p.H * ((p.DV + 127) / 128) < prop.multiProcessorCount;
+  auto* combine = narrow ? decode_combine_kernel<64> : decode_combine_kernel<128>;
+  const int cols = narrow ? 64 : 128;
+  const size_t combine_smem = sizeof(float) * (size_t(p.splits) + size_t(kCombinePartFloats));
   if (combine_smem > 48 * 1024)
-    CUDA_CHECK(cudaFuncSetAttribute(decode_combine_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(combine_smem)));
+    CUDA_CHECK(cudaFuncSetAttribute(combine, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(combine_smem)));
   // Programmatic dependent launch: the combine grid is scheduled while pass 1 runs (its launch latency hidden; the
   // kernel's griddepcontrol.wait holds it until pass 1 is complete).
   cudaLaunchConfig_t config{};
-  config.gridDim = dim3(p.B * p.H * ((p.DV + kCombineCols - 1) / kCombineCols));
+  config.gridDim = dim3(p.B * p.H * ((p.DV + cols - 1) / cols));
   config.blockDim = dim3(kCombineWarps * 32);
   config.dynamicSmemBytes = combine_smem;
   config.stream = stream;
   // Only when the combine binary is an sm_90+ one: older code has no griddepcontrol.wait to hold it back.
   static const bool pdl = [] {
     cudaFuncAttributes fa{};
-    return cudaFuncGetAttributes(&fa, decode_combine_kernel) == cudaSuccess && fa.binaryVersion >= 90;
+    return cudaFuncGetAttributes(&fa, decode_combine_kernel<128>) == cudaSuccess && fa.binaryVersion >= 90;
   }();
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &attr;
   config.numAttrs = pdl ? 1 : 0;
-  CUDA_CHECK(cudaLaunchKernelEx(&config, decode_combine_kernel, p));
+  CUDA_CHECK(cudaLaunchKernelEx(&config, combine, p));
   CUDA_CHECK_LAUNCH("decode_combine_kernel");
 }
 
