@@ -5,8 +5,9 @@
 //   forward   S = (Q K^T) scale, causal mask from generated row/column indices, softmax as max / sub / exp /
 //             sum / log (lse = max + log sum, natural log: the same lse latte's flash kernels save) / div,
 //             O = P V
-//   backward  delta = rowsum(dO o O), P = exp(S - lse), dV = P^T dO, dS = P (dO V^T - delta) scale,
-//             dK = dS^T Q, dQ = dS K (fp32 accumulator in cuDNN's F16x16 layout, then cast)
+//   backward  cudnn_frontend's graph: delta = rowsum(dO o O) (kept in memory), P = exp(S scale - lse) with the
+//             causal mask after the subtraction, dV = P^T dO, dS = P (dO V^T - delta) scale, dK = dS^T Q,
+//             dQ = dS K (fp32 accumulator, cleared by cuDNN >= 9.6, then cast)
 // GQA/MQA are native (K/V heads shared; dK/dV summed by a head reduction). MLRA branches run as R calls of the
 // same plan on the branch's K/V/out/lse slices; dQ of branches after the first is added in (axpy).
 // Plans are cached per shape and strides (building one compiles kernels: ~0.1-1 s, once).

@@ -38,7 +38,6 @@ constexpr int kDecKT = 64;  // keys per tile
 constexpr int kDecPS = kDecKT + 8;  // P row stride (bf16): 144 bytes, conflict-free ldmatrix rows
 constexpr int kDecMaxWarps = 8;
 
-
 // Loads `rows` rows of a "two-part" matrix into shared memory (row stride D1 + D2 + 8): row r is
 // [a + r * a_rs (D1) | b + r * b_rs (D2)]; rows >= nvalid are zero-filled. Two schedules, each the one measured
 // faster where it is used (docs/attention_kernels.md, v2 and v3): WARP_ROWS = one warp per row with lanes over
@@ -308,8 +307,8 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
 // 64) sums every 8th / 16th split for 4 columns per lane (float4, 4 splits' loads in flight), and the rows' partial
 // sums are added in a fixed order (deterministic). COLS = 64 when 128-column blocks would not fill the SMs (v13: at
 // B=1 with 16 heads, 64 blocks took 8.7 us to read 4 MB of partials after a 22.5 us pass 1, DRAM 15% busy; 128
-// blocks: 0.35-0.39 -> 0.44 of copy bandwidth for the call), else 128 (at B=4 with 128 heads the 64-column blocks
-// measured 6% slower: 4096 blocks each redoing the weights).
+// blocks 7.6 us, the call +2% back to back), else 128 (at B=4 with 128 heads the 64-column blocks measured 6%
+// slower: 4096 blocks each redoing the weights).
 constexpr int kCombineWarps = 8;
 constexpr int kCombinePartFloats = 1024;  // (rows, COLS) partial sums: 8 x 128 or 16 x 64
 template <int COLS>
