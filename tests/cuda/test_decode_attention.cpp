@@ -76,8 +76,8 @@ TEST(DecodeAttention, LatentEqualsPlainAttention) {
       {1, 2049, 20, 256, 32, 64, 64}, {3, 129, 8, 128, 0, 64, 64},      {1, 700, 4, 192, 64, 64, 64},
       {2, 1500, 40, 512, 64, 32, 32},  // three head tiles sharing one cache (sm_90a: one wgmma tile, 24 rows idle)
       {3, 300, 64, 512, 64, 32, 32},   // sm_90a: one full wgmma tile of 64 heads
-      {2, 400, 24, 512, 64, 32, 32},   // sm_90a: the fewest heads the wgmma kernel takes (40 rows idle)
-      {1, 1900, 128, 512, 64, 16, 16}, // sm_90a: two wgmma tiles, two splits, a ragged last key tile
+      {2, 400, 24, 512, 64, 32, 32},   // sm_90a: 2b9's head count on the wgmma kernel (40 rows idle)
+      {1, 1900, 128, 512, 64, 16, 16}, // sm_90a: two wgmma tiles, 6 splits, a ragged last key tile
   };
   uint64_t seed = 8000;
   for (const LatentCase& c : cases) {
