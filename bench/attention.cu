@@ -37,27 +37,47 @@ using namespace latte;
 
 namespace {
 
-template <class F>
-double median_ms(F&& f, int warmup, int reps) {
-  cudaStream_t s = cuda::current_stream();
-  for (int i = 0; i < warmup; ++i) f(i);
-  cudaEvent_t a, b;
-  CUDA_CHECK(cudaEventCreate(&a));
-  CUDA_CHECK(cudaEventCreate(&b));
-  std::vector<float> ts;
-  for (int i = 0; i < reps; ++i) {
-    CUDA_CHECK(cudaEventRecord(a, s));
-    f(i);
-    CUDA_CHECK(cudaEventRecord(b, s));
-    CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    ts.push_back(ms);
+// Two CUDA events on latte's stream: the time of one call between them, each call synchronised.
+class CallTimer {
+ public:
+  CallTimer() {
+    CUDA_CHECK(cudaEventCreate(&a_));
+    CUDA_CHECK(cudaEventCreate(&b_));
   }
-  CUDA_CHECK(cudaEventDestroy(a));
-  CUDA_CHECK(cudaEventDestroy(b));
+  ~CallTimer() {
+    cudaEventDestroy(a_);
+    cudaEventDestroy(b_);
+  }
+  CallTimer(const CallTimer&) = delete;
+  CallTimer& operator=(const CallTimer&) = delete;
+  template <class F>
+  float ms(F&& f) {
+    cudaStream_t s = cuda::current_stream();
+    CUDA_CHECK(cudaEventRecord(a_, s));
+    f();
+    CUDA_CHECK(cudaEventRecord(b_, s));
+    CUDA_CHECK(cudaEventSynchronize(b_));
+    float t = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&t, a_, b_));
+    return t;
+  }
+
+ private:
+  cudaEvent_t a_, b_;
+};
+
+double median_of(std::vector<float> ts) {
   std::sort(ts.begin(), ts.end());
   return ts[ts.size() / 2];
+}
+
+template <class F>
+double median_ms(F&& f, int warmup, int reps) {
+  for (int i = 0; i < warmup; ++i) f(i);
+  CallTimer timer;
+  std::vector<float> ts;
+  for (int i = 0; i < reps; ++i) ts.push_back(timer.ms([&] { f(i); }));
+  return median_of(std::move(ts));
 }
 
 struct Row {
@@ -129,10 +149,7 @@ struct Timed {
   std::function<void()> call, pre;
 };
 std::vector<double> interleaved_median_ms(const std::vector<Timed>& impls, int rounds = 6, int reps = 8) {
-  cudaStream_t s = cuda::current_stream();
-  cudaEvent_t a, b;
-  CUDA_CHECK(cudaEventCreate(&a));
-  CUDA_CHECK(cudaEventCreate(&b));
+  CallTimer timer;
   std::vector<std::vector<float>> ts(impls.size());
   std::vector<size_t> order(impls.size());
   std::iota(order.begin(), order.end(), size_t(0));
@@ -144,23 +161,12 @@ std::vector<double> interleaved_median_ms(const std::vector<Timed>& impls, int r
       impls[i].call();
       for (int j = 0; j < reps; ++j) {
         if (impls[i].pre) impls[i].pre();
-        CUDA_CHECK(cudaEventRecord(a, s));
-        impls[i].call();
-        CUDA_CHECK(cudaEventRecord(b, s));
-        CUDA_CHECK(cudaEventSynchronize(b));
-        float ms = 0;
-        CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-        ts[i].push_back(ms);
+        ts[i].push_back(timer.ms(impls[i].call));
       }
     }
   }
-  CUDA_CHECK(cudaEventDestroy(a));
-  CUDA_CHECK(cudaEventDestroy(b));
   std::vector<double> med;
-  for (auto& t : ts) {
-    std::sort(t.begin(), t.end());
-    med.push_back(t[t.size() / 2]);
-  }
+  for (auto& t : ts) med.push_back(median_of(std::move(t)));
   return med;
 }
 
