@@ -6,6 +6,8 @@
 #include "core/error.h"
 
 #ifdef LATTE_WITH_CUDNN
+#include <algorithm>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "core/cuda_context.h"
+#include "kernels/cuda/attention_autotune.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cudnn_graph.h"
 #endif
@@ -25,6 +28,16 @@ std::string cudnn_attention_forward_unsupported(const Tensor&, const Tensor&, co
                                                 const Tensor&, int64_t, bool) {
   return "latte was built without cuDNN (no cudnn.h / libcudnn found by CMake)";
 }
+std::vector<std::string> cudnn_attention_forward_plans(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                                       int64_t, bool) {
+  return {};
+}
+std::vector<std::string> cudnn_attention_backward_plans(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                                        const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                                        int64_t, bool) {
+  return {};
+}
+void cudnn_attention_use_plan(int) {}
 std::string cudnn_attention_backward_unsupported(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                                  const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                                  const Tensor&, int64_t, bool) {
@@ -110,7 +123,13 @@ TensorRef row_stat(Graph& g, const Geometry& d) {
   return g.virt(CUDNN_DATA_FLOAT, rd, packed(rd));
 }
 
-std::unique_ptr<Plan> build_forward(const Geometry& d, const Tensor& q, const Tensor& k, const Tensor& v,
+using Plans = std::vector<std::unique_ptr<Plan>>;
+
+// Engine configurations tried per graph: cuDNN 9.19 on the H100 lists one to three for these graphs (engines 1
+// and 2, the second sometimes twice with other knobs).
+constexpr size_t kMaxPlans = 3;
+
+Plans build_forward(const Geometry& d, const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& out, int64_t lse_batch_stride, bool causal, std::string* why) {
   Graph g;
   const cudnnDataType_t io = CUDNN_DATA_BFLOAT16;
@@ -130,7 +149,7 @@ std::unique_ptr<Plan> build_forward(const Geometry& d, const Tensor& q, const Te
   TensorRef p = g.like(e, io);                             // P in bf16: the P V GEMM's A operand
   g.pointwise(CUDNN_POINTWISE_DIV, p, e, &sum);
   g.matmul(to, p, tv);
-  return g.build(cudnn::handle(), why);
+  return g.build(cudnn::handle(), kMaxPlans, why);
 }
 
 // dW = A^T-like product into a kv-head gradient: straight into `grad` when every query head has its own kv
@@ -146,9 +165,9 @@ void kv_grad(Graph& g, const Geometry& d, const TensorRef& grad, const TensorRef
   g.reduction(CUDNN_REDUCE_TENSOR_ADD, grad, per_head);
 }
 
-std::unique_ptr<Plan> build_backward(const Geometry& d, const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                                     const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                                     const Tensor& out, int64_t lse_batch_stride, bool causal, std::string* why) {
+Plans build_backward(const Geometry& d, const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                     const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, int64_t lse_batch_stride,
+                     bool causal, std::string* why) {
   Graph g;
   const cudnnDataType_t io = CUDNN_DATA_BFLOAT16;
   TensorRef tq = bf16_input(g, kQ, q), tkt = bf16_input(g, kK, k, true), tvt = bf16_input(g, kV, v, true);
@@ -192,12 +211,16 @@ std::unique_ptr<Plan> build_backward(const Geometry& d, const Tensor& dq, const 
   g.reshape(kk, tkt);
   g.matmul(dq_accum, ds, kk);
   g.pointwise(CUDNN_POINTWISE_IDENTITY, tdq, dq_accum);
-  return g.build(cudnn::handle(), why);
+  return g.build(cudnn::handle(), kMaxPlans, why);
 }
 
+// The plans of one graph (shape and strides). With more than one, the first call times each on its real tensors
+// (attention_autotune, under the key "cudnn engines <key>") and runs the fastest from then on.
 struct CachedPlan {
-  std::unique_ptr<Plan> plan;
-  std::string why;  // set when plan is null
+  std::string key;
+  Plans plans;
+  std::vector<std::string> names;  // "engine E#R": cuDNN engine E, R-th in the heuristics list (autotune log)
+  std::string why;                 // set when there is no plan
 };
 
 std::mutex g_mu;
@@ -247,16 +270,33 @@ const CachedPlan& cached_plan(const std::string& key, Build build) {
   auto it = g_plans.find(key);
   if (it != g_plans.end()) return it->second;
   CachedPlan c;
+  c.key = key;
   try {
-    c.plan = build(&c.why);
+    c.plans = build(&c.why);
   } catch (const std::exception& e) {
+    c.plans.clear();
     c.why = e.what();
   }
+  for (const auto& p : c.plans) c.names.push_back(str("engine ", p->engine(), '#', p->heuristic_rank()));
   return g_plans.emplace(key, std::move(c)).first->second;
 }
 
-// The forward plan for this call, or null with *why saying why cuDNN does not run it.
-const Plan* forward_plan(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, int64_t branches,
+std::atomic<int> g_use_plan{-1};  // cudnn_attention_use_plan
+
+// Runs `run` with the fastest of c's plans (timed on the first call when there are several).
+template <typename Run>
+void run_fastest(const CachedPlan& c, Run run) {
+  if (const int forced = g_use_plan.load(); forced >= 0)
+    return run(*c.plans[std::min(c.plans.size() - 1, static_cast<size_t>(forced))]);
+  if (c.plans.size() == 1) return run(*c.plans[0]);
+  std::vector<const char*> names;
+  for (const std::string& n : c.names) names.push_back(n.c_str());
+  const size_t best = attention_autotune("cudnn engines " + c.key, names, [&](size_t i) { run(*c.plans[i]); });
+  run(*c.plans[best]);
+}
+
+// The forward plans for this call, or null with *why saying why cuDNN does not run it.
+const CachedPlan* forward_plan(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, int64_t branches,
                          bool causal, std::string* why) {
   *why = basic_reason(q, k, v, out, branches, causal);
   if (!why->empty()) return nullptr;
@@ -268,12 +308,12 @@ const Plan* forward_plan(const Tensor& q, const Tensor& k, const Tensor& v, cons
   const CachedPlan& c = cached_plan(key.str(), [&](std::string* w) {
     return build_forward(d, q, kb, vb, ob, d.R * d.Hq * d.T, causal, w);
   });
-  if (!c.plan) *why = c.why;
-  return c.plan.get();
+  if (c.plans.empty()) *why = c.why;
+  return c.plans.empty() ? nullptr : &c;
 }
 
-// The backward plan for this call, or null with *why.
-const Plan* backward_plan(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
+// The backward plans for this call, or null with *why.
+const CachedPlan* backward_plan(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                           const Tensor& k, const Tensor& v, const Tensor& out, int64_t branches, bool causal,
                           std::string* why) {
   *why = basic_reason(q, k, v, out, branches, causal);
@@ -288,8 +328,8 @@ const Plan* backward_plan(const Tensor& dq, const Tensor& dk, const Tensor& dv, 
   const CachedPlan& c = cached_plan(key.str(), [&](std::string* w) {
     return build_backward(d, dq, dkb, dvb, dob, q, kb, vb, ob, d.R * d.Hq * d.T, causal, w);
   });
-  if (!c.plan) *why = c.why;
-  return c.plan.get();
+  if (c.plans.empty()) *why = c.why;
+  return c.plans.empty() ? nullptr : &c;
 }
 
 // Scratch for one execution: cuDNN's workspace (+ the dQ accumulator), from the caching allocator.
@@ -315,57 +355,77 @@ std::string cudnn_attention_backward_unsupported(const Tensor& dq, const Tensor&
   return why;
 }
 
+std::vector<std::string> cudnn_attention_forward_plans(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                       const Tensor& out, int64_t branches, bool causal) {
+  std::string why;
+  const CachedPlan* c = forward_plan(q, k, v, out, branches, causal, &why);
+  return c ? c->names : std::vector<std::string>{};
+}
+
+std::vector<std::string> cudnn_attention_backward_plans(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                                        const Tensor& dout, const Tensor& q, const Tensor& k,
+                                                        const Tensor& v, const Tensor& out, int64_t branches,
+                                                        bool causal) {
+  std::string why;
+  const CachedPlan* c = backward_plan(dq, dk, dv, dout, q, k, v, out, branches, causal, &why);
+  return c ? c->names : std::vector<std::string>{};
+}
+
+void cudnn_attention_use_plan(int index) { g_use_plan.store(index < 0 ? -1 : index); }
+
 void cudnn_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                              int64_t branches, double softmax_scale, bool causal) {
   std::string why;
-  const Plan* found = forward_plan(q, k, v, out, branches, causal, &why);
+  const CachedPlan* found = forward_plan(q, k, v, out, branches, causal, &why);
   LATTE_REQUIRE(found, "cudnn attention forward: ", why);
-  const Plan& plan = *found;
   const Geometry d = geometry(q, k, v, branches);
   cudnnHandle_t h = cudnn::handle();
-  Tensor ws = scratch_floats(plan.workspace_bytes(), q.device());
   float scale = static_cast<float>(softmax_scale), mask_value = std::numeric_limits<float>::lowest();
-  for (int64_t r = 0; r < d.R; ++r) {
-    float* stats = lse.data<float>() + r * d.Hq * d.T;
-    std::vector<int64_t> uids{kQ, kK, kV, kO, kStats, kScale};
-    std::vector<void*> ptrs{ptr(q), ptr(branch_view(k, r, d.Hk)), ptr(branch_view(v, r, d.Hk)),
-                            ptr(branch_view(out, r, d.Hq)), stats, &scale};
-    if (causal) uids.push_back(kMaskValue), ptrs.push_back(&mask_value);  // the pack must name only graph tensors
-    plan.execute(h, uids, ptrs, ptr(ws));
-  }
+  run_fastest(*found, [&](const Plan& plan) {
+    Tensor ws = scratch_floats(plan.workspace_bytes(), q.device());
+    for (int64_t r = 0; r < d.R; ++r) {
+      float* stats = lse.data<float>() + r * d.Hq * d.T;
+      std::vector<int64_t> uids{kQ, kK, kV, kO, kStats, kScale};
+      std::vector<void*> ptrs{ptr(q), ptr(branch_view(k, r, d.Hk)), ptr(branch_view(v, r, d.Hk)),
+                              ptr(branch_view(out, r, d.Hq)), stats, &scale};
+      if (causal) uids.push_back(kMaskValue), ptrs.push_back(&mask_value);  // the pack must name only graph tensors
+      plan.execute(h, uids, ptrs, ptr(ws));
+    }
+  });
 }
 
 void cudnn_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                               const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                               int64_t branches, double softmax_scale, bool causal) {
   std::string why;
-  const Plan* found = backward_plan(dq, dk, dv, dout, q, k, v, out, branches, causal, &why);
+  const CachedPlan* found = backward_plan(dq, dk, dv, dout, q, k, v, out, branches, causal, &why);
   LATTE_REQUIRE(found, "cudnn attention backward: ", why);
-  const Plan& plan = *found;
   const Geometry d = geometry(q, k, v, branches);
   cudnnHandle_t h = cudnn::handle();
   const Device dev = q.device();
-  Tensor ws = scratch_floats(plan.workspace_bytes(), dev);
   Tensor accum = Tensor::empty({d.B, d.Hq, d.T, d.Dqk}, DType::F32, dev);
   Tensor delta = Tensor::empty({d.B, d.Hq, d.T}, DType::F32, dev);
   Tensor dq_branch = d.R > 1 ? Tensor::empty(dq.shape(), dq.dtype(), dev) : Tensor();
   float scale = static_cast<float>(softmax_scale), one = 1.f;
   float mask_value = -std::numeric_limits<float>::infinity();  // masked after S - lse: exp gives 0
   const bool zero_accum = legacy_dq_accum();  // older cuDNN adds onto what is in the accumulator
-  for (int64_t r = 0; r < d.R; ++r) {
-    if (zero_accum) fill(accum, 0.0);
-    const Tensor& dq_r = r == 0 ? dq : dq_branch;
-    float* stats = lse.data<float>() + r * d.Hq * d.T;
-    std::vector<int64_t> uids{kQ, kK, kV, kO, kdO, kStats, kdQ, kdK, kdV, kdQAccum, kScale, kOne, kDelta};
-    std::vector<void*> ptrs{ptr(q),         ptr(branch_view(k, r, d.Hk)),  ptr(branch_view(v, r, d.Hk)),
-                            ptr(branch_view(out, r, d.Hq)), ptr(branch_view(dout, r, d.Hq)), stats,
-                            ptr(dq_r),      ptr(branch_view(dk, r, d.Hk)), ptr(branch_view(dv, r, d.Hk)),
-                            ptr(accum),     &scale,                        &one,
-                            ptr(delta)};
-    if (causal) uids.push_back(kMaskValue), ptrs.push_back(&mask_value);
-    plan.execute(h, uids, ptrs, ptr(ws));
-    if (r > 0) axpy(dq, dq_branch, 1.0);  // dQ sums over the branches sharing the query
-  }
+  run_fastest(*found, [&](const Plan& plan) {
+    Tensor ws = scratch_floats(plan.workspace_bytes(), dev);
+    for (int64_t r = 0; r < d.R; ++r) {
+      if (zero_accum) fill(accum, 0.0);
+      const Tensor& dq_r = r == 0 ? dq : dq_branch;
+      float* stats = lse.data<float>() + r * d.Hq * d.T;
+      std::vector<int64_t> uids{kQ, kK, kV, kO, kdO, kStats, kdQ, kdK, kdV, kdQAccum, kScale, kOne, kDelta};
+      std::vector<void*> ptrs{ptr(q),         ptr(branch_view(k, r, d.Hk)),  ptr(branch_view(v, r, d.Hk)),
+                              ptr(branch_view(out, r, d.Hq)), ptr(branch_view(dout, r, d.Hq)), stats,
+                              ptr(dq_r),      ptr(branch_view(dk, r, d.Hk)), ptr(branch_view(dv, r, d.Hk)),
+                              ptr(accum),     &scale,                        &one,
+                              ptr(delta)};
+      if (causal) uids.push_back(kMaskValue), ptrs.push_back(&mask_value);
+      plan.execute(h, uids, ptrs, ptr(ws));
+      if (r > 0) axpy(dq, dq_branch, 1.0);  // dQ sums over the branches sharing the query
+    }
+  });
 }
 
 #endif  // LATTE_WITH_CUDNN

@@ -33,10 +33,6 @@ void set_desc(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name, cudn
   set(d, name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &value, what);
 }
 
-void destroy_all(std::vector<cudnnBackendDescriptor_t>& v) {
-  for (auto it = v.rbegin(); it != v.rend(); ++it) cudnnBackendDestroyDescriptor(*it);
-  v.clear();
-}
 
 constexpr int kMaxDevices = 64;
 
@@ -52,13 +48,17 @@ cudnnHandle_t handle() {
   return handles[dev];
 }
 
-Graph::Graph() = default;
-Graph::~Graph() { destroy_all(owned_); }
+Descriptors::~Descriptors() {
+  for (auto it = list.rbegin(); it != list.rend(); ++it) cudnnBackendDestroyDescriptor(*it);
+}
+
+Graph::Graph() : owned_(std::make_shared<Descriptors>()) {}
+Graph::~Graph() = default;
 
 cudnnBackendDescriptor_t Graph::make(cudnnBackendDescriptorType_t type) {
   cudnnBackendDescriptor_t d = nullptr;
   check(cudnnBackendCreateDescriptor(type, &d), "cudnnBackendCreateDescriptor");
-  owned_.push_back(d);
+  owned_->list.push_back(d);
   return d;
 }
 
@@ -161,14 +161,15 @@ void Graph::reshape(const TensorRef& y, const TensorRef& x) {
   ops_.push_back(op);
 }
 
-std::unique_ptr<Plan> Graph::build(cudnnHandle_t h, std::string* why) {
+std::vector<std::unique_ptr<Plan>> Graph::build(cudnnHandle_t h, size_t max_plans, std::string* why) {
+  std::vector<std::unique_ptr<Plan>> plans;
   cudnnBackendDescriptor_t graph = make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
   set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h, "graph handle");
   set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, static_cast<int64_t>(ops_.size()),
       ops_.data(), "graph ops");
   if (cudnnStatus_t s = cudnnBackendFinalize(graph); s != CUDNN_STATUS_SUCCESS) {
     if (why) *why = std::string("operation graph refused: ") + cudnnGetErrorString(s) + " (" + last_error() + ")";
-    return nullptr;
+    return plans;
   }
   std::string reasons;
   for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
@@ -192,7 +193,7 @@ std::unique_ptr<Plan> Graph::build(cudnnHandle_t h, std::string* why) {
     check(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count,
                                    &returned, configs.data()),
           "heuristics results");
-    for (int64_t i = 0; i < returned; ++i) {
+    for (int64_t i = 0; i < returned && plans.size() < max_plans; ++i) {
       cudnnBackendDescriptor_t plan = make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
       set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h, "plan handle");
       set_desc(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, configs[static_cast<size_t>(i)], "plan engine config");
@@ -205,18 +206,23 @@ std::unique_ptr<Plan> Graph::build(cudnnHandle_t h, std::string* why) {
       check(cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n,
                                      &p->workspace_),
             "plan workspace size");
+      cudnnBackendDescriptor_t engine = make(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+      if (cudnnBackendGetAttribute(configs[static_cast<size_t>(i)], CUDNN_ATTR_ENGINECFG_ENGINE,
+                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n, &engine) == CUDNN_STATUS_SUCCESS)
+        cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &n, &p->engine_);
       p->plan_ = plan;
-      p->owned_ = std::move(owned_);
-      owned_.clear();
-      ops_.clear();
-      return p;
+      p->rank_ = i;
+      p->graph_ = owned_;
+      plans.push_back(std::move(p));
     }
+    if (!plans.empty()) break;  // the fallback list only when mode A has nothing that runs
   }
-  if (why) *why = "no cuDNN engine runs this graph:" + reasons;
-  return nullptr;
+  ops_.clear();
+  if (plans.empty() && why) *why = "no cuDNN engine runs this graph:" + reasons;
+  return plans;
 }
 
-Plan::~Plan() { destroy_all(owned_); }
+Plan::~Plan() = default;
 
 void Plan::execute(cudnnHandle_t h, const std::vector<int64_t>& uids, const std::vector<void*>& pointers,
                    void* workspace) const {

@@ -1,6 +1,6 @@
 // A small builder over cuDNN's backend (graph) API: tensors, pointwise / reduction / matmul / reshape
-// operations, an operation graph, heuristics -> the first engine config that finalizes -> an execution plan,
-// and execution with a variant pack. Used by kernels/cuda/cudnn_attention.cpp (SDPA forward and backward).
+// operations, an operation graph, heuristics -> the engine configs that finalize -> execution plans (the caller
+// times them and keeps the fastest), and execution with a variant pack. Used by kernels/cuda/cudnn_attention.cpp (SDPA forward and backward).
 //
 // Why not cudnn_frontend: it is not packaged here, and the backend API is a C interface of cudnn.h that
 // ships with the library. The cost is spelling out every descriptor attribute; this file keeps that in one
@@ -31,6 +31,15 @@ struct TensorRef {
 
 class Plan;
 
+// Descriptors destroyed together, last created first.
+struct Descriptors {
+  std::vector<cudnnBackendDescriptor_t> list;
+  Descriptors() = default;
+  Descriptors(const Descriptors&) = delete;
+  Descriptors& operator=(const Descriptors&) = delete;
+  ~Descriptors();
+};
+
 class Graph {
  public:
   Graph();
@@ -57,37 +66,42 @@ class Graph {
   void matmul(const TensorRef& c, const TensorRef& a, const TensorRef& b);            // fp32 compute
   void reshape(const TensorRef& y, const TensorRef& x);                               // same elements, new strides
 
-  // The operation graph -> the first engine configuration (heuristics mode A, then fallback) whose plan
-  // finalizes. Null and `why` set when no engine supports the graph (or a descriptor was refused).
-  std::unique_ptr<Plan> build(cudnnHandle_t h, std::string* why);
+  // The operation graph -> a plan for each of the first `max_plans` engine configurations of heuristics mode A
+  // (or, when none of those finalizes, of the fallback mode) that finalize, in the heuristics' order: the first
+  // is the one cudnn_frontend's default policy (and so PyTorch) would run. Empty with `why` set when no engine
+  // supports the graph (or a descriptor was refused). The graph's descriptors are shared by the plans.
+  std::vector<std::unique_ptr<Plan>> build(cudnnHandle_t h, size_t max_plans, std::string* why);
 
  private:
   cudnnBackendDescriptor_t make(cudnnBackendDescriptorType_t type);
   TensorRef make_tensor(int64_t uid, cudnnDataType_t type, Dims dims, Dims strides, bool is_virtual, bool by_value,
                         bool reorder);
 
-  std::vector<cudnnBackendDescriptor_t> owned_;  // destroyed in ~Graph unless moved into a Plan
+  std::shared_ptr<Descriptors> owned_;  // shared with the plans built from this graph
   std::vector<cudnnBackendDescriptor_t> ops_;
   int64_t next_virtual_uid_ = 1 << 20;
   friend class Plan;
 };
 
-// A finalized execution plan (owns every descriptor of the graph it came from).
+// A finalized execution plan (shares the descriptors of the graph it came from).
 class Plan {
  public:
   ~Plan();
   Plan(const Plan&) = delete;
   Plan& operator=(const Plan&) = delete;
   int64_t workspace_bytes() const { return workspace_; }
+  // cuDNN's global index of the engine this plan runs, and the plan's position in the heuristics' list.
+  int64_t engine() const { return engine_; }
+  int64_t heuristic_rank() const { return rank_; }
   // Runs on h's stream. uids[i] <-> pointers[i] (device memory, or host memory for by-value scalars).
   void execute(cudnnHandle_t h, const std::vector<int64_t>& uids, const std::vector<void*>& pointers,
                void* workspace) const;
 
  private:
   Plan() = default;
-  std::vector<cudnnBackendDescriptor_t> owned_;
+  std::shared_ptr<const Descriptors> graph_;  // the operation graph's descriptors, kept alive for execution
   cudnnBackendDescriptor_t plan_ = nullptr;
-  int64_t workspace_ = 0;
+  int64_t workspace_ = 0, engine_ = -1, rank_ = 0;
   friend class Graph;
 };
 

@@ -6,6 +6,8 @@
 #include "tests/cuda/attention_test_util.h"
 
 #ifdef LATTE_WITH_CUDA
+#include <algorithm>
+#include <cstdio>
 #include <string>
 
 #include "kernels/attention_backend.h"
@@ -128,6 +130,49 @@ TEST(CudnnAttention, Dispatch) {
     check_backward(in, dq, dk, dv);
   }
   set_attention_backend(AttentionBackend::Auto);
+}
+
+// Every plan cuDNN builds (the engine configurations its heuristics list) must be right on its own, since `auto`
+// may pick any of them: each forced in turn, forward and backward twice (an engine that left the dQ accumulator
+// to the caller would double dq on the second call).
+TEST(CudnnAttention, EveryPlan) {
+  LATTE_REQUIRE_CUDA();
+  if (!have_cudnn()) GTEST_SKIP() << "built without cuDNN";
+  const Case cases[] = {
+      {"mha (64,64)", 2, 128, 128, 4, 4, 1, 64, 64, true, 0, false},
+      {"gqa odd T (128,128)", 1, 129, 129, 4, 2, 1, 128, 128, true, 0, false},
+      {"non-causal S > T", 2, 40, 150, 4, 4, 1, 128, 64, false, 0, false},
+      {"mla (192,128)", 1, 200, 200, 4, 4, 1, 192, 128, true, 0, false},
+  };
+  uint64_t seed = 13000;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(describe(c));
+    Inputs in = make_attention_inputs(c, seed += 10);
+    const DType t = DType::BF16;
+    Tensor out = poisoned({c.B, c.T, c.Hq, c.Dv}, t), lse = poisoned({c.B, c.Hq, c.T}, DType::F32);
+    Tensor dq = poisoned(in.q.shape(), t), dk = poisoned(in.k.shape(), t), dv = poisoned(in.v.shape(), t);
+    const auto fwd = cuda::cudnn_attention_forward_plans(in.q, in.k, in.v, out, 1, c.causal);
+    const auto bwd = cuda::cudnn_attention_backward_plans(dq, dk, dv, in.dout, in.q, in.k, in.v, out, 1, c.causal);
+    ASSERT_FALSE(fwd.empty() || bwd.empty()) << "cuDNN runs none of this case's graphs";
+    std::string names;
+    for (const auto& n : fwd) names += " " + n;
+    names += " |";
+    for (const auto& n : bwd) names += " " + n;
+    std::printf("  [cudnn] %s: forward | backward plans:%s\n", describe(c).c_str(), names.c_str());
+    for (size_t i = 0; i < std::max(fwd.size(), bwd.size()); ++i) {
+      SCOPED_TRACE("plan " + std::to_string(i));
+      cuda::cudnn_attention_use_plan(static_cast<int>(i));
+      cuda::cudnn_attention_forward(out, lse, in.q, in.k, in.v, 1, in.scale, c.causal);
+      check_forward(in, out, lse);
+      for (int call = 0; call < 2; ++call) {
+        dq = poisoned(in.q.shape(), t), dk = poisoned(in.k.shape(), t), dv = poisoned(in.v.shape(), t);
+        cuda::cudnn_attention_backward(dq, dk, dv, in.dout, in.q, in.k, in.v, out, lse, 1, in.scale, c.causal);
+        check_backward(in, dq, dk, dv);
+      }
+      out = poisoned(out.shape(), t), lse = poisoned(lse.shape(), DType::F32);
+    }
+    cuda::cudnn_attention_use_plan(-1);
+  }
 }
 
 TEST(CudnnAttention, UnsupportedSaysWhy) {
