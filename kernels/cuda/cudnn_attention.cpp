@@ -277,7 +277,8 @@ const CachedPlan& cached_plan(const std::string& key, Build build) {
     c.plans.clear();
     c.why = e.what();
   }
-  for (const auto& p : c.plans) c.names.push_back(str("engine ", p->engine(), '#', p->heuristic_rank()));
+  for (const auto& p : c.plans)
+    c.names.push_back(str("engine ", p->engine(), '#', p->heuristic_rank(), " cfg ", p->kernel_cfg()));
   return g_plans.emplace(key, std::move(c)).first->second;
 }
 

@@ -161,6 +161,37 @@ void Graph::reshape(const TensorRef& y, const TensorRef& x) {
   ops_.push_back(op);
 }
 
+void Graph::add_plan(cudnnHandle_t h, cudnnBackendDescriptor_t config, int64_t rank,
+                     std::vector<std::unique_ptr<Plan>>& plans, std::string* reasons) {
+  cudnnBackendDescriptor_t plan = make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+  set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h, "plan handle");
+  set_desc(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, config, "plan engine config");
+  if (cudnnBackendFinalize(plan) != CUDNN_STATUS_SUCCESS) {
+    *reasons += " engine config " + std::to_string(rank) + ": " + last_error() + ";";
+    return;
+  }
+  std::unique_ptr<Plan> p(new Plan());
+  int64_t n = 0;
+  check(cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n,
+                                 &p->workspace_),
+        "plan workspace size");
+  cudnnBackendDescriptor_t engine = make(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+  if (cudnnBackendGetAttribute(config, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n, &engine) ==
+      CUDNN_STATUS_SUCCESS)
+    cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &n, &p->engine_);
+  cudnnBackendDescriptor_t knob = make(CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR);
+  cudnnBackendKnobType_t type{};
+  if (cudnnBackendGetAttribute(config, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n,
+                               &knob) == CUDNN_STATUS_SUCCESS && n == 1 &&
+      cudnnBackendGetAttribute(knob, CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE, CUDNN_TYPE_KNOB_TYPE, 1, &n, &type) ==
+          CUDNN_STATUS_SUCCESS && type == CUDNN_KNOB_TYPE_KERNEL_CFG)
+    cudnnBackendGetAttribute(knob, CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE, CUDNN_TYPE_INT64, 1, &n, &p->kernel_cfg_);
+  p->plan_ = plan;
+  p->rank_ = rank;
+  p->graph_ = owned_;
+  plans.push_back(std::move(p));
+}
+
 std::vector<std::unique_ptr<Plan>> Graph::build(cudnnHandle_t h, size_t max_plans, std::string* why) {
   std::vector<std::unique_ptr<Plan>> plans;
   cudnnBackendDescriptor_t graph = make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
@@ -193,28 +224,8 @@ std::vector<std::unique_ptr<Plan>> Graph::build(cudnnHandle_t h, size_t max_plan
     check(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count,
                                    &returned, configs.data()),
           "heuristics results");
-    for (int64_t i = 0; i < returned && plans.size() < max_plans; ++i) {
-      cudnnBackendDescriptor_t plan = make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-      set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h, "plan handle");
-      set_desc(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, configs[static_cast<size_t>(i)], "plan engine config");
-      if (cudnnBackendFinalize(plan) != CUDNN_STATUS_SUCCESS) {
-        reasons += " engine config " + std::to_string(i) + ": " + last_error() + ";";
-        continue;
-      }
-      std::unique_ptr<Plan> p(new Plan());
-      int64_t n = 0;
-      check(cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n,
-                                     &p->workspace_),
-            "plan workspace size");
-      cudnnBackendDescriptor_t engine = make(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
-      if (cudnnBackendGetAttribute(configs[static_cast<size_t>(i)], CUDNN_ATTR_ENGINECFG_ENGINE,
-                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n, &engine) == CUDNN_STATUS_SUCCESS)
-        cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &n, &p->engine_);
-      p->plan_ = plan;
-      p->rank_ = i;
-      p->graph_ = owned_;
-      plans.push_back(std::move(p));
-    }
+    for (int64_t i = 0; i < returned && plans.size() < max_plans; ++i)
+      add_plan(h, configs[static_cast<size_t>(i)], i, plans, &reasons);
     if (!plans.empty()) break;  // the fallback list only when mode A has nothing that runs
   }
   ops_.clear();

@@ -74,6 +74,9 @@ class Graph {
 
  private:
   cudnnBackendDescriptor_t make(cudnnBackendDescriptorType_t type);
+  // Finalizes a plan for `config` into `plans`, or says why not in `reasons`.
+  void add_plan(cudnnHandle_t h, cudnnBackendDescriptor_t config, int64_t rank,
+                std::vector<std::unique_ptr<Plan>>& plans, std::string* reasons);
   TensorRef make_tensor(int64_t uid, cudnnDataType_t type, Dims dims, Dims strides, bool is_virtual, bool by_value,
                         bool reorder);
 
@@ -93,6 +96,8 @@ class Plan {
   // cuDNN's global index of the engine this plan runs, and the plan's position in the heuristics' list.
   int64_t engine() const { return engine_; }
   int64_t heuristic_rank() const { return rank_; }
+  // The engine's kernel-configuration knob (CUDNN_KNOB_TYPE_KERNEL_CFG) in this plan, -1 when it has none.
+  int64_t kernel_cfg() const { return kernel_cfg_; }
   // Runs on h's stream. uids[i] <-> pointers[i] (device memory, or host memory for by-value scalars).
   void execute(cudnnHandle_t h, const std::vector<int64_t>& uids, const std::vector<void*>& pointers,
                void* workspace) const;
@@ -101,7 +106,7 @@ class Plan {
   Plan() = default;
   std::shared_ptr<const Descriptors> graph_;  // the operation graph's descriptors, kept alive for execution
   cudnnBackendDescriptor_t plan_ = nullptr;
-  int64_t workspace_ = 0, engine_ = -1, rank_ = 0;
+  int64_t workspace_ = 0, engine_ = -1, rank_ = 0, kernel_cfg_ = -1;
   friend class Graph;
 };
 

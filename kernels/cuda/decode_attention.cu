@@ -12,7 +12,8 @@
 // in shared memory -> each warp writes P = exp2(S - m) of its own keys (bf16, shared memory) and keeps its share
 // of the row sums -> every warp O = O 2^(m-m') + P V on its own value columns.
 // Writes the unnormalised O, m and l of its split (fp32). Pass 2 combines the splits per (b, head).
-// Splits: one wave of resident blocks, each split at least 4 key tiles (run_decode). The MLA latent rows with more
+// Splits: one wave of resident blocks, each split at least 4 key tiles (run_decode), taken interleaved: split k
+// reads tiles k, k + splits, ... (split_tiles in decode_attention_impl.h). The MLA latent rows with more
 // than 16 heads run pass 1 on sm_90a as decode_latent_sm90.cu's wgmma kernel instead (64 heads per block).
 // Floor: bytes = B S Hk (Dqk + Dv) 2 (GQA) or B S (Dc + Dr) 2 (latent) at the copy bandwidth: at B=4, S=32k,
 // Hk=8, D=128 that is 537 MB, 0.18 ms at 3 TB/s; latent Dc=512, Dr=64: 151 MB, 50 us.
@@ -99,15 +100,15 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
   const int b = blockIdx.y / p.Hk, kvh = blockIdx.y - b * p.Hk;
   const int h0 = kvh * p.G + blockIdx.x * 16;                 // first head of this tile
   const int nrows = min(16, kvh * p.G + p.G - h0);            // heads in this tile
-  const int s_begin = split * p.keys_per_split, s_end = min(p.S, s_begin + p.keys_per_split);
-  const int n_tiles = (s_end - s_begin + KT - 1) / KT;
+  const SplitTiles tiles = split_tiles(p, split, KT);
+  const int s_end = tiles.end, n_tiles = tiles.n;
 
   const bf16* k1g = p.k1 + b * p.k1_sb + kvh * p.k1_sh;
   const bf16* k2g = p.k2 + b * p.k2_sb + kvh * p.k2_sh;
   const bf16* vg = p.v + b * p.v_sb + kvh * p.v_sh;
   constexpr bool kWarpRows = WARPS == 8;
   auto load_kv = [&](int tile, int buf) {
-    const int s0 = s_begin + tile * KT;
+    const int s0 = tiles.first + tile * tiles.step;
     load_rows2<kWarpRows>(sK + buf * KT * KS, KT, k1g + int64_t(s0) * p.k1_ss, p.k1_ss, p.D1,
                           k2g + int64_t(s0) * p.k2_ss, p.k2_ss, p.D2, s_end - s0, p.k1, warp, lane, WARPS);
     if (!p.v_is_k1)
@@ -145,7 +146,7 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
     }
     const bf16* sKj = sK + (j & 1) * KT * KS;
     const bf16* sVj = sV + (j & 1) * KT * VS;
-    const int s0 = s_begin + j * KT;
+    const int s0 = tiles.first + j * tiles.step;
 
     // S = Q K^T for this warp's KPW keys (16 heads x KPW keys in mma accumulator layout).
     constexpr int NB = KPW / 8;  // n8 tiles per warp
@@ -428,8 +429,8 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
       wgmma ? 4 * kDecKT : std::max<int64_t>(4 * kDecKT, 8 * std::min(p.G, 16) * int64_t(p.DV) * 4 / row_bytes);
   const int max_splits = std::max<int>(1, int(p.S / min_keys));
   const int splits = static_cast<int>(std::clamp<int64_t>(capacity / base, 1, max_splits));
-  p.keys_per_split = ((tiles + splits - 1) / splits) * kDecKT;
-  p.splits = std::max(1, (p.S + p.keys_per_split - 1) / p.keys_per_split);
+  const int tiles_per_split = (tiles + splits - 1) / splits;
+  p.splits = std::max(1, (tiles + tiles_per_split - 1) / tiles_per_split);
   Tensor part_o = Tensor::empty({p.splits, p.B, p.H, p.DV}, DType::F32, dev);
   Tensor part_ml = Tensor::empty({p.splits, p.B, p.H, 2}, DType::F32, dev);
   p.part_o = part_o.data<float>();

@@ -59,8 +59,8 @@ __global__ void __launch_bounds__(kLatThreads, 1)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int wg = warp >> 2, g = lane >> 2, tq = lane & 3;
   const int h0 = blockIdx.x * kLatHeads, b = blockIdx.y, split = blockIdx.z;
-  const int s_begin = split * p.keys_per_split, s_end = min(p.S, s_begin + p.keys_per_split);
-  const int n_tiles = (s_end - s_begin + kLatKeys - 1) / kLatKeys;
+  const SplitTiles tiles = split_tiles(p, split, kLatKeys);
+  const int s_end = tiles.end, n_tiles = tiles.n;
 
   if (tid == 0) init_pipeline_barriers(q_full, full0, empty0, 2, 1);
   __syncthreads();
@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(kLatThreads, 1)
       for (int c = 0; c < kLatDc / 64; ++c) tma_load_4d(sQ + c * kLatHeads * 128, &maps.q_abs, c * 64, 0, h0, b, q_full);
       tma_load_4d(sQ + (kLatBlocks - 1) * kLatHeads * 128, &maps.q_rope, 0, 0, h0, b, q_full);
       for (int t = 0; t < n_tiles; ++t) {
-        const int s = t & 1, s0 = s_begin + t * kLatKeys;
+        const int s = t & 1, s0 = tiles.first + t * tiles.step;
         if (t >= 2) mbar_wait(empty0 + 8 * s, ((t >> 1) - 1) & 1);
         const uint32_t full = full0 + 8 * s, dst = sK + s * kLatTileBytes;
         mbar_arrive_expect_tx(full, kLatTileBytes);
@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kLatThreads, 1)
   mbar_wait(q_full, 0);
 
   for (int t = 0; t < n_tiles; ++t) {
-    const int s = t & 1, s0 = s_begin + t * kLatKeys;
+    const int s = t & 1, s0 = tiles.first + t * tiles.step;
     const uint32_t sKs = sK + s * kLatTileBytes;
     mbar_wait(full0 + 8 * s, (t >> 1) & 1);
 
