@@ -329,6 +329,38 @@ void bench_decode_latent(int64_t B, int64_t H, int64_t Dc, int64_t Dr, double co
               [&](int i) { cuda::decode_attention_latent(z, Tensor(), qa, qr, cs[i % n], krs[i % n], 0.072); });
 }
 
+// The read floor of a decode call: a kernel that only reads `bytes` of cache (float4 loads, a grid of 4 blocks
+// per SM striding over it, one sum per block) under the decode rows' timing, on the same rotation of buffers past
+// the L2. Its ratio to the copy bandwidth is what any decode kernel of that size can reach, launch and ramp
+// included: the attainable ceiling next to the decode rows. `per_sm` x `threads`: 4 x 512 (many loads in flight),
+// or 1 x 256, the occupancy of the latent decode kernel (one 8-warp block per SM), loads in registers only.
+__global__ void read_sum_kernel(const float4* p, int64_t n, float* out) {
+  float acc = 0.f;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float4 v = p[i];
+    acc += v.x + v.y + v.z + v.w;
+  }
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if ((threadIdx.x & 31) == 0 && acc == 12345.f) out[blockIdx.x] = acc;  // keeps the loads; never true for noise
+}
+
+void bench_read_floor(const std::string& what, double bytes, double copy_gbs, int per_sm = 4, int threads = 512) {
+  const Device dev = Device::cuda();
+  const int64_t n4 = int64_t(bytes / 16);
+  const int n = std::max(2, int(std::ceil(200e6 / bytes)));
+  std::vector<Tensor> bufs;
+  for (int i = 0; i < n; ++i) bufs.push_back(Tensor::randn({n4 * 4}, 500 + i, 0, 1.0, DType::F32, dev));
+  Tensor sink = Tensor::empty({4096}, DType::F32, dev);
+  const int blocks = per_sm * cuda::device_properties().multiProcessorCount;
+  char shape[64];
+  std::snprintf(shape, sizeof shape, "%.1f MB, %d x %d per SM", bytes / 1e6, per_sm, threads);
+  const std::string tag = what + (per_sm == 4 ? "" : "_" + std::to_string(per_sm) + "x" + std::to_string(threads));
+  decode_rows("read floor (" + what + ")", shape, "read_floor_" + tag, double(n4) * 16, copy_gbs, [&](int i) {
+    read_sum_kernel<<<blocks, threads, 0, cuda::current_stream()>>>(
+        static_cast<const float4*>(bufs[i % n].data_ptr()), n4, sink.data<float>());
+  });
+}
+
 }  // namespace
 
 // `bench_attention --profile NAME` runs one kernel a few times for a profiler (scripts/attention_check.sh --ncu):
@@ -420,6 +452,11 @@ int main(int argc, char** argv) {
   bench_decode_latent(1, 64, 512, 64, copy);
   bench_decode_latent(1, 128, 512, 64, copy);
   bench_decode_latent(4, 128, 512, 64, copy);
+  bench_read_floor("latent_B1", 32768.0 * 576 * 2, copy);
+  bench_read_floor("gqa_B1", 2.0 * 32768 * 8 * 128 * 2, copy);
+  bench_read_floor("latent_B4", 4.0 * 32768 * 576 * 2, copy);
+  bench_read_floor("latent_B1", 32768.0 * 576 * 2, copy, 1, 256);
+  bench_read_floor("latent_B4", 4.0 * 32768 * 576 * 2, copy, 1, 256);
   std::printf("\n%-34s %-36s %10s %12s %-8s %8s %s\n", "kernel", "shape", "ms", "rate", "unit", "ratio", "of");
   for (const Row& r : rows)
     std::printf("%-34s %-36s %10.4f %12.1f %-8s %8.3f %s\n", r.name.c_str(), r.shape.c_str(), r.ms, r.rate,

@@ -164,7 +164,7 @@ for t in ["64_64", "128_128", "192_128"]:
 if "copy_gbs" in res:
     print(f"\ndecode at 32k context, GB/s (copy bandwidth {res['copy_gbs']:.0f} GB/s read+write)")
     for k, v in res.items():
-        if k.startswith("decode_"):
+        if k.startswith(("decode_", "read_floor_")):
             print(f"  {k:<32}{v:8.0f}  {v / res['copy_gbs']:5.2f} of copy")
 p = os.path.join(out, "tests.log")
 if os.path.exists(p):
