@@ -8,7 +8,7 @@
 // pad). Why tensor cores for a memory-bound kernel: a latent cache row serves every head, 2 H (Dc + Dr + Dc)
 // FLOPs per (Dc + Dr) * 2 bytes (about 30 FLOP/byte at H = 16), above the CUDA cores' ridge on H100.
 // Pass 1, block = (head tile, batch x kv group, split of the cache), 4 or 8 warps, key tiles of 64 (cp.async,
-// double-buffered): S = Q K^T (warp w: keys KPW w .. KPW w + KPW - 1, in registers) -> the warps' row maxima meet
+// double-buffered; the MLA latent rows on sm_90a: TMA, three tiles, see decode_split_kernel): S = Q K^T (warp w: keys KPW w .. KPW w + KPW - 1, in registers) -> the warps' row maxima meet
 // in shared memory -> each warp writes P = exp2(S - m) of its own keys (bf16, shared memory) and keeps its share
 // of the row sums -> every warp O = O 2^(m-m') + P V on its own value columns.
 // Writes the unnormalised O, m and l of its split (fp32). Pass 2 combines the splits per (b, head).
@@ -27,6 +27,7 @@
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/decode_attention_impl.h"
 #include "kernels/cuda/flash_attention_impl.cuh"
+#include "kernels/cuda/flash_attention_sm90.cuh"
 
 namespace latte::cuda {
 
@@ -77,11 +78,19 @@ __device__ __forceinline__ void load_rows2(bf16* s, int rows, const bf16* a, int
 // warp (Dv = 8 WARPS NTV). QSTEPS > 0 (8 warps only): Dqk = 16 QSTEPS is known at compile time and every warp
 // keeps the query fragments of all k steps in registers (v9: the MLA latent rows, Dc + Dr = 576, 144 registers),
 // instead of re-reading them from shared memory for each key tile (8 warps x 18 KB per tile).
-template <int WARPS, int NTV, int QSTEPS = 0>
-__global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodeParams p) {
+// TMA (the latent rows only, sm_90a): one thread loads each key tile as nine 64-column blocks of 64 rows in the
+// 128-byte-swizzled layout (flash_attention_sm90.cuh) through the copy engine, three tiles in flight, instead of
+// the warps' cp.async into padded rows; the ldmatrix addresses follow the swizzle.
+template <int WARPS, int NTV, int QSTEPS = 0, bool TMA = false>
+__global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodeParams p, const __grid_constant__ LatentTileMaps maps) {
   constexpr int KT = kDecKT, DV = 8 * WARPS * NTV, KPW = KT / WARPS;  // keys per warp in the S phase
   static_assert(KPW == 8 || KPW == 16, "4 or 8 warps");
   static_assert(WARPS <= kDecMaxWarps, "sMax holds kDecMaxWarps values per row");
+  static_assert(!TMA || (QSTEPS == 36 && WARPS == 8 && NTV == 8), "TMA: the latent rows (Dc 512 + Dr 64)");
+#if !(defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
+  if constexpr (TMA) return;  // launched only on sm_90 (run_decode)
+#endif
+  constexpr int kStages = TMA ? 3 : 2, kTileBytes = 9 * KT * 128;  // TMA tile: 9 blocks of (64 rows, 128 bytes)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int DK = p.D1 + p.D2, KS = DK + 8, VS = p.v_is_k1 ? KS : DV + 8;
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // (16, DK+8)
@@ -90,6 +99,15 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
   bf16* sP = sV + (p.v_is_k1 ? 0 : 2 * KT * (DV + 8));                    // (16, KT+8) bf16
   float* sMax = reinterpret_cast<float*>(sP + 16 * kDecPS);  // (16, WARPS): row maxima, then sums
   if (p.v_is_k1) sV = sK;
+  uint32_t tK = 0, full0 = 0;  // TMA: 3 swizzled tiles (1024-aligned), then sP, sMax, 3 full barriers
+  if constexpr (TMA) {
+    tK = (smem_u32(smem_raw) + 1023) & ~1023u;
+    unsigned char* aligned = smem_raw + (tK - smem_u32(smem_raw));
+    sQ = reinterpret_cast<bf16*>(aligned + 2 * kTileBytes);  // padded rows in the third tile until tile 2 loads
+    sP = reinterpret_cast<bf16*>(aligned + kStages * kTileBytes);
+    sMax = reinterpret_cast<float*>(sP + 16 * kDecPS);
+    full0 = smem_u32(sMax + 16 * kDecMaxWarps);
+  }
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, tq = lane & 3;
@@ -115,9 +133,30 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
       load_rows2<kWarpRows>(sV + buf * KT * VS, KT, vg + int64_t(s0) * p.v_ss, p.v_ss, DV, vg, 0, 0, s_end - s0, p.v,
                             warp, lane, WARPS);
   };
+  // TMA: tile `tile` into stage `st` by thread 0 (c as 8 column blocks, kr as the ninth).
+  auto tma_tile = [&](int tile, int st) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const int s0 = tiles.first + tile * tiles.step;
+    const uint32_t full = full0 + 8 * st, dst = tK + st * kTileBytes;
+    mbar_arrive_expect_tx(full, kTileBytes);
+    for (int c = 0; c < 8; ++c) tma_load_4d(dst + c * KT * 128, &maps.c, c * 64, 0, s0, b, full);
+    tma_load_4d(dst + 8 * KT * 128, &maps.kr, 0, 0, s0, b, full);
+#endif
+  };
+  if constexpr (TMA) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (tid == 0) {
+      for (int st = 0; st < kStages; ++st) mbar_init(full0 + 8 * st, 1);
+      mbar_init_fence();
+    }
+#endif
+    __syncthreads();
+    if (tid == 0)
+      for (int t = 0; t < kStages - 1 && t < n_tiles; ++t) tma_tile(t, t);
+  }
   load_rows2<kWarpRows>(sQ, 16, p.q1 + b * p.q1_sb + h0 * p.q1_sh, p.q1_sh, p.D1, p.q2 + b * p.q2_sb + h0 * p.q2_sh,
                         p.q2_sh, p.D2, nrows, p.q1, warp, lane, WARPS);
-  load_kv(0, 0);
+  if constexpr (!TMA) load_kv(0, 0);
   cp_async_commit();
 
   uint32_t qf[QSTEPS > 0 ? QSTEPS : 1][4];
@@ -137,15 +176,28 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
 
   for (int j = 0; j < n_tiles; ++j) {
     // Tile j has landed and every warp is past tile j - 1's P V, so tile j + 1 may go into the other buffer now:
-    // one tile in flight during each tile's work, with three barriers per tile.
-    cp_async_wait<0>();
-    __syncthreads();
-    if (j + 1 < n_tiles) {
-      load_kv(j + 1, (j + 1) & 1);
-      cp_async_commit();
+    // one tile in flight during each tile's work, with three barriers per tile. TMA: every warp is past tile
+    // j - 1 (and, at j = 0, past its query fragments in the third stage), so tile j + 2 may go into its stage.
+    if constexpr (TMA) {
+      __syncthreads();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+      if (tid == 0 && j + kStages - 1 < n_tiles) {
+        fence_proxy_async();  // the warps' reads (and the query's cp.async writes) of that stage come first
+        tma_tile(j + kStages - 1, (j + kStages - 1) % kStages);
+      }
+      mbar_wait(full0 + 8 * (j % kStages), (j / kStages) & 1);
+#endif
+    } else {
+      cp_async_wait<0>();
+      __syncthreads();
+      if (j + 1 < n_tiles) {
+        load_kv(j + 1, (j + 1) & 1);
+        cp_async_commit();
+      }
     }
     const bf16* sKj = sK + (j & 1) * KT * KS;
     const bf16* sVj = sV + (j & 1) * KT * VS;
+    const uint32_t tKj = tK + (j % kStages) * kTileBytes;  // TMA: this tile's swizzled blocks
     const int s0 = tiles.first + j * tiles.step;
 
     // S = Q K^T for this warp's KPW keys (16 heads x KPW keys in mma accumulator layout).
@@ -184,10 +236,17 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
       } else if constexpr (QSTEPS > 0) {
         static_assert(QSTEPS % 2 == 0, "pairs of k steps");
         const uint32_t ka = smem_u32(sKj + (warp * 8 + (lane & 7)) * KS + (lane >> 3) * 8);
+        // TMA: lane l reads key row 8 warp + l % 8, 16-byte chunk 4 (k2 / 2 % 2) + l / 8 of column block k2 / 4,
+        // stored at chunk ^ (row % 8).
+        const uint32_t trow = tKj + (warp * 8 + (lane & 7)) * 128;
+        const uint32_t tx0 = (((lane >> 3)) ^ (lane & 7)) << 4, tx1 = ((4 + (lane >> 3)) ^ (lane & 7)) << 4;
 #pragma unroll
         for (int k2 = 0; k2 < QSTEPS; k2 += 2) {
           uint32_t kb[4];
-          ldmatrix_x4(kb, ka + k2 * 32);
+          if constexpr (TMA)
+            ldmatrix_x4(kb, trow + (k2 >> 2) * KT * 128 + ((k2 & 2) ? tx1 : tx0));
+          else
+            ldmatrix_x4(kb, ka + k2 * 32);
           mma_bf16(s[0], qf[k2], kb[0], kb[1]);
           mma_bf16(s2[0], qf[k2 + 1], kb[2], kb[3]);
         }
@@ -269,7 +328,10 @@ __global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodePa
 #pragma unroll
       for (int n = 0; n < NTV; ++n) {
         uint32_t vb[2];
-        ldmatrix_x2_trans(vb, smem_u32(sVj + (kk * 16 + (lane & 15)) * VS + vcol0 + n * 8));
+        if constexpr (TMA)  // value columns 64 warp + 8 n: column block `warp`, chunk n of row kk 16 + lane % 16
+          ldmatrix_x2_trans(vb, tKj + warp * KT * 128 + (kk * 16 + (lane & 15)) * 128 + ((n ^ (lane & 7)) << 4));
+        else
+          ldmatrix_x2_trans(vb, smem_u32(sVj + (kk * 16 + (lane & 15)) * VS + vcol0 + n * 8));
         mma_bf16(o[n], a, vb[0], vb[1]);
       }
     }
@@ -364,15 +426,16 @@ __global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(cons
   if (p.lse && chunk == 0 && tid == 0) p.lse[bh] = L > 0.f ? (Mu + log2f(L)) * kLn2 : -INFINITY;
 }
 
-template <int WARPS, int NTV, int QSTEPS = 0>
-void launch_split(const DecodeParams& p, dim3 grid, int smem, cudaStream_t stream) {
+template <int WARPS, int NTV, int QSTEPS = 0, bool TMA = false>
+void launch_split(const DecodeParams& p, dim3 grid, int smem, cudaStream_t stream,
+                  const LatentTileMaps& maps = LatentTileMaps{}) {
   static int configured = 0;  // largest dynamic shared memory size set so far for this instantiation
   if (smem > configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(decode_split_kernel<WARPS, NTV, QSTEPS>,
+    CUDA_CHECK(cudaFuncSetAttribute(decode_split_kernel<WARPS, NTV, QSTEPS, TMA>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = smem;
   }
-  decode_split_kernel<WARPS, NTV, QSTEPS><<<grid, WARPS * 32, smem, stream>>>(p);
+  decode_split_kernel<WARPS, NTV, QSTEPS, TMA><<<grid, WARPS * 32, smem, stream>>>(p, maps);
   CUDA_CHECK_LAUNCH("decode_split_kernel");
 }
 
@@ -405,14 +468,22 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
     return !(v && std::string(v) == "0");
   }();
   const bool wgmma = wgmma_allowed && decode_latent_sm90_supported(p);
+  // The MLA latent rows with up to 16 heads load their key tiles with TMA on sm_90a (LATTE_DECODE_TMA=0 keeps the
+  // warps' cp.async, for comparisons; session 10: +12% at B=1, +7-9% at B=4).
+  static const bool tma_allowed = [] {
+    const char* v = std::getenv("LATTE_DECODE_TMA");
+    return !(v && std::string(v) == "0");
+  }();
+  const bool tma16 = !wgmma && tma_allowed && latent_tma_supported(p);
   const int tile_rows = wgmma ? 64 : 16;
   const int row_tiles = (p.G + tile_rows - 1) / tile_rows;
   const int64_t base = int64_t(p.B) * p.Hk * row_tiles;
   LATTE_CHECK(int64_t(p.B) * p.Hk <= 65535, op, ": too many (batch, kv head) pairs");
   const int DK = p.D1 + p.D2;
-  const int smem = wgmma ? decode_latent_sm90_smem_bytes()
-                         : (16 * (DK + 8) + 2 * kDecKT * (DK + 8) + (p.v_is_k1 ? 0 : 2 * kDecKT * (p.DV + 8)) +
-                            16 * kDecPS) * 2 + 16 * kDecMaxWarps * 4;
+  const int smem = wgmma   ? decode_latent_sm90_smem_bytes()
+                   : tma16 ? 3 * 9 * kDecKT * 128 + 16 * kDecPS * 2 + 16 * kDecMaxWarps * 4 + 3 * 8 + 1024
+                           : (16 * (DK + 8) + 2 * kDecKT * (DK + 8) + (p.v_is_k1 ? 0 : 2 * kDecKT * (p.DV + 8)) +
+                              16 * kDecPS) * 2 + 16 * kDecMaxWarps * 4;
   LATTE_CHECK(smem <= static_cast<int>(device_properties(dev.index).sharedMemPerBlockOptin), op,
               ": head dims too large for shared memory (", smem, " bytes)");
   // Splits: fill one wave of resident blocks (blocks per SM from the shared memory a block takes), but keep
@@ -449,7 +520,12 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
       case 192: launch_split<8, 3>(p, grid, smem, stream); break;
       case 256: launch_split<8, 4>(p, grid, smem, stream); break;
       case 512:  // the MLA latent rows (Dc 512 + Dr 64) with the query in registers
-        if (DK == 576) launch_split<8, 8, 36>(p, grid, smem, stream); else launch_split<8, 8>(p, grid, smem, stream);
+        if (tma16)
+          launch_split<8, 8, 36, true>(p, grid, smem, stream, latent_tile_maps(p));
+        else if (DK == 576)
+          launch_split<8, 8, 36>(p, grid, smem, stream);
+        else
+          launch_split<8, 8>(p, grid, smem, stream);
         break;
       default: LATTE_FAIL(op, ": unsupported value width ", p.DV);
     }

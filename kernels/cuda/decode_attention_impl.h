@@ -2,6 +2,7 @@
 // decode_latent_sm90.cu: the wgmma split pass for the MLA latent cache with many heads).
 #pragma once
 #include <cuda_runtime.h>
+#include <cudaTypedefs.h>  // CUtensorMap
 
 #include <cstdint>
 
@@ -40,6 +41,16 @@ __device__ __forceinline__ SplitTiles split_tiles(const DecodeParams& p, int spl
   const int total = (p.S + kt - 1) / kt;
   return {split * kt, p.splits * kt, p.S, (total - split + p.splits - 1) / p.splits};
 }
+
+// TMA descriptors of the latent cache for decode_attention.cu's 16-row kernel: c as (512, 1, S, B) and kr as
+// (64, 1, S, B) views, boxes of 64 columns x 64 rows, 128-byte swizzle (defined in decode_latent_sm90.cu).
+struct LatentTileMaps {
+  CUtensorMap c, kr;
+};
+// True when the 16-row kernel can load this latent cache (Dc 512, Dr 64) with TMA: an sm_90a build on an sm_90
+// device with the driver's TMA entry point, 16-byte aligned rows.
+bool latent_tma_supported(const DecodeParams& p);
+LatentTileMaps latent_tile_maps(const DecodeParams& p);
 
 // The wgmma split pass (sm_90a) for the absorbed MLA latent rows, Dc = 512 and Dr = 64, 64 heads per block: true
 // for more than 16 heads (at 16 the 16-row kernel does a quarter of the work in one pass) when this build and

@@ -216,6 +216,21 @@ bool decode_latent_sm90_supported(const DecodeParams& p) {
 
 int decode_latent_sm90_smem_bytes() { return kLatSmem; }
 
+bool latent_tma_supported(const DecodeParams& p) {
+  if (!p.v_is_k1 || p.D1 != kLatDc || p.D2 != kLatDr || p.H > 16) return false;
+  if (!device_has_sm90_kernels() || !tma_available()) return false;
+  for (const void* ptr : {static_cast<const void*>(p.k1), static_cast<const void*>(p.k2)})
+    if (reinterpret_cast<uintptr_t>(ptr) % 16) return false;
+  for (int64_t st : {p.k1_sb, p.k1_ss, p.k2_sb, p.k2_ss})
+    if (st % 8) return false;
+  return true;
+}
+
+LatentTileMaps latent_tile_maps(const DecodeParams& p) {
+  return {tma_map_bf16(p.k1, kLatDc, 1, p.S, p.B, 0, p.k1_ss, p.k1_sb, kLatKeys),
+          tma_map_bf16(p.k2, kLatDr, 1, p.S, p.B, 0, p.k2_ss, p.k2_sb, kLatKeys)};
+}
+
 void launch_decode_latent_sm90(const DecodeParams& p, cudaStream_t stream) {
   static bool configured = false;
   if (!configured) {

@@ -78,6 +78,7 @@ TEST(DecodeAttention, LatentEqualsPlainAttention) {
       {3, 300, 64, 512, 64, 32, 32},   // sm_90a: one full wgmma tile of 64 heads
       {2, 400, 24, 512, 64, 32, 32},   // sm_90a: 2b9's head count on the wgmma kernel (40 rows idle)
       {1, 1900, 128, 512, 64, 16, 16}, // sm_90a: two wgmma tiles, 6 splits, a ragged last key tile
+      {2, 1300, 10, 512, 64, 32, 32},  // sm_90a: the 16-row kernel with TMA tiles, 6 of 16 rows idle, ragged tail
   };
   uint64_t seed = 8000;
   for (const LatentCase& c : cases) {
