@@ -14,7 +14,7 @@
 // Writes the unnormalised O, m and l of its split (fp32). Pass 2 combines the splits per (b, head).
 // Splits: one wave of resident blocks, each split at least 4 key tiles (run_decode), taken interleaved: split k
 // reads tiles k, k + splits, ... (split_tiles in decode_attention_impl.h). The MLA latent rows with more
-// than 16 heads run pass 1 on sm_90a as decode_latent_sm90.cu's wgmma kernel instead (64 heads per block).
+// than 32 heads run pass 1 on sm_90a as decode_latent_sm90.cu's wgmma kernel instead (64 heads per block).
 // Floor: bytes = B S Hk (Dqk + Dv) 2 (GQA) or B S (Dc + Dr) 2 (latent) at the copy bandwidth: at B=4, S=32k,
 // Hk=8, D=128 that is 537 MB, 0.18 ms at 3 TB/s; latent Dc=512, Dr=64: 151 MB, 50 us.
 #include "kernels/cuda/decode_attention.h"
@@ -461,15 +461,15 @@ Rows3 rows3(const Tensor& t, const char* op, const char* name) {
 
 // Runs both passes; p has the tensors, dims and strides filled in, rows = heads per kv group.
 void run_decode(DecodeParams& p, const Device& dev, const char* op) {
-  // The MLA latent rows with more than 16 heads go to the wgmma kernel (64 heads per block; LATTE_DECODE_WGMMA=0
+  // The MLA latent rows with more than 32 heads go to the wgmma kernel (64 heads per block; LATTE_DECODE_WGMMA=0
   // keeps the mma.sync one, for comparisons).
   static const bool wgmma_allowed = [] {
     const char* v = std::getenv("LATTE_DECODE_WGMMA");
     return !(v && std::string(v) == "0");
   }();
   const bool wgmma = wgmma_allowed && decode_latent_sm90_supported(p);
-  // The MLA latent rows with up to 16 heads load their key tiles with TMA on sm_90a (LATTE_DECODE_TMA=0 keeps the
-  // warps' cp.async, for comparisons; session 10: +12% at B=1, +7-9% at B=4).
+  // The MLA latent rows on the 16-row kernel load their key tiles with TMA on sm_90a (LATTE_DECODE_TMA=0 keeps the
+  // warps' cp.async, for comparisons; session 10, 16 heads: +12% at B=1, +7-9% at B=4).
   static const bool tma_allowed = [] {
     const char* v = std::getenv("LATTE_DECODE_TMA");
     return !(v && std::string(v) == "0");

@@ -201,9 +201,11 @@ __global__ void __launch_bounds__(kLatThreads, 1)
 }  // namespace
 
 bool decode_latent_sm90_supported(const DecodeParams& p) {
-  // More than 16 heads: measured at 32k, B=1, one call / back to back, against the 16-row kernel's 2+ passes: H=24
-  // 0.40 / 0.47 vs 0.34 / 0.40 of the copy bandwidth, H=32 0.38-0.41 vs 0.33-0.34 (session 9).
-  if (!p.v_is_k1 || p.D1 != kLatDc || p.D2 != kLatDr || p.H <= 16) return false;
+  // More than 32 heads: at 32k, B=1, one call / back to back, the 16-row kernel's passes with TMA tiles beat this
+  // one at H=24 (0.44-0.45 / 0.55-0.56 vs 0.39-0.40 / 0.47-0.48 of the copy bandwidth) and H=32 (0.43-0.44 / 0.53
+  // vs 0.38-0.42 / 0.47), tie at H=64 (0.34-0.35 / 0.40), lose at H=128 (B=1 0.23 vs 0.31, B=4 0.27 vs 0.51-0.53)
+  // (session 10; before TMA, session 9 had put the threshold at 16).
+  if (!p.v_is_k1 || p.D1 != kLatDc || p.D2 != kLatDr || p.H <= 32) return false;
   if (!device_has_sm90_kernels() || !tma_available()) return false;
   // TMA: 16-byte aligned bases and strides (in elements: multiples of 8).
   for (const void* ptr : {static_cast<const void*>(p.q1), static_cast<const void*>(p.q2),
@@ -217,7 +219,7 @@ bool decode_latent_sm90_supported(const DecodeParams& p) {
 int decode_latent_sm90_smem_bytes() { return kLatSmem; }
 
 bool latent_tma_supported(const DecodeParams& p) {
-  if (!p.v_is_k1 || p.D1 != kLatDc || p.D2 != kLatDr || p.H > 16) return false;
+  if (!p.v_is_k1 || p.D1 != kLatDc || p.D2 != kLatDr) return false;
   if (!device_has_sm90_kernels() || !tma_available()) return false;
   for (const void* ptr : {static_cast<const void*>(p.k1), static_cast<const void*>(p.k2)})
     if (reinterpret_cast<uintptr_t>(ptr) % 16) return false;

@@ -76,7 +76,7 @@ TEST(DecodeAttention, LatentEqualsPlainAttention) {
       {1, 2049, 20, 256, 32, 64, 64}, {3, 129, 8, 128, 0, 64, 64},      {1, 700, 4, 192, 64, 64, 64},
       {2, 1500, 40, 512, 64, 32, 32},  // three head tiles sharing one cache (sm_90a: one wgmma tile, 24 rows idle)
       {3, 300, 64, 512, 64, 32, 32},   // sm_90a: one full wgmma tile of 64 heads
-      {2, 400, 24, 512, 64, 32, 32},   // sm_90a: 2b9's head count on the wgmma kernel (40 rows idle)
+      {2, 400, 24, 512, 64, 32, 32},   // sm_90a: 2b9's head count, two 16-row TMA passes over one cache
       {1, 1900, 128, 512, 64, 16, 16}, // sm_90a: two wgmma tiles, 6 splits, a ragged last key tile
       {2, 1300, 10, 512, 64, 32, 32},  // sm_90a: the 16-row kernel with TMA tiles, 6 of 16 rows idle, ragged tail
   };
