@@ -131,8 +131,8 @@ using Plans = std::vector<std::unique_ptr<Plan>>;
 // and 2, the second sometimes twice with other knobs).
 constexpr size_t kMaxPlans = 3;
 
-Plans build_forward(const Geometry& d, const Tensor& q, const Tensor& k, const Tensor& v,
-                                    const Tensor& out, int64_t lse_batch_stride, bool causal, std::string* why) {
+Plans build_forward(const Geometry& d, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                    int64_t lse_batch_stride, bool causal, std::string* why) {
   Graph g;
   const cudnnDataType_t io = CUDNN_DATA_BFLOAT16;
   TensorRef tq = bf16_input(g, kQ, q), tkt = bf16_input(g, kK, k, true), tv = bf16_input(g, kV, v);
@@ -216,15 +216,16 @@ Plans build_backward(const Geometry& d, const Tensor& dq, const Tensor& dk, cons
   return g.build(cudnn::handle(), kMaxPlans, why);
 }
 
-// The plans of one graph (shape and strides). With more than one, the first call times each on its real tensors
-// (attention_autotune, under the key "cudnn engines <key>") and runs the fastest from then on.
+// The plans of one graph (shape and strides). With more than one, the first call checks them against the first
+// on its real tensors, times those that agree (attention_autotune, key "cudnn engines <key>") and runs the
+// fastest from then on (run_fastest).
 struct CachedPlan {
   std::string key;
   Plans plans;
   // The plans that agree with the first on the first call's tensors (agreeing_plans), set once under g_check_mu.
   mutable std::vector<size_t> agreeing;
   mutable bool checked = false;
-  std::vector<std::string> names;  // "engine E#R": cuDNN engine E, R-th in the heuristics list (autotune log)
+  std::vector<std::string> names;  // "engine E#R cfg K": cuDNN engine E, R-th in the heuristics' list, knob K
   std::string why;                 // set when there is no plan
 };
 
@@ -303,7 +304,7 @@ double relative_difference(const Tensor& t, const Tensor& ref) {
 
 // The plans whose outputs agree with the first plan's (the heuristics' choice: cudnn_frontend's default, so
 // PyTorch's) on this call's tensors, within rounding (bf16 outputs, fp32 sums in another order: ~1e-3). A plan
-// that disagrees is dropped with a warning: on the H100 with cuDNN 9.19, engine 1 gave dQ and dK 60% off in the
+// that disagrees is dropped with a warning: on the H100 with cuDNN 9.19, engine 1 gave dQ and dK 61% off in the
 // MLRA-2 GQA backward test (B=2, T=100, Hq=4, Hk=2, (128,128)) while right in every single-branch case.
 template <typename Run>
 std::vector<size_t> agreeing_plans(const CachedPlan& c, const std::vector<Tensor>& outputs, Run run) {
@@ -355,8 +356,8 @@ void run_fastest(const CachedPlan& c, const std::vector<Tensor>& outputs, Run ru
 }
 
 // The forward plans for this call, or null with *why saying why cuDNN does not run it.
-const CachedPlan* forward_plan(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, int64_t branches,
-                         bool causal, std::string* why) {
+const CachedPlan* forward_plan(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                               int64_t branches, bool causal, std::string* why) {
   *why = basic_reason(q, k, v, out, branches, causal);
   if (!why->empty()) return nullptr;
   const Geometry d = geometry(q, k, v, branches);
@@ -372,9 +373,9 @@ const CachedPlan* forward_plan(const Tensor& q, const Tensor& k, const Tensor& v
 }
 
 // The backward plans for this call, or null with *why.
-const CachedPlan* backward_plan(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
-                          const Tensor& k, const Tensor& v, const Tensor& out, int64_t branches, bool causal,
-                          std::string* why) {
+const CachedPlan* backward_plan(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                                const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, int64_t branches,
+                                bool causal, std::string* why) {
   *why = basic_reason(q, k, v, out, branches, causal);
   if (why->empty()) *why = basic_reason(dq, dk, dv, dout, branches, causal);
   if (!why->empty()) return nullptr;

@@ -33,7 +33,6 @@ void set_desc(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name, cudn
   set(d, name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &value, what);
 }
 
-
 constexpr int kMaxDevices = 64;
 
 }  // namespace

@@ -1,6 +1,7 @@
 // A small builder over cuDNN's backend (graph) API: tensors, pointwise / reduction / matmul / reshape
 // operations, an operation graph, heuristics -> the engine configs that finalize -> execution plans (the caller
-// times them and keeps the fastest), and execution with a variant pack. Used by kernels/cuda/cudnn_attention.cpp (SDPA forward and backward).
+// checks them against each other and times them), and execution with a variant pack. Used by
+// kernels/cuda/cudnn_attention.cpp (SDPA forward and backward).
 //
 // Why not cudnn_frontend: it is not packaged here, and the backend API is a C interface of cudnn.h that
 // ships with the library. The cost is spelling out every descriptor attribute; this file keeps that in one

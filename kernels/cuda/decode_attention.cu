@@ -8,9 +8,10 @@
 // pad). Why tensor cores for a memory-bound kernel: a latent cache row serves every head, 2 H (Dc + Dr + Dc)
 // FLOPs per (Dc + Dr) * 2 bytes (about 30 FLOP/byte at H = 16), above the CUDA cores' ridge on H100.
 // Pass 1, block = (head tile, batch x kv group, split of the cache), 4 or 8 warps, key tiles of 64 (cp.async,
-// double-buffered; the MLA latent rows on sm_90a: TMA, three tiles, see decode_split_kernel): S = Q K^T (warp w: keys KPW w .. KPW w + KPW - 1, in registers) -> the warps' row maxima meet
-// in shared memory -> each warp writes P = exp2(S - m) of its own keys (bf16, shared memory) and keeps its share
-// of the row sums -> every warp O = O 2^(m-m') + P V on its own value columns.
+// double-buffered; the MLA latent rows on sm_90a: TMA, three tiles, see decode_split_kernel): S = Q K^T (warp w:
+// keys KPW w .. KPW w + KPW - 1, in registers) -> the warps' row maxima meet in shared memory -> each warp writes
+// P = exp2(S - m) of its own keys (bf16, shared memory) and keeps its share of the row sums -> every warp
+// O = O 2^(m-m') + P V on its own value columns.
 // Writes the unnormalised O, m and l of its split (fp32). Pass 2 combines the splits per (b, head).
 // Splits: one wave of resident blocks, each split at least 4 key tiles (run_decode), taken interleaved: split k
 // reads tiles k, k + splits, ... (split_tiles in decode_attention_impl.h). The MLA latent rows with more
@@ -82,7 +83,8 @@ __device__ __forceinline__ void load_rows2(bf16* s, int rows, const bf16* a, int
 // 128-byte-swizzled layout (flash_attention_sm90.cuh) through the copy engine, three tiles in flight, instead of
 // the warps' cp.async into padded rows; the ldmatrix addresses follow the swizzle.
 template <int WARPS, int NTV, int QSTEPS = 0, bool TMA = false>
-__global__ void __launch_bounds__(WARPS * 32) decode_split_kernel(const DecodeParams p, const __grid_constant__ LatentTileMaps maps) {
+__global__ void __launch_bounds__(WARPS * 32)
+    decode_split_kernel(const DecodeParams p, const __grid_constant__ LatentTileMaps maps) {
   constexpr int KT = kDecKT, DV = 8 * WARPS * NTV, KPW = KT / WARPS;  // keys per warp in the S phase
   static_assert(KPW == 8 || KPW == 16, "4 or 8 warps");
   static_assert(WARPS <= kDecMaxWarps, "sMax holds kDecMaxWarps values per row");
