@@ -6,7 +6,8 @@
 //     recomputed QK^T is not counted). TFLOP/s = FLOPs / median time.
 //   decode: one query token against S = 32768 cached positions; bytes = the cache read once (K and V, or the
 //     latent c and rope key kr) plus q and out; GB/s over the device-to-device copy bandwidth (bytes read +
-//     written) measured here. Caches are rotated so repeats do not hit L2.
+//     written) measured here. Caches are rotated so repeats do not hit L2. Read-floor rows: a kernel that only
+//     reads as many bytes, timed the same way (what any decode call of that size can reach).
 // Timing: CUDA events on latte's stream, warm-up, median of repeats; at the training shape every implementation
 // of an op is timed in interleaved rounds in shuffled orders, the backward after an untimed forward (see
 // interleaved_median_ms). Prints "RESULT name value" lines (read by scripts/attention_check.sh) and a table last.
