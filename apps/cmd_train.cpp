@@ -54,7 +54,9 @@ int cmd_train(int argc, char** argv) {
   log::info("# resolved config (", config_path, ")\n", YAML::Dump(cfg.resolved));
   install_stop_signal_handlers();
   TrainResult r = train(cfg, TrainOptions{resume, false});
-  log::info("done: step ", r.last_step, ", train loss ", r.last_loss,
+  log::info("done: step ", r.last_step,
+            r.last_loss >= 0 ? str(", train loss ", r.last_loss)
+                             : std::string(", no step to run (the checkpoint is already at train.steps)"),
             r.last_val_loss >= 0 ? ", val loss " + std::to_string(r.last_val_loss) : std::string(),
             r.interrupted ? " (stopped early; resume with --resume auto)" : "");
   return 0;

@@ -19,7 +19,7 @@ struct TrainOptions {
 
 struct TrainResult {
   int64_t last_step = 0;     // steps completed in total
-  double last_loss = 0;      // mean train loss of the last step
+  double last_loss = -1;     // mean train loss of the last step; -1 when this call ran none (resumed at the end)
   double last_val_loss = -1; // -1 when no validation ran
   bool interrupted = false;  // stopped by a signal or stop_after
 };
