@@ -8,10 +8,10 @@
 // pad). Why tensor cores for a memory-bound kernel: a latent cache row serves every head, 2 H (Dc + Dr + Dc)
 // FLOPs per (Dc + Dr) * 2 bytes (about 30 FLOP/byte at H = 16), above the CUDA cores' ridge on H100.
 // Pass 1, block = (head tile, batch x kv group, split of the cache), 4 or 8 warps, key tiles of 64 (cp.async,
-// double-buffered; the MLA latent rows on sm_90a: TMA, three tiles, see decode_split_kernel): S = Q K^T (warp w:
-// keys KPW w .. KPW w + KPW - 1, in registers) -> the warps' row maxima meet in shared memory -> each warp writes
-// P = exp2(S - m) of its own keys (bf16, shared memory) and keeps its share of the row sums -> every warp
-// O = O 2^(m-m') + P V on its own value columns.
+// double-buffered; on sm_90a the latent rows and GQA with Dqk, Dv in {64, 128}: TMA, three stages, see
+// decode_split_kernel): S = Q K^T (warp w: keys KPW w .. KPW w + KPW - 1, in registers) -> the warps' row maxima
+// meet in shared memory -> each warp writes P = exp2(S - m) of its own keys (bf16, shared memory) and keeps its
+// share of the row sums -> every warp O = O 2^(m-m') + P V on its own value columns.
 // Writes the unnormalised O, m and l of its split (fp32). Pass 2 combines the splits per (b, head).
 // Splits: one wave of resident blocks, each split at least 4 key tiles (run_decode), taken interleaved: split k
 // reads tiles k, k + splits, ... (split_tiles in decode_attention_impl.h). The MLA latent rows with more
@@ -79,20 +79,22 @@ __device__ __forceinline__ void load_rows2(bf16* s, int rows, const bf16* a, int
 // warp (Dv = 8 WARPS NTV). QSTEPS > 0 (8 warps only): Dqk = 16 QSTEPS is known at compile time and every warp
 // keeps the query fragments of all k steps in registers (v9: the MLA latent rows, Dc + Dr = 576, 144 registers),
 // instead of re-reading them from shared memory for each key tile (8 warps x 18 KB per tile).
-// TMA (the latent rows only, sm_90a): one thread loads each key tile as nine 64-column blocks of 64 rows in the
-// 128-byte-swizzled layout (flash_attention_sm90.cuh) through the copy engine, three tiles in flight, instead of
-// the warps' cp.async into padded rows; the ldmatrix addresses follow the swizzle.
-template <int WARPS, int NTV, int QSTEPS = 0, bool TMA = false>
+// TMA (sm_90a; TMA_STAGES > 0): one thread loads each key tile as 64-column blocks of 64 rows in the
+// 128-byte-swizzled layout (flash_attention_sm90.cuh) through the copy engine, TMA_STAGES - 1 tiles in flight,
+// instead of the warps' cp.async into padded rows; the ldmatrix addresses follow the swizzle. A tile is the
+// blocks of maps.a (the key rows: K, or c) then of maps.b (V, or kr); the latent rows read V from c's blocks.
+template <int WARPS, int NTV, int QSTEPS = 0, int TMA_STAGES = 0>
 __global__ void __launch_bounds__(WARPS * 32)
-    decode_split_kernel(const DecodeParams p, const __grid_constant__ LatentTileMaps maps) {
+    decode_split_kernel(const DecodeParams p, const __grid_constant__ DecodeTileMaps maps) {
   constexpr int KT = kDecKT, DV = 8 * WARPS * NTV, KPW = KT / WARPS;  // keys per warp in the S phase
   static_assert(KPW == 8 || KPW == 16, "4 or 8 warps");
   static_assert(WARPS <= kDecMaxWarps, "sMax holds kDecMaxWarps values per row");
-  static_assert(!TMA || (QSTEPS == 36 && WARPS == 8 && NTV == 8), "TMA: the latent rows (Dc 512 + Dr 64)");
+  constexpr bool TMA = TMA_STAGES > 0;
+  static_assert(!TMA || QSTEPS == 36 || QSTEPS == 0, "TMA: the latent rows with the query in registers, or GQA");
 #if !(defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
   if constexpr (TMA) return;  // launched only on sm_90 (run_decode)
 #endif
-  constexpr int kStages = TMA ? 3 : 2, kTileBytes = 9 * KT * 128;  // TMA tile: 9 blocks of (64 rows, 128 bytes)
+  constexpr int kStages = TMA ? TMA_STAGES : 2;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int DK = p.D1 + p.D2, KS = DK + 8, VS = p.v_is_k1 ? KS : DV + 8;
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // (16, DK+8)
@@ -101,12 +103,16 @@ __global__ void __launch_bounds__(WARPS * 32)
   bf16* sP = sV + (p.v_is_k1 ? 0 : 2 * KT * (DV + 8));                    // (16, KT+8) bf16
   float* sMax = reinterpret_cast<float*>(sP + 16 * kDecPS);  // (16, WARPS): row maxima, then sums
   if (p.v_is_k1) sV = sK;
-  uint32_t tK = 0, full0 = 0;  // TMA: 3 swizzled tiles (1024-aligned), then sP, sMax, 3 full barriers
+  // TMA: the stages (1024-aligned), the query's padded rows (with the query in registers: inside the last stage,
+  // which its first tile overwrites once the fragments are loaded), sP, sMax, the stages' full barriers.
+  const int a_blocks = p.D1 / 64, b_blocks = (p.v_is_k1 ? p.D2 : DV) / 64, v_block0 = p.v_is_k1 ? 0 : a_blocks;
+  const int tile_bytes = (a_blocks + b_blocks) * KT * 128;
+  uint32_t tK = 0, full0 = 0;
   if constexpr (TMA) {
     tK = (smem_u32(smem_raw) + 1023) & ~1023u;
     unsigned char* aligned = smem_raw + (tK - smem_u32(smem_raw));
-    sQ = reinterpret_cast<bf16*>(aligned + 2 * kTileBytes);  // padded rows in the third tile until tile 2 loads
-    sP = reinterpret_cast<bf16*>(aligned + kStages * kTileBytes);
+    sQ = reinterpret_cast<bf16*>(aligned + (kStages - (QSTEPS > 0 ? 1 : 0)) * tile_bytes);
+    sP = reinterpret_cast<bf16*>(aligned + kStages * tile_bytes) + (QSTEPS > 0 ? 0 : 16 * KS);
     sMax = reinterpret_cast<float*>(sP + 16 * kDecPS);
     full0 = smem_u32(sMax + 16 * kDecMaxWarps);
   }
@@ -135,14 +141,15 @@ __global__ void __launch_bounds__(WARPS * 32)
       load_rows2<kWarpRows>(sV + buf * KT * VS, KT, vg + int64_t(s0) * p.v_ss, p.v_ss, DV, vg, 0, 0, s_end - s0, p.v,
                             warp, lane, WARPS);
   };
-  // TMA: tile `tile` into stage `st` by thread 0 (c as 8 column blocks, kr as the ninth).
+  // TMA: tile `tile` into stage `st` by thread 0.
   auto tma_tile = [&](int tile, int st) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     const int s0 = tiles.first + tile * tiles.step;
-    const uint32_t full = full0 + 8 * st, dst = tK + st * kTileBytes;
-    mbar_arrive_expect_tx(full, kTileBytes);
-    for (int c = 0; c < 8; ++c) tma_load_4d(dst + c * KT * 128, &maps.c, c * 64, 0, s0, b, full);
-    tma_load_4d(dst + 8 * KT * 128, &maps.kr, 0, 0, s0, b, full);
+    const uint32_t full = full0 + 8 * st, dst = tK + st * tile_bytes;
+    mbar_arrive_expect_tx(full, tile_bytes);
+    for (int c = 0; c < a_blocks; ++c) tma_load_4d(dst + c * KT * 128, &maps.a, c * 64, kvh, s0, b, full);
+    for (int c = 0; c < b_blocks; ++c)
+      tma_load_4d(dst + (a_blocks + c) * KT * 128, &maps.b, c * 64, kvh, s0, b, full);
 #endif
   };
   if constexpr (TMA) {
@@ -181,6 +188,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     // one tile in flight during each tile's work, with three barriers per tile. TMA: every warp is past tile
     // j - 1 (and, at j = 0, past its query fragments in the third stage), so tile j + 2 may go into its stage.
     if constexpr (TMA) {
+      cp_async_wait<0>();  // the query's rows (GQA reads them every tile)
       __syncthreads();
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
       if (tid == 0 && j + kStages - 1 < n_tiles) {
@@ -199,7 +207,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     }
     const bf16* sKj = sK + (j & 1) * KT * KS;
     const bf16* sVj = sV + (j & 1) * KT * VS;
-    const uint32_t tKj = tK + (j % kStages) * kTileBytes;  // TMA: this tile's swizzled blocks
+    const uint32_t tKj = tK + (j % kStages) * tile_bytes;  // TMA: this tile's swizzled blocks
     const int s0 = tiles.first + j * tiles.step;
 
     // S = Q K^T for this warp's KPW keys (16 heads x KPW keys in mma accumulator layout).
@@ -217,12 +225,19 @@ __global__ void __launch_bounds__(WARPS * 32)
       if constexpr (NB == 2) {
         const uint32_t ka =
             smem_u32(sKj + (warp * 16 + (lane & 7) + ((lane >> 4) << 3)) * KS + ((lane >> 3) & 1) * 8);
+        // TMA: k step kk of this lane's key row is 16-byte chunk 2 kk + (lane / 8) % 2, stored at chunk ^ (row % 8)
+        // in column block chunk / 8.
+        const uint32_t trow = tKj + (warp * 16 + (lane & 7) + ((lane >> 4) << 3)) * 128;
+        auto kaddr = [&](int k) {
+          const int ch = 2 * k + ((lane >> 3) & 1);
+          return TMA ? trow + (ch >> 3) * KT * 128 + (((ch & 7) ^ (lane & 7)) << 4) : ka + k * 32;
+        };
         for (; kk + 2 <= DK / 16; kk += 2) {
           uint32_t a[4], kb[4], a2[4], kb2[4];
           ldmatrix_x4(a, qa + kk * 32);
-          ldmatrix_x4(kb, ka + kk * 32);
+          ldmatrix_x4(kb, kaddr(kk));
           ldmatrix_x4(a2, qa + kk * 32 + 32);
-          ldmatrix_x4(kb2, ka + kk * 32 + 32);
+          ldmatrix_x4(kb2, kaddr(kk + 1));
           mma_bf16(s[0], a, kb[0], kb[1]);
           mma_bf16(s[1], a, kb[2], kb[3]);
           mma_bf16(s2[0], a2, kb2[0], kb2[1]);
@@ -231,7 +246,7 @@ __global__ void __launch_bounds__(WARPS * 32)
         if (kk < DK / 16) {
           uint32_t a[4], kb[4];
           ldmatrix_x4(a, qa + kk * 32);
-          ldmatrix_x4(kb, ka + kk * 32);
+          ldmatrix_x4(kb, kaddr(kk));
           mma_bf16(s[0], a, kb[0], kb[1]);
           mma_bf16(s[1], a, kb[2], kb[3]);
         }
@@ -330,9 +345,11 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
       for (int n = 0; n < NTV; ++n) {
         uint32_t vb[2];
-        if constexpr (TMA)  // value columns 64 warp + 8 n: column block `warp`, chunk n of row kk 16 + lane % 16
-          ldmatrix_x2_trans(vb, tKj + warp * KT * 128 + (kk * 16 + (lane & 15)) * 128 + ((n ^ (lane & 7)) << 4));
-        else
+        if constexpr (TMA) {  // value column chunk vcol0 / 8 + n of row kk 16 + lane % 16, in V's blocks
+          const int ch = (vcol0 >> 3) + n;
+          ldmatrix_x2_trans(vb, tKj + (v_block0 + (ch >> 3)) * KT * 128 + (kk * 16 + (lane & 15)) * 128 +
+                                    (((ch & 7) ^ (lane & 7)) << 4));
+        } else
           ldmatrix_x2_trans(vb, smem_u32(sVj + (kk * 16 + (lane & 15)) * VS + vcol0 + n * 8));
         mma_bf16(o[n], a, vb[0], vb[1]);
       }
@@ -428,16 +445,16 @@ __global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(cons
   if (p.lse && chunk == 0 && tid == 0) p.lse[bh] = L > 0.f ? (Mu + log2f(L)) * kLn2 : -INFINITY;
 }
 
-template <int WARPS, int NTV, int QSTEPS = 0, bool TMA = false>
+template <int WARPS, int NTV, int QSTEPS = 0, int TMA_STAGES = 0>
 void launch_split(const DecodeParams& p, dim3 grid, int smem, cudaStream_t stream,
-                  const LatentTileMaps& maps = LatentTileMaps{}) {
+                  const DecodeTileMaps& maps = DecodeTileMaps{}) {
   static int configured = 0;  // largest dynamic shared memory size set so far for this instantiation
   if (smem > configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(decode_split_kernel<WARPS, NTV, QSTEPS, TMA>,
+    CUDA_CHECK(cudaFuncSetAttribute(decode_split_kernel<WARPS, NTV, QSTEPS, TMA_STAGES>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = smem;
   }
-  decode_split_kernel<WARPS, NTV, QSTEPS, TMA><<<grid, WARPS * 32, smem, stream>>>(p, maps);
+  decode_split_kernel<WARPS, NTV, QSTEPS, TMA_STAGES><<<grid, WARPS * 32, smem, stream>>>(p, maps);
   CUDA_CHECK_LAUNCH("decode_split_kernel");
 }
 
@@ -470,22 +487,31 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
     return !(v && std::string(v) == "0");
   }();
   const bool wgmma = wgmma_allowed && decode_latent_sm90_supported(p);
-  // The MLA latent rows on the 16-row kernel load their key tiles with TMA on sm_90a (LATTE_DECODE_TMA=0 keeps the
-  // warps' cp.async, for comparisons; session 10, 16 heads: +12% at B=1, +7-9% at B=4).
+  // On sm_90a the split kernel loads its key tiles with TMA, three stages (LATTE_DECODE_TMA=0 keeps the warps'
+  // cp.async, for comparisons). Session 10, one call / back to back: latent H=16 B=1 0.41-0.43 -> 0.48 / 0.50 ->
+  // 0.56, B=4 0.72-0.74 -> 0.78-0.79 / 0.78 -> 0.85; GQA (Dqk = Dv = 128) B=1 0.71 -> 0.82 / 0.77 -> 0.87, B=4
+  // 0.88-0.89 -> 0.96-0.97 / 0.90 -> 0.99 (two stages: B=1 0.77-0.81 / 0.86).
   static const bool tma_allowed = [] {
     const char* v = std::getenv("LATTE_DECODE_TMA");
     return !(v && std::string(v) == "0");
   }();
   const bool tma16 = !wgmma && tma_allowed && latent_tma_supported(p);
+  const bool tma_gqa = !p.v_is_k1 && tma_allowed && gqa_tma_supported(p);
+  constexpr int kTmaStages = 3;
   const int tile_rows = wgmma ? 64 : 16;
   const int row_tiles = (p.G + tile_rows - 1) / tile_rows;
   const int64_t base = int64_t(p.B) * p.Hk * row_tiles;
   LATTE_CHECK(int64_t(p.B) * p.Hk <= 65535, op, ": too many (batch, kv head) pairs");
   const int DK = p.D1 + p.D2;
-  const int smem = wgmma   ? decode_latent_sm90_smem_bytes()
-                   : tma16 ? 3 * 9 * kDecKT * 128 + 16 * kDecPS * 2 + 16 * kDecMaxWarps * 4 + 3 * 8 + 1024
-                           : (16 * (DK + 8) + 2 * kDecKT * (DK + 8) + (p.v_is_k1 ? 0 : 2 * kDecKT * (p.DV + 8)) +
-                              16 * kDecPS) * 2 + 16 * kDecMaxWarps * 4;
+  // TMA: the stages of swizzled tiles (the latent query's rows inside the last one), sP, sMax, barriers, alignment.
+  const int tma_tile_bytes = (p.D1 + (p.v_is_k1 ? p.D2 : p.DV)) * kDecKT * 2;
+  const int tma_smem = kTmaStages * tma_tile_bytes + (tma16 ? 0 : 16 * (DK + 8) * 2) + 16 * kDecPS * 2 +
+                       16 * kDecMaxWarps * 4 + kTmaStages * 8 + 1024;
+  const int smem = wgmma              ? decode_latent_sm90_smem_bytes()
+                   : tma16 || tma_gqa ? tma_smem
+                                      : (16 * (DK + 8) + 2 * kDecKT * (DK + 8) +
+                                         (p.v_is_k1 ? 0 : 2 * kDecKT * (p.DV + 8)) + 16 * kDecPS) * 2 +
+                                            16 * kDecMaxWarps * 4;
   LATTE_CHECK(smem <= static_cast<int>(device_properties(dev.index).sharedMemPerBlockOptin), op,
               ": head dims too large for shared memory (", smem, " bytes)");
   // Splits: fill one wave of resident blocks (blocks per SM from the shared memory a block takes), but keep
@@ -515,15 +541,22 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
   if (wgmma) {
     launch_decode_latent_sm90(p, stream);
   } else {
+    const DecodeTileMaps gmaps = tma_gqa ? gqa_tile_maps(p) : DecodeTileMaps{};
     switch (p.DV) {
-      case 64: launch_split<4, 2>(p, grid, smem, stream); break;
+      case 64:
+        if (tma_gqa) launch_split<4, 2, 0, kTmaStages>(p, grid, smem, stream, gmaps);
+        else launch_split<4, 2>(p, grid, smem, stream);
+        break;
       case 96: launch_split<4, 3>(p, grid, smem, stream); break;
-      case 128: launch_split<4, 4>(p, grid, smem, stream); break;
+      case 128:
+        if (tma_gqa) launch_split<4, 4, 0, kTmaStages>(p, grid, smem, stream, gmaps);
+        else launch_split<4, 4>(p, grid, smem, stream);
+        break;
       case 192: launch_split<8, 3>(p, grid, smem, stream); break;
       case 256: launch_split<8, 4>(p, grid, smem, stream); break;
       case 512:  // the MLA latent rows (Dc 512 + Dr 64) with the query in registers
         if (tma16)
-          launch_split<8, 8, 36, true>(p, grid, smem, stream, latent_tile_maps(p));
+          launch_split<8, 8, 36, kTmaStages>(p, grid, smem, stream, latent_tile_maps(p));
         else if (DK == 576)
           launch_split<8, 8, 36>(p, grid, smem, stream);
         else

@@ -42,15 +42,19 @@ __device__ __forceinline__ SplitTiles split_tiles(const DecodeParams& p, int spl
   return {split * kt, p.splits * kt, p.S, (total - split + p.splits - 1) / p.splits};
 }
 
-// TMA descriptors of the latent cache for decode_attention.cu's 16-row kernel: c as (512, 1, S, B) and kr as
-// (64, 1, S, B) views, boxes of 64 columns x 64 rows, 128-byte swizzle (defined in decode_latent_sm90.cu).
-struct LatentTileMaps {
-  CUtensorMap c, kr;
+// TMA descriptors of a cache for decode_attention.cu's split kernel, boxes of 64 columns x 64 rows, 128-byte
+// swizzle (defined in decode_latent_sm90.cu): latent a = c as (512, 1, S, B), b = kr as (64, 1, S, B); GQA
+// a = K as (Dqk, Hk, S, B), b = V as (Dv, Hk, S, B).
+struct DecodeTileMaps {
+  CUtensorMap a, b;
 };
-// True when the 16-row kernel can load this latent cache (Dc 512, Dr 64) with TMA: an sm_90a build on an sm_90
-// device with the driver's TMA entry point, 16-byte aligned rows (any head count: 16 per block).
+// True when the split kernel can load this cache with TMA: an sm_90a build on an sm_90 device with the driver's
+// TMA entry point, 16-byte aligned rows; latent: Dc 512, Dr 64 (any head count: 16 per block); GQA: Dqk and Dv
+// 64 or 128.
 bool latent_tma_supported(const DecodeParams& p);
-LatentTileMaps latent_tile_maps(const DecodeParams& p);
+bool gqa_tma_supported(const DecodeParams& p);
+DecodeTileMaps latent_tile_maps(const DecodeParams& p);
+DecodeTileMaps gqa_tile_maps(const DecodeParams& p);
 
 // The wgmma split pass (sm_90a) for the absorbed MLA latent rows, Dc = 512 and Dr = 64, 64 heads per block: true
 // for more than 32 heads (up to 32 the 16-row kernel with TMA tiles measured faster) when this build and device

@@ -228,9 +228,24 @@ bool latent_tma_supported(const DecodeParams& p) {
   return true;
 }
 
-LatentTileMaps latent_tile_maps(const DecodeParams& p) {
+DecodeTileMaps latent_tile_maps(const DecodeParams& p) {
   return {tma_map_bf16(p.k1, kLatDc, 1, p.S, p.B, 0, p.k1_ss, p.k1_sb, kLatKeys),
           tma_map_bf16(p.k2, kLatDr, 1, p.S, p.B, 0, p.k2_ss, p.k2_sb, kLatKeys)};
+}
+
+bool gqa_tma_supported(const DecodeParams& p) {
+  if (p.v_is_k1 || p.D2 != 0 || (p.D1 != 64 && p.D1 != 128) || (p.DV != 64 && p.DV != 128)) return false;
+  if (!device_has_sm90_kernels() || !tma_available()) return false;
+  for (const void* ptr : {static_cast<const void*>(p.k1), static_cast<const void*>(p.v)})
+    if (reinterpret_cast<uintptr_t>(ptr) % 16) return false;
+  for (int64_t st : {p.k1_sb, p.k1_ss, p.k1_sh, p.v_sb, p.v_ss, p.v_sh})
+    if (st % 8) return false;
+  return true;
+}
+
+DecodeTileMaps gqa_tile_maps(const DecodeParams& p) {
+  return {tma_map_bf16(p.k1, p.D1, p.Hk, p.S, p.B, p.k1_sh, p.k1_ss, p.k1_sb, kLatKeys),
+          tma_map_bf16(p.v, p.DV, p.Hk, p.S, p.B, p.v_sh, p.v_ss, p.v_sb, kLatKeys)};
 }
 
 void launch_decode_latent_sm90(const DecodeParams& p, cudaStream_t stream) {

@@ -44,6 +44,7 @@ TEST(DecodeAttention, GqaMatchesFullAttention) {
       {2, 1, 8, 4, 4, 64, 64},        {1, 1000, 1100, 8, 2, 128, 128}, {3, 777, 800, 4, 1, 128, 128},
       {1, 4097, 4200, 32, 8, 128, 128}, {2, 130, 200, 6, 3, 192, 128},   {1, 65, 65, 16, 1, 96, 64},
       {2, 300, 310, 48, 2, 64, 64},  // 24 heads per kv head: two head tiles per group, side by side in the grid
+      {2, 500, 520, 8, 4, 128, 64},  {1, 333, 333, 4, 2, 64, 128},  // sm_90a TMA tiles with Dqk != Dv
   };
   uint64_t seed = 7000;
   for (const GqaCase& c : cases) {
