@@ -84,7 +84,6 @@ class Graph {
   std::shared_ptr<Descriptors> owned_;  // shared with the plans built from this graph
   std::vector<cudnnBackendDescriptor_t> ops_;
   int64_t next_virtual_uid_ = 1 << 20;
-  friend class Plan;
 };
 
 // A finalized execution plan (shares the descriptors of the graph it came from).

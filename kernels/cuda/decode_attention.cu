@@ -478,23 +478,23 @@ Rows3 rows3(const Tensor& t, const char* op, const char* name) {
   return {t.size(0), t.size(2), t.size(3), t.stride(0), t.stride(2)};
 }
 
+// A comparison switch: false when the environment variable is "0", read once per name by its caller's static.
+bool switch_on(const char* name) {
+  const char* v = std::getenv(name);
+  return !(v && std::string(v) == "0");
+}
+
 // Runs both passes; p has the tensors, dims and strides filled in, rows = heads per kv group.
 void run_decode(DecodeParams& p, const Device& dev, const char* op) {
   // The MLA latent rows with more than 32 heads go to the wgmma kernel (64 heads per block; LATTE_DECODE_WGMMA=0
   // keeps the mma.sync one, for comparisons).
-  static const bool wgmma_allowed = [] {
-    const char* v = std::getenv("LATTE_DECODE_WGMMA");
-    return !(v && std::string(v) == "0");
-  }();
+  static const bool wgmma_allowed = switch_on("LATTE_DECODE_WGMMA");
   const bool wgmma = wgmma_allowed && decode_latent_sm90_supported(p);
   // On sm_90a the split kernel loads its key tiles with TMA, three stages (LATTE_DECODE_TMA=0 keeps the warps'
   // cp.async, for comparisons). Session 10, one call / back to back: latent H=16 B=1 0.41-0.43 -> 0.48 / 0.50 ->
   // 0.56, B=4 0.72-0.74 -> 0.78-0.79 / 0.78 -> 0.85; GQA (Dqk = Dv = 128) B=1 0.71 -> 0.82 / 0.77 -> 0.87, B=4
   // 0.88-0.89 -> 0.96-0.97 / 0.90 -> 0.99 (two stages: B=1 0.77-0.81 / 0.86).
-  static const bool tma_allowed = [] {
-    const char* v = std::getenv("LATTE_DECODE_TMA");
-    return !(v && std::string(v) == "0");
-  }();
+  static const bool tma_allowed = switch_on("LATTE_DECODE_TMA");
   const bool tma16 = !wgmma && tma_allowed && latent_tma_supported(p);
   const bool tma_gqa = !p.v_is_k1 && tma_allowed && gqa_tma_supported(p);
   constexpr int kTmaStages = 3;
