@@ -231,7 +231,14 @@ __global__ void __launch_bounds__(kB90Threads, 1)
     for (int kk = 0; kk < BR / 16; ++kk)
       wgmma_rs_tb<DV>(dv, pa[kk], smem_desc(sdOs + kk * 16 * 128, BR * 128, 1024));
     wgmma_commit();
-    wgmma_wait<1>();  // dP^T done (dV may still run)
+    // dP^T done; dV keeps running except at Dqk = 192: there dV left in flight through the dS^T code below (its A
+    // fragments and accumulators held next to dK 96, dP^T 32, P^T and dS^T fragments) made ptxas serialize every
+    // wgmma of the kernel (advisory C7512: a wait after each k-step of every GEMM); waiting here lets the
+    // rest overlap: 310 -> 347 TFLOP/s at B=4, T=4096 (docs/attention_kernels.md, v23).
+    if constexpr (kLowRegs)
+      wgmma_wait<0>();
+    else
+      wgmma_wait<1>();
     pin(dpt);
 
     // dS^T = P^T (dP^T - D), as bf16 A fragments. At Dqk = 192 P^T is taken back from its bf16 fragments (dS^T
