@@ -7,12 +7,16 @@
 // copy bandwidth (docs/attention_kernels.md). A cache row serves all heads: at 128 heads a step is 9.1 GFLOP per
 // 37.7 MB (B = 1, 32k), compute-heavy enough that the tensor-core rate decides it.
 // Block: warpgroup 0 = producer (one thread issues the TMA loads: the 64-head query once, then 64-key tiles of
-// [c | kr], 72 KB, double-buffered); warpgroups 1 and 2 = consumers. Per key tile:
-//   S_w (64 heads x 32 keys) = Q K_w^T            SS, K = 576 (consumer w takes keys 32 w .. 32 w + 31)
-//   row maxima of both halves meet in shared memory; P = exp2(S scale log2e - m) -> shared memory (bf16, 64 x 64)
-//   O_w (64 heads x 256 values) = O_w 2^(m_old - m) + P V_w    SS, V = the tile's c columns 256 w .. 256 w + 255
-// so a consumer holds 2 x 64 accumulator registers of O and 16 of S. A stage is released once both consumers'
-// P V of it has completed.
+// [c | kr], 72 KB, double-buffered); warpgroups 1 and 2 = consumers, O split by value columns. Per key tile t:
+//   consumer 0: S (64 heads x 64 keys) = Q K^T      SS, K = 576 (36 k-steps of m64n64: operands 4 KB a step,
+//               P = exp2(S scale log2e - m)         one step's worth of shared-memory bandwidth per tensor step)
+//               O_0 (64 x 256) = O_0 alpha + P V_0  RS: P from registers, V_0 = the tile's c columns 0..255
+//   consumer 1: O_1 (64 x 256) = O_1 alpha + P V_1  SS: P and alpha from shared memory (consumer 0 writes them)
+// Consumer 0 issues S of tile t + 1 right behind its P V of tile t, so the tensor cores run the next S while both
+// consumers' P V run, and the softmax waits for S alone. A stage is released once both consumers' P V of it has
+// completed. (Until session 11 both consumers computed S for 32 keys each, m64n32 steps that read 3 KB of
+// shared memory per 1.5 steps' worth of bandwidth, and met twice per tile for the row maxima and P: the tile's
+// work ran as one serial chain, ~3 us per tile at H = 128 against ~1.2 us of tensor work.)
 // Floor at B = 1, H = 128, S = 32k: 37.7 MB at ~3 TB/s = 12.6 us; 9.1 GFLOP at the 989 TFLOP/s dense peak = 9.2 us.
 #include <algorithm>
 
@@ -35,7 +39,7 @@ constexpr int kLatTileBytes = kLatBlocks * kLatKeys * 128;           // one [c |
 constexpr int kLatThreads = 384;
 
 // sQ, 2 stages of K, sP, row maxima (2 x 64 floats), 5 mbarriers, alignment slack.
-constexpr int kLatSmem = kLatBlocks * kLatHeads * 128 + 2 * kLatTileBytes + kLatHeads * 128 + 2 * 64 * 4 + 64 + 1024;
+constexpr int kLatSmem = kLatBlocks * kLatHeads * 128 + 2 * kLatTileBytes + kLatHeads * 128 + 3 * 64 * 4 + 64 + 1024;
 static_assert(kLatSmem <= 227 * 1024, "shared memory of one block");
 
 struct LatentMaps {
@@ -51,10 +55,10 @@ __global__ void __launch_bounds__(kLatThreads, 1)
   const uint32_t sQ = base;                                  // 9 blocks of (64 heads, 64 columns)
   const uint32_t sK = sQ + kLatBlocks * kLatHeads * 128;     // 2 stages x 9 blocks of (64 keys, 64 columns)
   const uint32_t sP = sK + 2 * kLatTileBytes;                // (64 heads, 64 keys) bf16, swizzled rows
-  const uint32_t sRedA = sP + kLatHeads * 128;               // (2 consumers, 64 rows) fp32
-  const uint32_t bars = sRedA + 2 * 64 * 4;                  // q_full, full[2], empty[2]
+  const uint32_t sRowA = sP + kLatHeads * 128;               // per head: alpha, running max, running sum (fp32)
+  const uint32_t bars = sRowA + 3 * 64 * 4;                  // q_full, full[2], empty[2]
   const uint32_t q_full = bars, full0 = bars + 8, empty0 = bars + 24;
-  float* sRed = reinterpret_cast<float*>(smem_raw + (sRedA - raw));
+  float* sRow = reinterpret_cast<float*>(smem_raw + (sRowA - raw));
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int wg = warp >> 2, g = lane >> 2, tq = lane & 3;
@@ -83,117 +87,188 @@ __global__ void __launch_bounds__(kLatThreads, 1)
     return;
   }
   setmaxnreg_inc<240>();
-  const int cw = wg - 1;                           // consumer: keys 32 cw.. of S, value columns 256 cw.. of O
+  const int cw = wg - 1;                           // consumer: value columns 256 cw.. of O
   const int r0 = (warp & 3) * 16 + g;              // this thread's heads in the tile: r0, r0 + 8
   float o0[64], o1[64];                            // O columns 256 cw + [0, 128) and + [128, 256)
 #pragma unroll
   for (int x = 0; x < 64; ++x) o0[x] = 0.f, o1[x] = 0.f;
-  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
-  mbar_wait(q_full, 0);
+  // Per head (row of the tile): this tile's rescale factor alpha (for consumer 1), and consumer 0's running
+  // maximum and sum, kept in shared memory rather than registers: with S, P and O live, consumer 0's 240
+  // registers had no room for them (ptxas spilled them).
+  float *sAlpha = sRow, *sMax = sRow + 64, *sSum = sRow + 128;
+  constexpr int kBarPReady = 1, kBarPFree = 2;     // P and alpha of a tile written / consumer 1 done with them
 
-  for (int t = 0; t < n_tiles; ++t) {
-    const int s = t & 1, s0 = tiles.first + t * tiles.step;
-    const uint32_t sKs = sK + s * kLatTileBytes;
-    mbar_wait(full0 + 8 * s, (t >> 1) & 1);
-
-    // S_w = Q K_w^T over the 36 k steps of the 576-wide rows (K_w: this consumer's 32 keys, rows 32 cw..).
-    float st[16];
-    wgmma_fence();
+  if (cw == 0) {
+    // Consumer 0: S of tile t + 1 runs on the tensor cores while both consumers' P V of tile t do; the softmax
+    // then waits only for S. P stays in registers for its own P V (A fragments) and goes to shared memory for
+    // consumer 1's.
+    if (tq == 0) sMax[r0] = sMax[r0 + 8] = -INFINITY, sSum[r0] = sSum[r0 + 8] = 0.f;
+    __syncwarp();
+    float st[32];       // S / P of one tile: st[4 n + c] is head r0 + 8 (c >> 1), key 8 n + 2 tq + (c & 1)
+    uint32_t pa[4][4];  // P as bf16 A fragments, 16 keys per k step
+    auto issue_s = [&](int t) {  // S (64 heads x 64 keys) = Q K^T over the 36 k steps of the 576-wide rows
+      // The k-steps' descriptors as the first one's plus the step's offset (its address field counts 16-byte units
+      // and no tile crosses it): one add each instead of rebuilding the descriptor, on consumer 0's critical path.
+      // (The first descriptors go through an opaque move so ptxas does not hoist all 72 out of the tile loop, which
+      // would hold them in registers across it and spill.)
+      uint64_t dq = smem_desc(sQ, 16, 1024), dk = smem_desc(sK + (t & 1) * kLatTileBytes, 16, 1024);
+      asm volatile("mov.b64 %0, %0;\n" : "+l"(dq));
+      wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kLatDk / 16; ++kk) {
-      const uint32_t col = (kk >> 2) * (kLatKeys * 128) + (kk & 3) * 32;
-      wgmma_ss_m64n32k16(st, smem_desc(sQ + col, 16, 1024), smem_desc(sKs + cw * 32 * 128 + col, 16, 1024), kk > 0);
-    }
-    wgmma_commit();
-    wgmma_wait<0>();
-    pin(st);
-
-    // Row maxima over this consumer's keys (st[4 n + c]: head r0 + 8 (c >> 1), key 32 cw + 8 n + 2 tq + (c & 1)),
-    // keys past the split's end masked; then both consumers' maxima.
-    float mx[2] = {-INFINITY, -INFINITY};
+      for (int kk = 0; kk < kLatDk / 16; ++kk) {
+        const uint32_t step = ((kk >> 2) * (kLatKeys * 128) + (kk & 3) * 32) >> 4;
+        wgmma_ss_m64n64k16<0, 0>(st, dq + step, dk + step, kk > 0);
+      }
+      wgmma_commit();
+    };
+    // P = exp2(S scale log2e - m) of tile t (keys past the split's end masked): row maxima over the quad, the
+    // running maximum and sum, P -> pa and sP, alpha -> sAlpha; O rescaled (its P V of tile t - 1 has completed).
+    auto softmax = [&](int t) {
+      // Consumer 0's instructions per tile are its critical path (one warp per scheduler): the mask only on a
+      // split's last, partial tile, the scale folded into the exponent (maxima of the raw scores, scale > 0).
+      const int s0 = tiles.first + t * tiles.step;
+      const bool partial = s0 + kLatKeys > s_end;
+      float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int x = 0; x < 16; ++x) {
-      const int key = s0 + cw * 32 + 8 * (x >> 2) + 2 * tq + (x & 1);
-      st[x] = key < s_end ? st[x] * p.scale_log2 : -INFINITY;
-      mx[(x & 3) >> 1] = fmaxf(mx[(x & 3) >> 1], st[x]);
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-      if (tq == 0) sRed[cw * 64 + r0 + 8 * h] = mx[h];
-    }
-    named_bar_sync(1, 256);
-    float alpha[2], m_use[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float m_new = fmaxf(m_run[h], fmaxf(sRed[r0 + 8 * h], sRed[64 + r0 + 8 * h]));
-      m_use[h] = m_new == -INFINITY ? 0.f : m_new;
-      alpha[h] = fast_exp2(m_run[h] - m_use[h]);  // 0 while m_run is -inf
-      m_run[h] = m_new;
-    }
-
-    // P = exp2(S - m) -> sP (row = head, 128 bytes = 64 keys, 16-byte chunks XORed by row % 8); row sums of this
-    // consumer's keys.
-    float rs[2] = {0.f, 0.f};
-#pragma unroll
-    for (int n = 0; n < 4; ++n)
+      for (int x = 0; x < 32; ++x) {
+        if (partial && s0 + 8 * (x >> 2) + 2 * tq + (x & 1) >= s_end) st[x] = -INFINITY;
+        mx[(x & 3) >> 1] = fmaxf(mx[(x & 3) >> 1], st[x]);
+      }
+      float alpha[2], m_use[2], m_new[2], rs[2] = {0.f, 0.f};
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const float a = fast_exp2(st[4 * n + 2 * h] - m_use[h]), c = fast_exp2(st[4 * n + 2 * h + 1] - m_use[h]);
-        rs[h] += a + c;
-        const int row = r0 + 8 * h, chunk = 4 * cw + n;
-        const uint32_t addr = sP + row * 128 + ((chunk ^ (row & 7)) << 4) + tq * 4;
-        asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(pack_bf16(a, c)) : "memory");
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+        const float m_old = sMax[r0 + 8 * h];
+        m_new[h] = fmaxf(m_old, mx[h] * p.scale_log2);
+        m_use[h] = m_new[h] == -INFINITY ? 0.f : m_new[h];
+        alpha[h] = fast_exp2(m_old - m_use[h]);  // 0 while the running maximum is -inf
       }
 #pragma unroll
-    for (int h = 0; h < 2; ++h) l_run[h] = l_run[h] * alpha[h] + quad_sum(rs[h]);
+      for (int x = 0; x < 32; x += 2) {
+        const int h = (x & 3) >> 1;
+        st[x] = fast_exp2(fmaf(st[x], p.scale_log2, -m_use[h]));
+        st[x + 1] = fast_exp2(fmaf(st[x + 1], p.scale_log2, -m_use[h]));
+        rs[h] += st[x] + st[x + 1];
+        pa[x >> 3][(x & 7) >> 1] = pack_bf16(st[x], st[x + 1]);
+      }
+      const float l_new[2] = {sSum[r0] * alpha[0] + quad_sum(rs[0]), sSum[r0 + 8] * alpha[1] + quad_sum(rs[1])};
+      __syncwarp();  // the quad has read the running values
+      if (tq == 0) sMax[r0] = m_new[0], sMax[r0 + 8] = m_new[1], sSum[r0] = l_new[0], sSum[r0 + 8] = l_new[1];
+      // O rescaled only when a maximum of the warp's rows moved (alpha = 1 otherwise: after the first tiles, most).
+      if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-    for (int x = 0; x < 64; ++x) {
-      o0[x] *= alpha[(x & 3) >> 1];
-      o1[x] *= alpha[(x & 3) >> 1];
-    }
-    fence_proxy_async();
-    named_bar_sync(2, 256);  // both halves of P written (and both consumers have read the maxima)
+        for (int x = 0; x < 64; ++x) {
+          o0[x] *= alpha[(x & 3) >> 1];
+          o1[x] *= alpha[(x & 3) >> 1];
+        }
+      }
+      // sP: row = head, 128 bytes = 64 keys, 16-byte chunks XORed by row % 8; chunk n holds keys 8 n ...
+      if (t > 0) named_bar_sync(kBarPFree, 256);  // consumer 1's P V of tile t - 1 has read sP and sAlpha
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = r0 + 8 * h;
+          const uint32_t addr = sP + row * 128 + ((n ^ (row & 7)) << 4) + tq * 4;
+          asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(pa[n >> 1][2 * (n & 1) + h]) : "memory");
+        }
+      if (tq == 0) sAlpha[r0] = alpha[0], sAlpha[r0 + 8] = alpha[1];
+      fence_proxy_async();
+      named_bar_arrive(kBarPReady, 256);
+    };
 
-    // O_w += P V_w: A = P (K-major, 4 k steps of 16 keys), B = the tile's c columns (MN-major: keys down the rows),
-    // two n128 products per k step.
-    wgmma_fence();
+    // O_0 += P V_0 of tile t: A = P from registers, B = the tile's c columns 0..255 (MN-major).
+    auto issue_pv = [&](int t) {
+      const uint32_t sKs = sK + (t & 1) * kLatTileBytes;
+      wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kLatKeys / 16; ++kk) {
-      const uint64_t da = smem_desc(sP + kk * 32, 16, 1024);
-      const uint32_t vrow = sKs + kk * 16 * 128;
-      wgmma_ss_m64n128k16<0, 1>(o0, da, smem_desc(vrow + (cw * 4) * kLatKeys * 128, kLatKeys * 128, 1024), 1);
-      wgmma_ss_m64n128k16<0, 1>(o1, da, smem_desc(vrow + (cw * 4 + 2) * kLatKeys * 128, kLatKeys * 128, 1024), 1);
+      for (int kk = 0; kk < kLatKeys / 16; ++kk) {
+        const uint32_t vrow = sKs + kk * 16 * 128;
+        wgmma_rs_m64n128k16_tb(o0, pa[kk], smem_desc(vrow, kLatKeys * 128, 1024));
+        wgmma_rs_m64n128k16_tb(o1, pa[kk], smem_desc(vrow + 2 * kLatKeys * 128, kLatKeys * 128, 1024));
+      }
+      wgmma_commit();
+    };
+    // n_tiles >= 1 here (S >= 1 and no more splits than key tiles). Per tile t: P V of t and S of t + 1 in flight
+    // together; the last tile's P V alone.
+    mbar_wait(full0, 0);
+    issue_s(0);
+    wgmma_wait<0>();
+    pin(st);
+    softmax(0);
+    for (int t = 0; t + 1 < n_tiles; ++t) {
+      issue_pv(t);
+      mbar_wait(full0 + 8 * ((t + 1) & 1), ((t + 1) >> 1) & 1);
+      issue_s(t + 1);
+      wgmma_wait<1>();  // P V of tile t done (S of t + 1 runs on)
+      pin(o0);
+      pin(o1);
+      if (lane == 0) mbar_arrive(empty0 + 8 * (t & 1));  // this warp is done with the stage (K for S, V for P V)
+      wgmma_wait<0>();
+      pin(st);
+      softmax(t + 1);
     }
-    wgmma_commit();
-    // Waited for here, not left running into the next tile's S: ptxas serializes every wgmma of the kernel
-    // (C7515) when the accumulators of one group are written by other instructions while another is in flight.
+    issue_pv(n_tiles - 1);
     wgmma_wait<0>();
     pin(o0);
     pin(o1);
-    if (lane == 0) mbar_arrive(empty0 + 8 * s);  // this warp is done with the stage (K for S, V for P V)
-  }
-
-  // Row sums of both consumers (the same m throughout), then this split's partials.
-  named_bar_sync(1, 256);  // every consumer has read the last maxima
+    // This split's partials: O columns 0..255, m, l.
 #pragma unroll
-  for (int h = 0; h < 2; ++h)
-    if (tq == 0) sRed[cw * 64 + r0 + 8 * h] = l_run[h];
-  named_bar_sync(2, 256);
+    for (int h = 0; h < 2; ++h) {
+      const int row = r0 + 8 * h, head = h0 + row;
+      if (head >= p.H) continue;
+      const int64_t at = (int64_t(split) * p.B + b) * p.H + head;
+      float* po = p.part_o + at * kLatDc + 2 * tq;
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int row = r0 + 8 * h, head = h0 + row;
-    if (head >= p.H) continue;
-    const int64_t at = (int64_t(split) * p.B + b) * p.H + head;
-    float* po = p.part_o + at * kLatDc + cw * 256 + 2 * tq;
-#pragma unroll
-    for (int n = 0; n < 16; ++n) {
-      *reinterpret_cast<float2*>(po + 8 * n) = make_float2(o0[4 * n + 2 * h], o0[4 * n + 2 * h + 1]);
-      *reinterpret_cast<float2*>(po + 128 + 8 * n) = make_float2(o1[4 * n + 2 * h], o1[4 * n + 2 * h + 1]);
+      for (int n = 0; n < 16; ++n) {
+        *reinterpret_cast<float2*>(po + 8 * n) = make_float2(o0[4 * n + 2 * h], o0[4 * n + 2 * h + 1]);
+        *reinterpret_cast<float2*>(po + 128 + 8 * n) = make_float2(o1[4 * n + 2 * h], o1[4 * n + 2 * h + 1]);
+      }
+      if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + at * 2) = make_float2(sMax[row], sSum[row]);
     }
-    if (cw == 0 && tq == 0)
-      *reinterpret_cast<float2*>(p.part_ml + at * 2) = make_float2(m_run[h], sRed[row] + sRed[64 + row]);
+  } else {
+    // Consumer 1: O_1 = O_1 alpha + P V_1 per tile, with P (sP) and alpha (sAlpha) from consumer 0.
+    for (int t = 0; t < n_tiles; ++t) {
+      const int s = t & 1;
+      const uint32_t sKs = sK + s * kLatTileBytes;
+      named_bar_sync(kBarPReady, 256);
+      mbar_wait(full0 + 8 * s, (t >> 1) & 1);  // (completed: consumer 0 waited for it before S of this tile)
+      const float alpha[2] = {sAlpha[r0], sAlpha[r0 + 8]};
+      if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+        for (int x = 0; x < 64; ++x) {
+          o0[x] *= alpha[(x & 3) >> 1];
+          o1[x] *= alpha[(x & 3) >> 1];
+        }
+      }
+      // A = P (K-major, 4 k steps of 16 keys), B = the tile's c columns 256..511 (MN-major), two n128 per k step.
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kLatKeys / 16; ++kk) {
+        const uint64_t da = smem_desc(sP + kk * 32, 16, 1024);
+        const uint32_t vrow = sKs + kk * 16 * 128;
+        wgmma_ss_m64n128k16<0, 1>(o0, da, smem_desc(vrow + 4 * kLatKeys * 128, kLatKeys * 128, 1024), 1);
+        wgmma_ss_m64n128k16<0, 1>(o1, da, smem_desc(vrow + 6 * kLatKeys * 128, kLatKeys * 128, 1024), 1);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      pin(o0);
+      pin(o1);
+      if (t + 1 < n_tiles) named_bar_arrive(kBarPFree, 256);  // sP and sAlpha may be rewritten
+      if (lane == 0) mbar_arrive(empty0 + 8 * s);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int head = h0 + r0 + 8 * h;
+      if (head >= p.H) continue;
+      float* po = p.part_o + ((int64_t(split) * p.B + b) * p.H + head) * kLatDc + 256 + 2 * tq;
+#pragma unroll
+      for (int n = 0; n < 16; ++n) {
+        *reinterpret_cast<float2*>(po + 8 * n) = make_float2(o0[4 * n + 2 * h], o0[4 * n + 2 * h + 1]);
+        *reinterpret_cast<float2*>(po + 128 + 8 * n) = make_float2(o1[4 * n + 2 * h], o1[4 * n + 2 * h + 1]);
+      }
+    }
   }
 #endif
 }
