@@ -146,9 +146,10 @@ def g(k):
     return f"{v:7.1f}" if v is not None else "      -"
 def ratio(a, b):
     return f"{res[a] / res[b]:6.2f}" if a in res and b in res and res[b] > 0 else "     -"
-print("\nTFLOP/s, B=4 T=4096 16 heads causal bf16 (fwd 2BHT^2(dqk+dv)/2, bwd 2.5x)")
+print("\nTFLOP/s, B=4 T=4096 16 heads causal bf16 (fwd 2BHT^2(dqk+dv)/2, bwd 2.5x); fl/tcd: latte's own kernel /"
+      " PyTorch's cuDNN (issue target >= 0.8 at (192,128)); auto/best: latte's auto / PyTorch's best (target >= 1.0)")
 print(f"{'dims':<10}{'flash f':>8}{'flash b':>8}{'mma b':>8}{'det b':>8}{'lcudnn f':>9}{'lcudnn b':>9}{'auto f':>8}{'auto b':>8}"
-      f"{'torch f':>8}{'torch b':>8}{'tcudnn f':>9}{'tcudnn b':>9}{'fl/tcd f':>9}{'auto/best f':>12}{'auto/best b':>12}")
+      f"{'torch f':>8}{'torch b':>8}{'tcudnn f':>9}{'tcudnn b':>9}{'fl/tcd f':>9}{'fl/tcd b':>9}{'auto/best f':>12}{'auto/best b':>12}")
 def best(keys):
     vals = [res[k] for k in keys if k in res]
     return max(vals) if vals else None
@@ -160,7 +161,7 @@ for t in ["64_64", "128_128", "192_128"]:
     print(f"{'(' + t.replace('_', ',') + ')':<10}{g('latte_fwd_' + t)} {g('latte_bwd_' + t)} {g('latte_bwd_mma_' + t)} {g('latte_bwd_det_' + t)}"
           f"  {g('latte_cudnn_fwd_' + t)}  {g('latte_cudnn_bwd_' + t)} {g('latte_auto_fwd_' + t)} {g('latte_auto_bwd_' + t)}"
           f" {g('torch_default_fwd_' + t)} {g('torch_default_bwd_' + t)}  {g('torch_cudnn_fwd_' + t)}  {g('torch_cudnn_bwd_' + t)}"
-          f"   {ratio('latte_fwd_' + t, 'torch_cudnn_fwd_' + t)}{rf}{rb}")
+          f"   {ratio('latte_fwd_' + t, 'torch_cudnn_fwd_' + t)}   {ratio('latte_bwd_' + t, 'torch_cudnn_bwd_' + t)}{rf}{rb}")
 if "copy_gbs" in res:
     print(f"\ndecode at 32k context, GB/s (copy bandwidth {res['copy_gbs']:.0f} GB/s read+write)")
     for k, v in res.items():
