@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Compile-time check of the attention kernels' register use on Hopper: ptxas must not spill, and must not
 # serialize the wgmma instructions (its "Potential Performance Loss: wgmma.mma_async instructions are serialized"
-# advisories, C7510-C7520: insufficient registers, accumulators written while a group is in flight, waits in
-# divergent paths; each puts a wait after every k-step of every GEMM in the kernel). Both pass every
+# advisories, seen so far: C7512 insufficient registers, C7515 accumulators written while a group is in flight,
+# C7518 / C7520 compiler-inserted waits or arrives in divergent paths; each puts a wait after every k-step of every
+# GEMM in the kernel). Both pass every
 # correctness test and silently cost 10-30% (docs/attention_kernels.md v6 and v23: the (192,128) backward ran
 # at 310 instead of 347 TFLOP/s). Compiles each file for sm_90a with `-Xptxas -v`; no GPU needed.
 #   usage: scripts/check_ptxas.sh [NVCC]     (ctest: ptxas_attention_kernels)

@@ -14,9 +14,9 @@
 //   consumer 1: O_1 (64 x 256) = O_1 alpha + P V_1  SS: P and alpha from shared memory (consumer 0 writes them)
 // Consumer 0 issues S of tile t + 1 right behind its P V of tile t, so the tensor cores run the next S while both
 // consumers' P V run, and the softmax waits for S alone. A stage is released once both consumers' P V of it has
-// completed. (Until session 11 both consumers computed S for 32 keys each, m64n32 steps that read 3 KB of
-// shared memory per 1.5 steps' worth of bandwidth, and met twice per tile for the row maxima and P: the tile's
-// work ran as one serial chain, ~3 us per tile at H = 128 against ~1.2 us of tensor work.)
+// completed. (Until session 11 both consumers computed S for 32 keys each, m64n32 steps, and met twice per tile
+// for the row maxima and P. This layout measured only 4% faster at B = 4, H = 128: a tile still takes ~2.9 us
+// against ~1.2 us of tensor work, with S's own wait the largest stall; docs/attention_kernels.md, v26.)
 // Floor at B = 1, H = 128, S = 32k: 37.7 MB at ~3 TB/s = 12.6 us; 9.1 GFLOP at the 989 TFLOP/s dense peak = 9.2 us.
 #include <algorithm>
 
@@ -38,7 +38,7 @@ constexpr int kLatBlocks = kLatDk / 64;                              // 64-colum
 constexpr int kLatTileBytes = kLatBlocks * kLatKeys * 128;           // one [c | kr] tile: 72 KB
 constexpr int kLatThreads = 384;
 
-// sQ, 2 stages of K, sP, row maxima (2 x 64 floats), 5 mbarriers, alignment slack.
+// sQ, 2 stages of K, sP, per-head alpha / running max / running sum (3 x 64 floats), 5 mbarriers, alignment slack.
 constexpr int kLatSmem = kLatBlocks * kLatHeads * 128 + 2 * kLatTileBytes + kLatHeads * 128 + 3 * 64 * 4 + 64 + 1024;
 static_assert(kLatSmem <= 227 * 1024, "shared memory of one block");
 
