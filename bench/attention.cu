@@ -307,7 +307,11 @@ void bench_decode_gqa(int64_t B, int64_t Hq, int64_t Hk, int64_t D, double copy_
   Tensor q = Tensor::randn({B, Hq, D}, 7, 0, 1.0, DType::BF16, dev), out = Tensor::empty({B, Hq, D}, DType::BF16, dev);
   const std::string shape =
       "B" + std::to_string(B) + " S32k Hq" + std::to_string(Hq) + " Hk" + std::to_string(Hk) + " D" + std::to_string(D);
-  decode_rows("latte decode gqa", shape, "decode_gqa_B" + std::to_string(B), cache_bytes + 2.0 * B * Hq * D * 2,
+  // Result key: decode_gqa_B<B>, with _Hq<Hq>_Hk<Hk>_D<D> for the rows other than (32, 8, 128).
+  const std::string dims = Hq == 32 && Hk == 8 && D == 128
+                               ? ""
+                               : "_Hq" + std::to_string(Hq) + "_Hk" + std::to_string(Hk) + "_D" + std::to_string(D);
+  decode_rows("latte decode gqa", shape, "decode_gqa_B" + std::to_string(B) + dims, cache_bytes + 2.0 * B * Hq * D * 2,
               copy_gbs, [&](int i) { cuda::decode_attention(out, Tensor(), q, ks[i % n], vs[i % n], 0.088); });
 }
 
@@ -325,7 +329,9 @@ void bench_decode_latent(int64_t B, int64_t H, int64_t Dc, int64_t Dr, double co
   Tensor z = Tensor::empty({B, H, Dc}, DType::BF16, dev);
   const std::string shape = "B" + std::to_string(B) + " S32k H" + std::to_string(H) + " Dc" + std::to_string(Dc) +
                             " Dr" + std::to_string(Dr);
-  decode_rows("latte decode latent", shape, "decode_latent_B" + std::to_string(B) + "_H" + std::to_string(H),
+  // Result key: decode_latent_B<B>_H<H>, with _Dc<Dc>_Dr<Dr> for the rows other than DeepSeek's (512, 64).
+  const std::string dims = Dc == 512 && Dr == 64 ? "" : "_Dc" + std::to_string(Dc) + "_Dr" + std::to_string(Dr);
+  decode_rows("latte decode latent", shape, "decode_latent_B" + std::to_string(B) + "_H" + std::to_string(H) + dims,
               cache_bytes + double(B) * H * (2 * Dc + Dr) * 2, copy_gbs,
               [&](int i) { cuda::decode_attention_latent(z, Tensor(), qa, qr, cs[i % n], krs[i % n], 0.072); });
 }
@@ -442,22 +448,34 @@ int main(int argc, char** argv) {
   std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
   const double copy = copy_bandwidth_gbs();
   const bool decode_only = argc == 2 && std::string(argv[1]) == "--decode";  // the decode rows alone
-  if (!decode_only)
-    for (auto [dqk, dv] : {std::pair<int64_t, int64_t>{64, 64}, {128, 128}, {192, 128}}) bench_flash(dqk, dv);
-  bench_decode_gqa(1, 32, 8, 128, copy);
-  bench_decode_gqa(4, 32, 8, 128, copy);
-  bench_decode_latent(1, 16, 512, 64, copy);
-  bench_decode_latent(4, 16, 512, 64, copy);
-  bench_decode_latent(1, 24, 512, 64, copy);
-  bench_decode_latent(1, 32, 512, 64, copy);
-  bench_decode_latent(1, 64, 512, 64, copy);
-  bench_decode_latent(1, 128, 512, 64, copy);
-  bench_decode_latent(4, 128, 512, 64, copy);
-  bench_read_floor("latent_B1", 32768.0 * 576 * 2, copy);
-  bench_read_floor("gqa_B1", 2.0 * 32768 * 8 * 128 * 2, copy);
-  bench_read_floor("latent_B4", 4.0 * 32768 * 576 * 2, copy);
-  bench_read_floor("latent_B1", 32768.0 * 576 * 2, copy, 1, 256);
-  bench_read_floor("latent_B4", 4.0 * 32768 * 576 * 2, copy, 1, 256);
+  if (argc == 2 && std::string(argv[1]) == "--decode-models") {
+    // The decode shapes of latte's own model configs (configs/models): MLA / MLRA 125M-350M (d_c 256, d_r 64),
+    // EG-MLA 1.3B (192, 64) and 125M-350M (96, 32), GQA 350M (Hq 16, Hk 4, D 64) and 1.3B (D 128).
+    for (int64_t B : {1, 4}) {
+      bench_decode_latent(B, 16, 256, 64, copy);
+      bench_decode_latent(B, 16, 192, 64, copy);
+      bench_decode_latent(B, 16, 96, 32, copy);
+      bench_decode_gqa(B, 16, 4, 64, copy);
+      bench_decode_gqa(B, 16, 4, 128, copy);
+    }
+  } else {
+    if (!decode_only)
+      for (auto [dqk, dv] : {std::pair<int64_t, int64_t>{64, 64}, {128, 128}, {192, 128}}) bench_flash(dqk, dv);
+    bench_decode_gqa(1, 32, 8, 128, copy);
+    bench_decode_gqa(4, 32, 8, 128, copy);
+    bench_decode_latent(1, 16, 512, 64, copy);
+    bench_decode_latent(4, 16, 512, 64, copy);
+    bench_decode_latent(1, 24, 512, 64, copy);
+    bench_decode_latent(1, 32, 512, 64, copy);
+    bench_decode_latent(1, 64, 512, 64, copy);
+    bench_decode_latent(1, 128, 512, 64, copy);
+    bench_decode_latent(4, 128, 512, 64, copy);
+    bench_read_floor("latent_B1", 32768.0 * 576 * 2, copy);
+    bench_read_floor("gqa_B1", 2.0 * 32768 * 8 * 128 * 2, copy);
+    bench_read_floor("latent_B4", 4.0 * 32768 * 576 * 2, copy);
+    bench_read_floor("latent_B1", 32768.0 * 576 * 2, copy, 1, 256);
+    bench_read_floor("latent_B4", 4.0 * 32768 * 576 * 2, copy, 1, 256);
+  }
   std::printf("\n%-34s %-36s %10s %12s %-8s %8s %s\n", "kernel", "shape", "ms", "rate", "unit", "ratio", "of");
   for (const Row& r : rows)
     std::printf("%-34s %-36s %10.4f %12.1f %-8s %8.3f %s\n", r.name.c_str(), r.shape.c_str(), r.ms, r.rate,

@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   static_assert(KPW == 8 || KPW == 16, "4 or 8 warps");
   static_assert(WARPS <= kDecMaxWarps, "sMax holds kDecMaxWarps values per row");
   constexpr bool TMA = TMA_STAGES > 0;
-  static_assert(!TMA || QSTEPS == 36 || QSTEPS == 0, "TMA: the latent rows with the query in registers, or GQA");
+  static_assert(!TMA || QSTEPS % 2 == 0, "TMA: the latent rows with the query in registers (pairs of k steps), or GQA");
 #if !(defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
   if constexpr (TMA) return;  // launched only on sm_90 (run_decode)
 #endif
@@ -552,8 +552,16 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
         if (tma_gqa) launch_split<4, 4, 0, kTmaStages>(p, grid, smem, stream, gmaps);
         else launch_split<4, 4>(p, grid, smem, stream);
         break;
-      case 192: launch_split<8, 3>(p, grid, smem, stream); break;
-      case 256: launch_split<8, 4>(p, grid, smem, stream); break;
+      // The latent rows of latte's smaller MLA / MLRA (Dc 256) and EG-MLA 1.3B (Dc 192) configs, Dr 64: TMA tiles
+      // with the query in registers (20 / 16 k steps), as for Dc 512.
+      case 192:
+        if (tma16) launch_split<8, 3, 16, kTmaStages>(p, grid, smem, stream, latent_tile_maps(p));
+        else launch_split<8, 3>(p, grid, smem, stream);
+        break;
+      case 256:
+        if (tma16) launch_split<8, 4, 20, kTmaStages>(p, grid, smem, stream, latent_tile_maps(p));
+        else launch_split<8, 4>(p, grid, smem, stream);
+        break;
       case 512:  // the MLA latent rows (Dc 512 + Dr 64) with the query in registers
         if (tma16)
           launch_split<8, 8, 36, kTmaStages>(p, grid, smem, stream, latent_tile_maps(p));

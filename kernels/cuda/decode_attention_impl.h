@@ -49,8 +49,8 @@ struct DecodeTileMaps {
   CUtensorMap a, b;
 };
 // True when the split kernel can load this cache with TMA: an sm_90a build on an sm_90 device with the driver's
-// TMA entry point, 16-byte aligned rows; latent: Dc 512, Dr 64 (any head count: 16 per block); GQA: Dqk and Dv
-// 64 or 128.
+// TMA entry point, 16-byte aligned rows; latent: Dc 512, 256 or 192 with Dr 64 (any head count: 16 per block);
+// GQA: Dqk and Dv 64 or 128.
 bool latent_tma_supported(const DecodeParams& p);
 bool gqa_tma_supported(const DecodeParams& p);
 DecodeTileMaps latent_tile_maps(const DecodeParams& p);
