@@ -11,7 +11,8 @@
 // Timing: CUDA events on latte's stream, warm-up, median of repeats; at the training shape every implementation
 // of an op is timed in interleaved rounds in shuffled orders, the backward after an untimed forward (see
 // interleaved_median_ms). Prints "RESULT name value" lines (read by scripts/attention_check.sh) and a table last.
-// PyTorch's numbers come from scripts/reference/attention_bench.py. `--decode` runs the decode rows alone.
+// PyTorch's numbers come from scripts/reference/attention_bench.py. `--decode` runs the decode rows alone,
+// `--decode-models` the decode shapes of latte's own model configs (configs/models).
 #include <cuda_runtime.h>
 
 #include <algorithm>
