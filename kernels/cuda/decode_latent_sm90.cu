@@ -192,6 +192,7 @@ __global__ void __launch_bounds__(kLatThreads, 1)
     };
     // n_tiles >= 1 here (S >= 1 and no more splits than key tiles). Per tile t: P V of t and S of t + 1 in flight
     // together; the last tile's P V alone.
+    mbar_wait(q_full, 0);  // the query (only consumer 0 reads it)
     mbar_wait(full0, 0);
     issue_s(0);
     wgmma_wait<0>();
