@@ -459,6 +459,11 @@ int main(int argc, char** argv) {
       bench_decode_gqa(B, 16, 4, 64, copy);
       bench_decode_gqa(B, 16, 4, 128, copy);
     }
+    // What one call over each of those caches can reach (the smaller ones are far from the copy bandwidth in one
+    // call: launch and ramp): Dc 96 + Dr 32 at B=1 and B=4, Dc 192 + 64 and 256 + 64 at B=1.
+    for (const auto& [what, row] : {std::pair<const char*, double>{"Dc96_Dr32_B1", 128}, {"Dc96_Dr32_B4", 4 * 128},
+                                    {"Dc192_Dr64_B1", 256}, {"Dc256_Dr64_B1", 320}})
+      bench_read_floor(what, 32768.0 * row * 2, copy);
   } else {
     if (!decode_only)
       for (auto [dqk, dv] : {std::pair<int64_t, int64_t>{64, 64}, {128, 128}, {192, 128}}) bench_flash(dqk, dv);

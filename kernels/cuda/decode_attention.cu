@@ -79,11 +79,12 @@ __device__ __forceinline__ void load_rows2(bf16* s, int rows, const bf16* a, int
 // warp (Dv = 8 WARPS NTV). QSTEPS > 0 (8 warps only): Dqk = 16 QSTEPS is known at compile time and every warp
 // keeps the query fragments of all k steps in registers (v9: the MLA latent rows, Dc + Dr = 576, 144 registers),
 // instead of re-reading them from shared memory for each key tile (8 warps x 18 KB per tile).
-// TMA (sm_90a; TMA_STAGES > 0): one thread loads each key tile as 64-column blocks of 64 rows in the
-// 128-byte-swizzled layout (flash_attention_sm90.cuh) through the copy engine, TMA_STAGES - 1 tiles in flight,
-// instead of the warps' cp.async into padded rows; the ldmatrix addresses follow the swizzle. A tile is the
-// blocks of maps.a (the key rows: K, or c) then of maps.b (V, or kr); the latent rows read V from c's blocks.
-template <int WARPS, int NTV, int QSTEPS = 0, int TMA_STAGES = 0>
+// TMA (sm_90a; TMA_STAGES > 0): one thread loads each key tile as column blocks of 64 rows through the copy
+// engine, TMA_STAGES - 1 tiles in flight, instead of the warps' cp.async into padded rows; the ldmatrix addresses
+// follow the swizzle. TMA_COLS = 64: 64-column blocks in the 128-byte-swizzled layout (flash_attention_sm90.cuh);
+// 32: 32-column blocks, 64-byte swizzle, for rows that are not 64-column blocks (EG-MLA's Dc 96, Dr 32). A tile is
+// the blocks of maps.a (the key rows: K, or c) then of maps.b (V, or kr); the latent rows read V from c's blocks.
+template <int WARPS, int NTV, int QSTEPS = 0, int TMA_STAGES = 0, int TMA_COLS = 64>
 __global__ void __launch_bounds__(WARPS * 32)
     decode_split_kernel(const DecodeParams p, const __grid_constant__ DecodeTileMaps maps) {
   constexpr int KT = kDecKT, DV = 8 * WARPS * NTV, KPW = KT / WARPS;  // keys per warp in the S phase
@@ -91,6 +92,14 @@ __global__ void __launch_bounds__(WARPS * 32)
   static_assert(WARPS <= kDecMaxWarps, "sMax holds kDecMaxWarps values per row");
   constexpr bool TMA = TMA_STAGES > 0;
   static_assert(!TMA || QSTEPS % 2 == 0, "TMA: the latent rows with the query in registers (pairs of k steps), or GQA");
+  static_assert(TMA_COLS == 64 || (TMA_COLS == 32 && QSTEPS == 0), "32-column blocks: the query from shared memory");
+  // TMA blocks: kBlkRow bytes per row, kCPR 16-byte chunks per row. The swizzle XORs address bits 4.. with bits 7..
+  // (1024-aligned blocks): chunk ch of row r is stored at chunk ch ^ (r % 8) (128-byte rows) or ch ^ (r / 2 % 4)
+  // (64-byte rows); either way the 8 rows of an ldmatrix phase hit 8 distinct 16-byte bank groups.
+  constexpr int kBlkRow = TMA_COLS * 2, kCPR = TMA_COLS / 8, kBlkBytes = kDecKT * kBlkRow;
+  auto swizzled = [](uint32_t ch, uint32_t row) -> uint32_t {  // byte offset of a row's chunk ch in a tile's blocks
+    return (ch / kCPR) * kBlkBytes + row * kBlkRow + (((ch % kCPR) ^ ((row * kBlkRow >> 7) % kCPR)) << 4);
+  };
 #if !(defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
   if constexpr (TMA) return;  // launched only on sm_90 (run_decode)
 #endif
@@ -105,8 +114,8 @@ __global__ void __launch_bounds__(WARPS * 32)
   if (p.v_is_k1) sV = sK;
   // TMA: the stages (1024-aligned), the query's padded rows (with the query in registers: inside the last stage,
   // which its first tile overwrites once the fragments are loaded), sP, sMax, the stages' full barriers.
-  const int a_blocks = p.D1 / 64, b_blocks = (p.v_is_k1 ? p.D2 : DV) / 64, v_block0 = p.v_is_k1 ? 0 : a_blocks;
-  const int tile_bytes = (a_blocks + b_blocks) * KT * 128;
+  const int a_blocks = p.D1 / TMA_COLS, b_blocks = (p.v_is_k1 ? p.D2 : DV) / TMA_COLS;
+  const int v_block0 = p.v_is_k1 ? 0 : a_blocks, tile_bytes = (a_blocks + b_blocks) * kBlkBytes;
   uint32_t tK = 0, full0 = 0;
   if constexpr (TMA) {
     tK = (smem_u32(smem_raw) + 1023) & ~1023u;
@@ -147,9 +156,9 @@ __global__ void __launch_bounds__(WARPS * 32)
     const int s0 = tiles.first + tile * tiles.step;
     const uint32_t full = full0 + 8 * st, dst = tK + st * tile_bytes;
     mbar_arrive_expect_tx(full, tile_bytes);
-    for (int c = 0; c < a_blocks; ++c) tma_load_4d(dst + c * KT * 128, &maps.a, c * 64, kvh, s0, b, full);
+    for (int c = 0; c < a_blocks; ++c) tma_load_4d(dst + c * kBlkBytes, &maps.a, c * TMA_COLS, kvh, s0, b, full);
     for (int c = 0; c < b_blocks; ++c)
-      tma_load_4d(dst + (a_blocks + c) * KT * 128, &maps.b, c * 64, kvh, s0, b, full);
+      tma_load_4d(dst + (a_blocks + c) * kBlkBytes, &maps.b, c * TMA_COLS, kvh, s0, b, full);
 #endif
   };
   if constexpr (TMA) {
@@ -225,12 +234,10 @@ __global__ void __launch_bounds__(WARPS * 32)
       if constexpr (NB == 2) {
         const uint32_t ka =
             smem_u32(sKj + (warp * 16 + (lane & 7) + ((lane >> 4) << 3)) * KS + ((lane >> 3) & 1) * 8);
-        // TMA: k step kk of this lane's key row is 16-byte chunk 2 kk + (lane / 8) % 2, stored at chunk ^ (row % 8)
-        // in column block chunk / 8.
-        const uint32_t trow = tKj + (warp * 16 + (lane & 7) + ((lane >> 4) << 3)) * 128;
+        // TMA: k step kk of this lane's key row is 16-byte chunk 2 kk + (lane / 8) % 2 of the row's blocks.
+        const int trow = warp * 16 + (lane & 7) + ((lane >> 4) << 3);
         auto kaddr = [&](int k) {
-          const int ch = 2 * k + ((lane >> 3) & 1);
-          return TMA ? trow + (ch >> 3) * KT * 128 + (((ch & 7) ^ (lane & 7)) << 4) : ka + k * 32;
+          return TMA ? tKj + swizzled(2 * k + ((lane >> 3) & 1), trow) : ka + k * 32;
         };
         for (; kk + 2 <= DK / 16; kk += 2) {
           uint32_t a[4], kb[4], a2[4], kb2[4];
@@ -346,9 +353,7 @@ __global__ void __launch_bounds__(WARPS * 32)
       for (int n = 0; n < NTV; ++n) {
         uint32_t vb[2];
         if constexpr (TMA) {  // value column chunk vcol0 / 8 + n of row kk 16 + lane % 16, in V's blocks
-          const int ch = (vcol0 >> 3) + n;
-          ldmatrix_x2_trans(vb, tKj + (v_block0 + (ch >> 3)) * KT * 128 + (kk * 16 + (lane & 15)) * 128 +
-                                    (((ch & 7) ^ (lane & 7)) << 4));
+          ldmatrix_x2_trans(vb, tKj + v_block0 * kBlkBytes + swizzled((vcol0 >> 3) + n, kk * 16 + (lane & 15)));
         } else
           ldmatrix_x2_trans(vb, smem_u32(sVj + (kk * 16 + (lane & 15)) * VS + vcol0 + n * 8));
         mma_bf16(o[n], a, vb[0], vb[1]);
@@ -445,16 +450,16 @@ __global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(cons
   if (p.lse && chunk == 0 && tid == 0) p.lse[bh] = L > 0.f ? (Mu + log2f(L)) * kLn2 : -INFINITY;
 }
 
-template <int WARPS, int NTV, int QSTEPS = 0, int TMA_STAGES = 0>
+template <int WARPS, int NTV, int QSTEPS = 0, int TMA_STAGES = 0, int TMA_COLS = 64>
 void launch_split(const DecodeParams& p, dim3 grid, int smem, cudaStream_t stream,
                   const DecodeTileMaps& maps = DecodeTileMaps{}) {
   static int configured = 0;  // largest dynamic shared memory size set so far for this instantiation
   if (smem > configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(decode_split_kernel<WARPS, NTV, QSTEPS, TMA_STAGES>,
+    CUDA_CHECK(cudaFuncSetAttribute(decode_split_kernel<WARPS, NTV, QSTEPS, TMA_STAGES, TMA_COLS>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = smem;
   }
-  decode_split_kernel<WARPS, NTV, QSTEPS, TMA_STAGES><<<grid, WARPS * 32, smem, stream>>>(p, maps);
+  decode_split_kernel<WARPS, NTV, QSTEPS, TMA_STAGES, TMA_COLS><<<grid, WARPS * 32, smem, stream>>>(p, maps);
   CUDA_CHECK_LAUNCH("decode_split_kernel");
 }
 
@@ -493,7 +498,8 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
   // On sm_90a the split kernel loads its key tiles with TMA, three stages (LATTE_DECODE_TMA=0 keeps the warps'
   // cp.async, for comparisons). Session 10, one call / back to back: latent H=16 B=1 0.41-0.43 -> 0.48 / 0.50 ->
   // 0.56, B=4 0.72-0.74 -> 0.78-0.79 / 0.78 -> 0.85; GQA (Dqk = Dv = 128) B=1 0.71 -> 0.82 / 0.77 -> 0.87, B=4
-  // 0.88-0.89 -> 0.96-0.97 / 0.90 -> 0.99 (two stages: B=1 0.77-0.81 / 0.86).
+  // 0.88-0.89 -> 0.96-0.97 / 0.90 -> 0.99 (two stages: B=1 0.77-0.81 / 0.86). Session 12, EG-MLA's Dc 96, Dr 32
+  // rows (32-column blocks), H=16: B=1 0.12 / 0.17 -> 0.17 / 0.23, B=4 0.37 / 0.45 -> 0.42-0.43 / 0.53.
   static const bool tma_allowed = switch_on("LATTE_DECODE_TMA");
   const bool tma16 = !wgmma && tma_allowed && latent_tma_supported(p);
   const bool tma_gqa = !p.v_is_k1 && tma_allowed && gqa_tma_supported(p);
@@ -505,7 +511,9 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
   const int DK = p.D1 + p.D2;
   // TMA: the stages of swizzled tiles (the latent query's rows inside the last one), sP, sMax, barriers, alignment.
   const int tma_tile_bytes = (p.D1 + (p.v_is_k1 ? p.D2 : p.DV)) * kDecKT * 2;
-  const int tma_smem = kTmaStages * tma_tile_bytes + (tma16 ? 0 : 16 * (DK + 8) * 2) + 16 * kDecPS * 2 +
+  // The latent rows keep the query in registers, except EG-MLA's Dc 96 (4 warps, the query from shared memory).
+  const bool query_in_registers = tma16 && p.DV != 96;
+  const int tma_smem = kTmaStages * tma_tile_bytes + (query_in_registers ? 0 : 16 * (DK + 8) * 2) + 16 * kDecPS * 2 +
                        16 * kDecMaxWarps * 4 + kTmaStages * 8 + 1024;
   const int smem = wgmma              ? decode_latent_sm90_smem_bytes()
                    : tma16 || tma_gqa ? tma_smem
@@ -547,7 +555,10 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
         if (tma_gqa) launch_split<4, 2, 0, kTmaStages>(p, grid, smem, stream, gmaps);
         else launch_split<4, 2>(p, grid, smem, stream);
         break;
-      case 96: launch_split<4, 3>(p, grid, smem, stream); break;
+      case 96:  // EG-MLA 125M-350M's latent rows (Dc 96, Dr 32): TMA in 32-column blocks
+        if (tma16) launch_split<4, 3, 0, kTmaStages, 32>(p, grid, smem, stream, latent_tile_maps(p));
+        else launch_split<4, 3>(p, grid, smem, stream);
+        break;
       case 128:
         if (tma_gqa) launch_split<4, 4, 0, kTmaStages>(p, grid, smem, stream, gmaps);
         else launch_split<4, 4>(p, grid, smem, stream);

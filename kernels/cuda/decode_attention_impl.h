@@ -43,14 +43,15 @@ __device__ __forceinline__ SplitTiles split_tiles(const DecodeParams& p, int spl
 }
 
 // TMA descriptors of a cache for decode_attention.cu's split kernel, boxes of 64 columns x 64 rows, 128-byte
-// swizzle (defined in decode_latent_sm90.cu): latent a = c as (512, 1, S, B), b = kr as (64, 1, S, B); GQA
-// a = K as (Dqk, Hk, S, B), b = V as (Dv, Hk, S, B).
+// swizzle (defined in decode_latent_sm90.cu): latent a = c as (Dc, 1, S, B), b = kr as (Dr, 1, S, B); GQA
+// a = K as (Dqk, Hk, S, B), b = V as (Dv, Hk, S, B). Latent rows of Dc 96, Dr 32: boxes of 32 columns, 64-byte
+// swizzle (the kernel's TMA_COLS = 32).
 struct DecodeTileMaps {
   CUtensorMap a, b;
 };
 // True when the split kernel can load this cache with TMA: an sm_90a build on an sm_90 device with the driver's
-// TMA entry point, 16-byte aligned rows; latent: Dc 512, 256 or 192 with Dr 64 (any head count: 16 per block);
-// GQA: Dqk and Dv 64 or 128.
+// TMA entry point, 16-byte aligned rows; latent: Dc 512, 256 or 192 with Dr 64, or Dc 96 with Dr 32 (any head
+// count: 16 per block); GQA: Dqk and Dv 64 or 128.
 bool latent_tma_supported(const DecodeParams& p);
 bool gqa_tma_supported(const DecodeParams& p);
 DecodeTileMaps latent_tile_maps(const DecodeParams& p);

@@ -295,8 +295,10 @@ bool decode_latent_sm90_supported(const DecodeParams& p) {
 int decode_latent_sm90_smem_bytes() { return kLatSmem; }
 
 bool latent_tma_supported(const DecodeParams& p) {
-  // The dispatch has TMA instantiations (query in registers) for Dc 512, 256 and 192 with Dr 64.
-  if (!p.v_is_k1 || (p.D1 != 512 && p.D1 != 256 && p.D1 != 192) || p.D2 != 64) return false;
+  // The dispatch has TMA instantiations for Dc 512, 256 and 192 with Dr 64 (query in registers) and for Dc 96 with
+  // Dr 32 (32-column blocks).
+  const bool dims = ((p.D1 == 512 || p.D1 == 256 || p.D1 == 192) && p.D2 == 64) || (p.D1 == 96 && p.D2 == 32);
+  if (!p.v_is_k1 || !dims) return false;
   if (!device_has_sm90_kernels() || !tma_available()) return false;
   for (const void* ptr : {static_cast<const void*>(p.k1), static_cast<const void*>(p.k2)})
     if (reinterpret_cast<uintptr_t>(ptr) % 16) return false;
@@ -306,8 +308,9 @@ bool latent_tma_supported(const DecodeParams& p) {
 }
 
 DecodeTileMaps latent_tile_maps(const DecodeParams& p) {
-  return {tma_map_bf16(p.k1, p.D1, 1, p.S, p.B, 0, p.k1_ss, p.k1_sb, kLatKeys),
-          tma_map_bf16(p.k2, p.D2, 1, p.S, p.B, 0, p.k2_ss, p.k2_sb, kLatKeys)};
+  const int cols = p.D1 % 64 == 0 && p.D2 % 64 == 0 ? 64 : 32;  // the split kernel's TMA_COLS for these rows
+  return {tma_map_bf16(p.k1, p.D1, 1, p.S, p.B, 0, p.k1_ss, p.k1_sb, kLatKeys, cols),
+          tma_map_bf16(p.k2, p.D2, 1, p.S, p.B, 0, p.k2_ss, p.k2_sb, kLatKeys, cols)};
 }
 
 bool gqa_tma_supported(const DecodeParams& p) {

@@ -250,16 +250,18 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 bool tma_available() { return tensor_map_encoder() != nullptr; }
 
 CUtensorMap tma_map_bf16(const bf16* base, int64_t d, int64_t heads, int64_t rows, int64_t batch, int64_t sh, int64_t st,
-                         int64_t sb, int box_rows) {
+                         int64_t sb, int box_rows, int box_cols) {
   CUtensorMap map;
   const cuuint64_t dims[4] = {cuuint64_t(d), cuuint64_t(heads), cuuint64_t(rows), cuuint64_t(batch)};
   // A dimension of size 1 is never stepped over: give it any valid stride (its own may be unaligned).
   auto stride = [&](int64_t n, int64_t s) { return cuuint64_t(n > 1 ? s * 2 : d * 2); };
   const cuuint64_t strides[3] = {stride(heads, sh), stride(rows, st), stride(batch, sb)};
-  const cuuint32_t box[4] = {64, 1, cuuint32_t(box_rows), 1}, unit[4] = {1, 1, 1, 1};
+  LATTE_CHECK(box_cols == 64 || box_cols == 32, "tma_map_bf16: box_cols must be 64 or 32, got ", box_cols);
+  const cuuint32_t box[4] = {cuuint32_t(box_cols), 1, cuuint32_t(box_rows), 1}, unit[4] = {1, 1, 1, 1};
   const CUresult res = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, const_cast<bf16*>(base), dims,
                                             strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                            box_cols == 64 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
+                                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                                             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   LATTE_CHECK(res == CUDA_SUCCESS, "flash attention (sm90): cuTensorMapEncodeTiled failed with ", int(res),
               " for dims (", d, ", ", heads, ", ", rows, ", ", batch, ") strides (", sh, ", ", st, ", ", sb, ")");

@@ -27,14 +27,15 @@ bool device_has_sm90_kernels();
 // Host, TMA descriptors (defined in flash_attention_fwd_sm90.cu). tma_available(): the driver has
 // cuTensorMapEncodeTiled. tma_map_bf16: a 4-D (d, heads, rows, batch) view of a bf16 (batch, rows, heads, d)
 // tensor with element strides (sh, st, sb), boxes of (64, 1, box_rows, 1) with 128-byte swizzle, so one load fills
-// one 64-column block of a tile in the layout below; rows past the end read as zeros.
+// one 64-column block of a tile in the layout below; rows past the end read as zeros. box_cols = 32: boxes of 32
+// columns with 64-byte swizzle (64-byte rows; the decode split kernel's TMA_COLS = 32).
 bool tma_available();
 
 // The (Dqk, Dv) pairs the wgmma kernels take (dispatch: dispatch_head_dims<false>).
 inline bool sm90_head_dims(int dqk, int dv) { return (dqk == 64 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128); }
 
 CUtensorMap tma_map_bf16(const bf16* base, int64_t d, int64_t heads, int64_t rows, int64_t batch, int64_t sh,
-                         int64_t st, int64_t sb, int box_rows);
+                         int64_t st, int64_t sb, int box_rows, int box_cols = 64);
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
