@@ -3,7 +3,9 @@
 # -j16), runs latte's flash/decode attention tests, bench/attention.cu, and PyTorch's reference
 # (scripts/reference/attention_bench.py), and prints a short table last. Logs are copied to $OUT (the device
 # tool's output folder) or ./attention_logs.
-#   usage: scripts/attention_check.sh [--no-build] [--no-tests] [--no-bench] [--no-torch] [--ncu]
+#   usage: scripts/attention_check.sh [--no-build] [--no-tests] [--no-bench] [--no-torch] [--models] [--ncu]
+#   --models: also the decode shapes of latte's own model configs and their read floors (bench_attention
+#             --decode-models, about a minute; bench_models.log), listed with the other decode rows.
 #   --ncu: after the benches, Nsight Compute speed-of-light and memory sections of the latent decode kernel and
 #          the flash backward's key-major kernel (ncu.log).
 set -uo pipefail
@@ -12,13 +14,14 @@ OUT=${OUT:-$PWD/attention_logs}
 mkdir -p "$OUT"
 BUILD=${BUILD:-build-gpu}
 JOBS=${JOBS:-16}
-do_build=1 do_tests=1 do_bench=1 do_torch=1 do_ncu=0
+do_build=1 do_tests=1 do_bench=1 do_torch=1 do_models=0 do_ncu=0
 for a in "$@"; do
   case "$a" in
     --no-build) do_build=0 ;;
     --no-tests) do_tests=0 ;;
     --no-bench) do_bench=0 ;;
     --no-torch) do_torch=0 ;;
+    --models) do_models=1 ;;
     --ncu) do_ncu=1 ;;
     *) echo "unknown option $a" >&2; exit 2 ;;
   esac
@@ -112,6 +115,11 @@ if [ $do_bench = 1 ]; then
   stamp "bench_attention"
   timeout 300 "$BUILD/bench_attention" 2>&1 | tee "$OUT/bench.log" | grep -v "^RESULT"
 fi
+if [ $do_models = 1 ]; then
+  stamp "bench_attention --decode-models"
+  timeout 200 "$BUILD/bench_attention" --decode-models > "$OUT/bench_models.log" 2>&1
+  grep -E "^(latte decode|read floor)" "$OUT/bench_models.log"
+fi
 if [ $do_torch = 1 ]; then
   stamp "pytorch reference"
   PYTHONUNBUFFERED=1 timeout 200 python3 scripts/reference/attention_bench.py 2>&1 | tee "$OUT/torch.log" | grep -v "^RESULT"
@@ -134,7 +142,7 @@ python3 - "$OUT" <<'EOF'
 import os, re, sys
 out = sys.argv[1]
 res = {}
-for name in ["bench.log", "torch.log"]:
+for name in ["bench.log", "bench_models.log", "torch.log"]:
     p = os.path.join(out, name)
     if os.path.exists(p):
         for line in open(p):
@@ -166,7 +174,7 @@ if "copy_gbs" in res:
     print(f"\ndecode at 32k context, GB/s (copy bandwidth {res['copy_gbs']:.0f} GB/s read+write)")
     for k, v in res.items():
         if k.startswith(("decode_", "read_floor_")):
-            print(f"  {k:<32}{v:8.0f}  {v / res['copy_gbs']:5.2f} of copy")
+            print(f"  {k:<40}{v:8.0f}  {v / res['copy_gbs']:5.2f} of copy")
 p = os.path.join(out, "tests.log")
 if os.path.exists(p):
     lines = [l.strip() for l in open(p) if re.match(r"\[  (PASSED|FAILED) ", l) or "tests ran" in l]
