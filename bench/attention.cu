@@ -490,9 +490,9 @@ int main(int argc, char** argv) {
     bench_read_floor("latent_B1", 32768.0 * 576 * 2, copy, 1, 256);
     bench_read_floor("latent_B4", 4.0 * 32768 * 576 * 2, copy, 1, 256);
   }
-  std::printf("\n%-34s %-36s %10s %12s %-8s %8s %s\n", "kernel", "shape", "ms", "rate", "unit", "ratio", "of");
+  std::printf("\n%-44s %-36s %10s %12s %-8s %8s %s\n", "kernel", "shape", "ms", "rate", "unit", "ratio", "of");
   for (const Row& r : rows)
-    std::printf("%-34s %-36s %10.4f %12.1f %-8s %8.3f %s\n", r.name.c_str(), r.shape.c_str(), r.ms, r.rate,
+    std::printf("%-44s %-36s %10.4f %12.1f %-8s %8.3f %s\n", r.name.c_str(), r.shape.c_str(), r.ms, r.rate,
                 r.unit.c_str(), r.ratio, r.ratio_of.c_str());
   return 0;
 }
