@@ -6,20 +6,17 @@
 // run the tile's 2 x 16 x 64 x (576 + 512) FLOPs on 16-row tiles with every operand through registers: 0.13 of the
 // copy bandwidth (docs/attention_kernels.md). A cache row serves all heads: at 128 heads a step is 9.1 GFLOP per
 // 37.7 MB (B = 1, 32k), compute-heavy enough that the tensor-core rate decides it.
-// Block: warpgroup 0 = producer (one thread issues the TMA loads: the query's 512 latent columns once, then 64-key
-// tiles of [c | kr], 72 KB, two stages, each 64-column block on its own barrier so S starts on the first blocks
-// while the rest land); warpgroups 1 and 2 = consumers, each owning half of O's value columns (O_0: 0..255,
-// O_1: 256..511). The key tiles go in pairs (a in stage 0, b in stage 1), both consumers busy on the tensor cores
-// at once:
-//   consumer 0: S_a = Q K_a^T; m_a, P_a; O_0 += P_a V_a (RS)  |  consumer 1: S_b = Q K_b^T (concurrently)
-//               (waits for m_b) P_a rescaled -> sP0;            |  (waits for m_a) m_b, P_b -> sP1; O_1 += P_b V_b (RS)
-//               O_0 += P_b V_b (SS, sP1); S of the next a       |  O_1 += P_a V_a (SS, sP0); S of the next b
-// so each consumer runs one S and two half P V per pair, and one's softmax overlaps the other's products. The
-// query's rope part (64 columns) lives in registers (S's last 4 k-steps are RS), which halves their shared-memory
-// reads and leaves its 8 KB for sP1. A stage is released in halves, as soon as its last reader is done: blocks
-// 0..3 (V for O_0) by consumer 0, blocks 4..8 by consumer 1. (Sessions 9-12 ran one S per tile on consumer 0 and
-// half the P V on consumer 1: 0.56 of the copy bandwidth at B = 4, H = 128, ~445 TFLOP/s in pass 1; this is the
-// pairing of DeepSeek's FlashMLA write-up, v31 in docs/attention_kernels.md.)
+// Block: warpgroup 0 = producer (one thread issues the TMA loads: the 64-head query once, then 64-key tiles of
+// [c | kr], 72 KB, double-buffered); warpgroups 1 and 2 = consumers, O split by value columns. Per key tile t:
+//   consumer 0: S (64 heads x 64 keys) = Q K^T      SS, K = 576 (36 k-steps of m64n64: operands 4 KB a step,
+//               P = exp2(S scale log2e - m)         one step's worth of shared-memory bandwidth per tensor step)
+//               O_0 (64 x 256) = O_0 alpha + P V_0  RS: P from registers, V_0 = the tile's c columns 0..255
+//   consumer 1: O_1 (64 x 256) = O_1 alpha + P V_1  SS: P and alpha from shared memory (consumer 0 writes them)
+// Consumer 0 issues S of tile t + 1 right behind its P V of tile t, so the tensor cores run the next S while both
+// consumers' P V run, and the softmax waits for S alone. A stage is released once both consumers' P V of it has
+// completed. (Until session 11 both consumers computed S for 32 keys each, m64n32 steps, and met twice per tile
+// for the row maxima and P. This layout measured only 4% faster at B = 4, H = 128: a tile still takes ~2.9 us
+// against ~1.2 us of tensor work, with S's own wait the largest stall; docs/attention_kernels.md, v26.)
 // Floor at B = 1, H = 128, S = 32k: 37.7 MB at ~3 TB/s = 12.6 us; 9.1 GFLOP at the 989 TFLOP/s dense peak = 9.2 us.
 #include <algorithm>
 
@@ -38,21 +35,15 @@ constexpr int kLatDc = 512, kLatDr = 64, kLatDk = kLatDc + kLatDr;  // the MLA l
 constexpr int kLatHeads = 64;                                        // heads per block (one wgmma M tile)
 constexpr int kLatKeys = 64;                                         // keys per tile
 constexpr int kLatBlocks = kLatDk / 64;                              // 64-column blocks of a row: 9
-constexpr int kLatQBlocks = kLatDc / 64;                             // the query's blocks in shared memory: 8
-constexpr int kLatBlockBytes = kLatKeys * 128;                       // one (64 rows, 64 columns) block: 8 KB
-constexpr int kLatTileBytes = kLatBlocks * kLatBlockBytes;           // one [c | kr] tile: 72 KB
-constexpr int kLatLoBlocks = 4;                                      // blocks 0..3: V of O_0, released apart
+constexpr int kLatTileBytes = kLatBlocks * kLatKeys * 128;           // one [c | kr] tile: 72 KB
 constexpr int kLatThreads = 384;
 
-// sQ, sP0, sP1, 2 stages of K, per head m / scale0 / scale1 / consumer 1's sum (4 x 64 floats), mbarriers
-// (q_full, full[2][9], empty[2][2]), alignment slack.
-constexpr int kLatBars = 1 + 2 * kLatBlocks + 4;
-constexpr int kLatSmem =
-    (kLatQBlocks + 2) * kLatBlockBytes + 2 * kLatTileBytes + 4 * 64 * 4 + kLatBars * 8 + 1024;
+// sQ, 2 stages of K, sP, per-head alpha / running max / running sum (3 x 64 floats), 5 mbarriers, alignment slack.
+constexpr int kLatSmem = kLatBlocks * kLatHeads * 128 + 2 * kLatTileBytes + kLatHeads * 128 + 3 * 64 * 4 + 64 + 1024;
 static_assert(kLatSmem <= 227 * 1024, "shared memory of one block");
 
 struct LatentMaps {
-  CUtensorMap q_abs, c, kr;
+  CUtensorMap q_abs, q_rope, c, kr;
 };
 
 __global__ void __launch_bounds__(kLatThreads, 1)
@@ -61,56 +52,36 @@ __global__ void __launch_bounds__(kLatThreads, 1)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
   const uint32_t base = (raw + 1023) & ~1023u;
-  const uint32_t sQ = base;                                // 8 blocks of (64 heads, 64 columns)
-  const uint32_t sP0 = sQ + kLatQBlocks * kLatBlockBytes;  // P_a (64 heads, 64 keys) bf16, swizzled rows
-  const uint32_t sP1 = sP0 + kLatBlockBytes;               // P_b
-  const uint32_t sK = sP1 + kLatBlockBytes;                // stage s at sK + s * kLatTileBytes: 9 blocks of 64 keys
-  const uint32_t sRowA = sK + 2 * kLatTileBytes;
-  const uint32_t q_full = sRowA + 4 * 64 * 4;
-  const uint32_t full0 = q_full + 8;                       // full[s][c] at full0 + 8 (9 s + c): block c landed
-  const uint32_t empty0 = full0 + 8 * 2 * kLatBlocks;      // empty[s][h] at empty0 + 8 (2 s + h): h = 0 blocks 0..3
+  const uint32_t sQ = base;                                  // 9 blocks of (64 heads, 64 columns)
+  const uint32_t sK = sQ + kLatBlocks * kLatHeads * 128;     // 2 stages x 9 blocks of (64 keys, 64 columns)
+  const uint32_t sP = sK + 2 * kLatTileBytes;                // (64 heads, 64 keys) bf16, swizzled rows
+  const uint32_t sRowA = sP + kLatHeads * 128;               // per head: alpha, running max, running sum (fp32)
+  const uint32_t bars = sRowA + 3 * 64 * 4;                  // q_full, full[2], empty[2]
+  const uint32_t q_full = bars, full0 = bars + 8, empty0 = bars + 24;
   float* sRow = reinterpret_cast<float*>(smem_raw + (sRowA - raw));
-  // Per head (row of the tile): the running maximum (log2 units), this pair's rescale factors, consumer 1's sum.
-  float *sMax = sRow, *sScale0 = sRow + 64, *sScale1 = sRow + 128, *sSum1 = sRow + 192;
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int wg = warp >> 2, g = lane >> 2, tq = lane & 3;
   const int h0 = blockIdx.x * kLatHeads, b = blockIdx.y, split = blockIdx.z;
   const SplitTiles tiles = split_tiles(p, split, kLatKeys);
-  const int pairs = (tiles.n + 1) / 2;  // pair i: tile a = 2 i (stage 0), tile b = 2 i + 1 (stage 1, if any)
+  const int s_end = tiles.end, n_tiles = tiles.n;
 
-  if (tid == 0) {
-    mbar_init(q_full, 1);
-    for (int i = 0; i < 2 * kLatBlocks; ++i) mbar_init(full0 + 8 * i, 1);
-    for (int i = 0; i < 4; ++i) mbar_init(empty0 + 8 * i, 4);  // the releasing consumer's 4 warps
-    mbar_init_fence();
-  }
+  if (tid == 0) init_pipeline_barriers(q_full, full0, empty0, 2, 1);
   __syncthreads();
 
   if (wg == 0) {
     setmaxnreg_dec<24>();
     if (warp == 0 && lane == 0) {
-      mbar_arrive_expect_tx(q_full, kLatQBlocks * kLatBlockBytes);
-      for (int c = 0; c < kLatQBlocks; ++c) tma_load_4d(sQ + c * kLatBlockBytes, &maps.q_abs, c * 64, 0, h0, b, q_full);
-      // Half h of tile t into stage s, once pair i - 1's readers have released it.
-      auto load = [&](int t, int s, int h, int i) {
-        if (t >= tiles.n) return;
-        if (i > 0) mbar_wait(empty0 + 8 * (2 * s + h), (i - 1) & 1);
-        const int s0 = tiles.first + t * tiles.step;
-        for (int c = h ? kLatLoBlocks : 0; c < (h ? kLatBlocks : kLatLoBlocks); ++c) {
-          const uint32_t full = full0 + 8 * (kLatBlocks * s + c), dst = sK + s * kLatTileBytes + c * kLatBlockBytes;
-          mbar_arrive_expect_tx(full, kLatBlockBytes);
-          if (c < kLatQBlocks) tma_load_4d(dst, &maps.c, c * 64, 0, s0, b, full);
-          else tma_load_4d(dst, &maps.kr, 0, 0, s0, b, full);
-        }
-      };
-      // In the order the consumers release them: a's blocks 0..3 (consumer 0, after its RS P V), b's 4..8 and a's
-      // 4..8 (consumer 1, after its two P V), b's 0..3 (consumer 0, after its SS P V).
-      for (int i = 0; i < pairs; ++i) {
-        load(2 * i, 0, 0, i);
-        load(2 * i + 1, 1, 1, i);
-        load(2 * i, 0, 1, i);
-        load(2 * i + 1, 1, 0, i);
+      mbar_arrive_expect_tx(q_full, kLatBlocks * kLatHeads * 128);
+      for (int c = 0; c < kLatDc / 64; ++c) tma_load_4d(sQ + c * kLatHeads * 128, &maps.q_abs, c * 64, 0, h0, b, q_full);
+      tma_load_4d(sQ + (kLatBlocks - 1) * kLatHeads * 128, &maps.q_rope, 0, 0, h0, b, q_full);
+      for (int t = 0; t < n_tiles; ++t) {
+        const int s = t & 1, s0 = tiles.first + t * tiles.step;
+        if (t >= 2) mbar_wait(empty0 + 8 * s, ((t >> 1) - 1) & 1);
+        const uint32_t full = full0 + 8 * s, dst = sK + s * kLatTileBytes;
+        mbar_arrive_expect_tx(full, kLatTileBytes);
+        for (int c = 0; c < kLatDc / 64; ++c) tma_load_4d(dst + c * kLatKeys * 128, &maps.c, c * 64, 0, s0, b, full);
+        tma_load_4d(dst + (kLatBlocks - 1) * kLatKeys * 128, &maps.kr, 0, 0, s0, b, full);
       }
     }
     return;
@@ -121,200 +92,132 @@ __global__ void __launch_bounds__(kLatThreads, 1)
   float o0[64], o1[64];                            // O columns 256 cw + [0, 128) and + [128, 256)
 #pragma unroll
   for (int x = 0; x < 64; ++x) o0[x] = 0.f, o1[x] = 0.f;
-  float rl[2] = {0.f, 0.f};  // this thread's part of its two heads' running sums (its keys; quad-summed at the end)
-  float st[32];       // S / P of one tile: st[4 n + c] is head r0 + 8 (c >> 1), key 8 n + 2 tq + (c & 1)
-  uint32_t pa[4][4];  // P as bf16 A fragments, 16 keys per k step
-  // The query's rope columns as A fragments (k step kk: columns 16 kk + [0, 16)); heads past H read as zeros.
-  uint32_t qr[4][4];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int head = h0 + r0 + 8 * h;
-    const bf16* q = p.q2 + int64_t(b) * p.q2_sb + int64_t(head) * p.q2_sh + 2 * tq;
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-      for (int half = 0; half < 2; ++half)
-        qr[kk][2 * half + h] = head < p.H ? *reinterpret_cast<const uint32_t*>(q + 16 * kk + 8 * half) : 0u;
-  }
-  constexpr int kBarScale0 = 1, kBarScale1 = 2, kBarP0 = 3, kBarP1 = 4, kBarSum = 5;  // named barriers, 256 threads
+  // Per head (row of the tile): this tile's rescale factor alpha (for consumer 1), and consumer 0's running
+  // maximum and sum, kept in shared memory rather than registers: with S, P and O live, consumer 0's 240
+  // registers had no room for them (ptxas spilled them).
+  float *sAlpha = sRow, *sMax = sRow + 64, *sSum = sRow + 128;
+  constexpr int kBarPReady = 1, kBarPFree = 2;     // P and alpha of a tile written / consumer 1 done with them
 
-  // S (64 heads x 64 keys) = Q K^T of the tile in stage s, block by block as the loads land, from block c0 on
-  // (consumer 1 starts at 4: tile b's blocks 4..8 are loaded first). Blocks 0..7: both operands from shared memory;
-  // the rope block: the query from registers. The descriptors as the first one's plus the step's offset (its
-  // address field counts 16-byte units and no tile crosses it); the opaque move keeps ptxas from hoisting all 32
-  // out of the pair loop (each consumer reads one stage: all 72 would be loop-invariant and spill).
-  auto issue_s = [&](int s, uint32_t parity, int c0) {
-    uint64_t dq = smem_desc(sQ, 16, 1024), dk = smem_desc(sK + s * kLatTileBytes, 16, 1024);
-    asm volatile("mov.b64 %0, %0;\n" : "+l"(dq));
-    asm volatile("mov.b64 %0, %0;\n" : "+l"(dk));
-#pragma unroll
-    for (int j = 0; j < kLatBlocks; ++j) {
-      const int c = (c0 + j) % kLatBlocks;
-      mbar_wait(full0 + 8 * (kLatBlocks * s + c), parity);
-      wgmma_fence();  // after each wait: without it ptxas injected warpgroup arrives there and serialized the wgmma
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        const uint32_t step = (c * kLatBlockBytes + kk * 32) >> 4;
-        if (c < kLatQBlocks) wgmma_ss_m64n64k16<0, 0>(st, dq + step, dk + step, j + kk > 0);
-        else wgmma_rs_m64n64k16_kb(st, qr[kk], dk + step);
-      }
-    }
-    wgmma_commit();
-  };
-  // Row maxima of tile t's raw scores over the quad, keys past the split's end masked first (only on a split's
-  // last, partial tile; the scale is folded into the exponent: maxima of the raw scores, scale > 0).
-  auto row_max = [&](int t, float (&mx)[2]) {
-    const int s0 = tiles.first + t * tiles.step;
-    const bool partial = s0 + kLatKeys > tiles.end;
-    mx[0] = mx[1] = -INFINITY;
-#pragma unroll
-    for (int x = 0; x < 32; ++x) {
-      if (partial && s0 + 8 * (x >> 2) + 2 * tq + (x & 1) >= tiles.end) st[x] = -INFINITY;
-      mx[(x & 3) >> 1] = fmaxf(mx[(x & 3) >> 1], st[x]);
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-    }
-  };
-  // P = exp2(S scale log2e - m) in place (fp32), its bf16 A fragments in pa, and its row sums added to rl.
-  auto exponentiate = [&](const float (&m_use)[2]) {
-#pragma unroll
-    for (int x = 0; x < 32; x += 2) {
-      const int h = (x & 3) >> 1;
-      st[x] = fast_exp2(fmaf(st[x], p.scale_log2, -m_use[h]));
-      st[x + 1] = fast_exp2(fmaf(st[x + 1], p.scale_log2, -m_use[h]));
-      rl[h] += st[x] + st[x + 1];
-      pa[x >> 3][(x & 7) >> 1] = pack_bf16(st[x], st[x + 1]);
-    }
-  };
-  // O rescaled only when a maximum of the warp's rows moved (factor 1 otherwise: after the first tiles, most).
-  auto rescale_o = [&](const float (&f)[2]) {
-    if (__any_sync(0xffffffffu, f[0] != 1.f || f[1] != 1.f)) {
-#pragma unroll
-      for (int x = 0; x < 64; ++x) {
-        o0[x] *= f[(x & 3) >> 1];
-        o1[x] *= f[(x & 3) >> 1];
-      }
-    }
-  };
-  // pa -> sP: row = head, 128 bytes = 64 keys, 16-byte chunks XORed by row % 8; chunk n holds keys 8 n ...; then
-  // visible to the other consumer's wgmma after its barrier.
-  auto store_p = [&](uint32_t sP) {
-#pragma unroll
-    for (int n = 0; n < 8; ++n)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int row = r0 + 8 * h;
-        const uint32_t addr = sP + row * 128 + ((n ^ (row & 7)) << 4) + tq * 4;
-        asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(pa[n >> 1][2 * (n & 1) + h]) : "memory");
-      }
-    fence_proxy_async();
-  };
-  // O += P V over this consumer's 256 value columns of the tile in stage s (B = the tile's c columns, MN-major):
-  // P from registers (pa) or from shared memory (the other consumer's sP).
-  auto pv_rs = [&](int s) {
-    const uint32_t v = sK + s * kLatTileBytes + cw * kLatLoBlocks * kLatBlockBytes;
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kLatKeys / 16; ++kk) {
-      const uint32_t vrow = v + kk * 16 * 128;
-      wgmma_rs_m64n128k16_tb(o0, pa[kk], smem_desc(vrow, kLatBlockBytes, 1024));
-      wgmma_rs_m64n128k16_tb(o1, pa[kk], smem_desc(vrow + 2 * kLatBlockBytes, kLatBlockBytes, 1024));
-    }
-    wgmma_commit();
-  };
-  auto pv_ss = [&](uint32_t sP, int s) {
-    const uint32_t v = sK + s * kLatTileBytes + cw * kLatLoBlocks * kLatBlockBytes;
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kLatKeys / 16; ++kk) {
-      const uint64_t da = smem_desc(sP + kk * 32, 16, 1024);
-      const uint32_t vrow = v + kk * 16 * 128;
-      wgmma_ss_m64n128k16<0, 1>(o0, da, smem_desc(vrow, kLatBlockBytes, 1024), 1);
-      wgmma_ss_m64n128k16<0, 1>(o1, da, smem_desc(vrow + 2 * kLatBlockBytes, kLatBlockBytes, 1024), 1);
-    }
-    wgmma_commit();
-  };
-  const auto release = [&](int s, int h) {  // this warp is done with half h of stage s
-    if (lane == 0) mbar_arrive(empty0 + 8 * (2 * s + h));
-  };
-
-  // n_tiles >= 1 here (S >= 1 and no more splits than key tiles); tile a's first key is always inside the cache,
-  // so every pair's m_a is finite.
   if (cw == 0) {
-    if (tq == 0) sMax[r0] = sMax[r0 + 8] = -INFINITY;
+    // Consumer 0: S of tile t + 1 runs on the tensor cores while both consumers' P V of tile t do; the softmax
+    // then waits only for S. P stays in registers for its own P V (A fragments) and goes to shared memory for
+    // consumer 1's.
+    if (tq == 0) sMax[r0] = sMax[r0 + 8] = -INFINITY, sSum[r0] = sSum[r0 + 8] = 0.f;
     __syncwarp();
-    mbar_wait(q_full, 0);
-    issue_s(0, 0, 0);
-    wgmma_wait<0>();
-    pin(st);
-    // Pair i; kHasB: tile b exists, kMore: another pair follows. (The last pair is peeled off so that every wgmma
-    // issue and wait sits on a path ptxas can follow: with run-time conditions it serialized them, advisory C7520.)
-    auto pair = [&]<bool kHasB, bool kMore>(int i) {
-      // Tile a: m_a = max(m, its maxima); O, the sums and (through sScale0) consumer 1's O rescaled.
-      float mx[2], m_new[2], m_use[2], scale0[2];
-      row_max(2 * i, mx);
+    float st[32];       // S / P of one tile: st[4 n + c] is head r0 + 8 (c >> 1), key 8 n + 2 tq + (c & 1)
+    uint32_t pa[4][4];  // P as bf16 A fragments, 16 keys per k step
+    auto issue_s = [&](int t) {  // S (64 heads x 64 keys) = Q K^T over the 36 k steps of the 576-wide rows
+      // The k-steps' descriptors as the first one's plus the step's offset (its address field counts 16-byte units
+      // and no tile crosses it): one add each instead of rebuilding the descriptor, on consumer 0's critical path.
+      // (The first descriptors go through an opaque move so ptxas does not hoist all 72 out of the tile loop, which
+      // would hold them in registers across it and spill.)
+      uint64_t dq = smem_desc(sQ, 16, 1024), dk = smem_desc(sK + (t & 1) * kLatTileBytes, 16, 1024);
+      asm volatile("mov.b64 %0, %0;\n" : "+l"(dq));
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kLatDk / 16; ++kk) {
+        const uint32_t step = ((kk >> 2) * (kLatKeys * 128) + (kk & 3) * 32) >> 4;
+        wgmma_ss_m64n64k16<0, 0>(st, dq + step, dk + step, kk > 0);
+      }
+      wgmma_commit();
+    };
+    // P = exp2(S scale log2e - m) of tile t (keys past the split's end masked): row maxima over the quad, the
+    // running maximum and sum, P -> pa and sP, alpha -> sAlpha; O rescaled (its P V of tile t - 1 has completed).
+    auto softmax = [&](int t) {
+      // Consumer 0's instructions per tile are its critical path (one warp per scheduler): the mask only on a
+      // split's last, partial tile, the scale folded into the exponent (maxima of the raw scores, scale > 0).
+      const int s0 = tiles.first + t * tiles.step;
+      const bool partial = s0 + kLatKeys > s_end;
+      float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int x = 0; x < 32; ++x) {
+        if (partial && s0 + 8 * (x >> 2) + 2 * tq + (x & 1) >= s_end) st[x] = -INFINITY;
+        mx[(x & 3) >> 1] = fmaxf(mx[(x & 3) >> 1], st[x]);
+      }
+      float alpha[2], m_use[2], m_new[2], rs[2] = {0.f, 0.f};
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
         const float m_old = sMax[r0 + 8 * h];
         m_new[h] = fmaxf(m_old, mx[h] * p.scale_log2);
         m_use[h] = m_new[h] == -INFINITY ? 0.f : m_new[h];
-        scale0[h] = fast_exp2(m_old - m_use[h]);  // 0 while the running maximum is -inf
-        rl[h] *= scale0[h];
+        alpha[h] = fast_exp2(m_old - m_use[h]);  // 0 while the running maximum is -inf
       }
-      __syncwarp();  // the quad has read the running maximum
-      if (tq == 0) sMax[r0] = m_new[0], sMax[r0 + 8] = m_new[1], sScale0[r0] = scale0[0], sScale0[r0 + 8] = scale0[1];
-      named_bar_arrive(kBarScale0, 256);
-      exponentiate(m_use);
-      rescale_o(scale0);
-      pv_rs(0);  // O_0 += P_a V_a
-      wgmma_wait<0>();
-      pin(o0);
-      pin(o1);
-      release(0, 0);
-      // m_b (consumer 1): P_a rescaled to it for consumer 1's O_1 += P_a V_a; O_0 and the sums rescaled.
-      named_bar_sync(kBarScale1, 256);
-      const float scale1[2] = {sScale1[r0], sScale1[r0 + 8]};
-      if (__any_sync(0xffffffffu, scale1[0] != 1.f || scale1[1] != 1.f)) {
 #pragma unroll
-        for (int x = 0; x < 32; x += 2) {
-          const float f = scale1[(x & 3) >> 1];
-          pa[x >> 3][(x & 7) >> 1] = pack_bf16(st[x] * f, st[x + 1] * f);
+      for (int x = 0; x < 32; x += 2) {
+        const int h = (x & 3) >> 1;
+        st[x] = fast_exp2(fmaf(st[x], p.scale_log2, -m_use[h]));
+        st[x + 1] = fast_exp2(fmaf(st[x + 1], p.scale_log2, -m_use[h]));
+        rs[h] += st[x] + st[x + 1];
+        pa[x >> 3][(x & 7) >> 1] = pack_bf16(st[x], st[x + 1]);
+      }
+      const float l_new[2] = {sSum[r0] * alpha[0] + quad_sum(rs[0]), sSum[r0 + 8] * alpha[1] + quad_sum(rs[1])};
+      __syncwarp();  // the quad has read the running values
+      if (tq == 0) sMax[r0] = m_new[0], sMax[r0 + 8] = m_new[1], sSum[r0] = l_new[0], sSum[r0 + 8] = l_new[1];
+      // O rescaled only when a maximum of the warp's rows moved (alpha = 1 otherwise: after the first tiles, most).
+      if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+        for (int x = 0; x < 64; ++x) {
+          o0[x] *= alpha[(x & 3) >> 1];
+          o1[x] *= alpha[(x & 3) >> 1];
         }
       }
-      store_p(sP0);
-      named_bar_arrive(kBarP0, 256);
-      rescale_o(scale1);
-      rl[0] *= scale1[0];
-      rl[1] *= scale1[1];
-      if constexpr (kHasB) {
-        named_bar_sync(kBarP1, 256);
-        pv_ss(sP1, 1);  // O_0 += P_b V_b
+      // sP: row = head, 128 bytes = 64 keys, 16-byte chunks XORed by row % 8; chunk n holds keys 8 n ...
+      if (t > 0) named_bar_sync(kBarPFree, 256);  // consumer 1's P V of tile t - 1 has read sP and sAlpha
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = r0 + 8 * h;
+          const uint32_t addr = sP + row * 128 + ((n ^ (row & 7)) << 4) + tq * 4;
+          asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(pa[n >> 1][2 * (n & 1) + h]) : "memory");
+        }
+      if (tq == 0) sAlpha[r0] = alpha[0], sAlpha[r0 + 8] = alpha[1];
+      fence_proxy_async();
+      named_bar_arrive(kBarPReady, 256);
+    };
+
+    // O_0 += P V_0 of tile t: A = P from registers, B = the tile's c columns 0..255 (MN-major).
+    auto issue_pv = [&](int t) {
+      const uint32_t sKs = sK + (t & 1) * kLatTileBytes;
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kLatKeys / 16; ++kk) {
+        const uint32_t vrow = sKs + kk * 16 * 128;
+        wgmma_rs_m64n128k16_tb(o0, pa[kk], smem_desc(vrow, kLatKeys * 128, 1024));
+        wgmma_rs_m64n128k16_tb(o1, pa[kk], smem_desc(vrow + 2 * kLatKeys * 128, kLatKeys * 128, 1024));
       }
-      if constexpr (kMore) {
-        issue_s(0, (i + 1) & 1, 0);  // S of the next tile a runs behind it
-        wgmma_wait<1>();
-        pin(o0);
-        pin(o1);
-        release(1, 0);
-      }
-      wgmma_wait<0>();
-      pin(st);
+      wgmma_commit();
+    };
+    // n_tiles >= 1 here (S >= 1 and no more splits than key tiles). Per tile t: P V of t and S of t + 1 in flight
+    // together; the last tile's P V alone.
+    mbar_wait(q_full, 0);  // the query (only consumer 0 reads it)
+    mbar_wait(full0, 0);
+    issue_s(0);
+    wgmma_wait<0>();
+    pin(st);
+    softmax(0);
+    for (int t = 0; t + 1 < n_tiles; ++t) {
+      issue_pv(t);
+      mbar_wait(full0 + 8 * ((t + 1) & 1), ((t + 1) >> 1) & 1);
+      issue_s(t + 1);
+      wgmma_wait<1>();  // P V of tile t done (S of t + 1 runs on)
       pin(o0);
       pin(o1);
-    };
-    int i = 0;
-    for (; i + 1 < pairs; ++i) pair.template operator()<true, true>(i);
-    if (2 * i + 1 < tiles.n) pair.template operator()<true, false>(i);
-    else pair.template operator()<false, false>(i);
-    // This split's partials: O columns 0..255, m, l (both consumers' sums).
-    named_bar_sync(kBarSum, 256);
+      if (lane == 0) mbar_arrive(empty0 + 8 * (t & 1));  // this warp is done with the stage (K for S, V for P V)
+      wgmma_wait<0>();
+      pin(st);
+      softmax(t + 1);
+    }
+    issue_pv(n_tiles - 1);
+    wgmma_wait<0>();
+    pin(o0);
+    pin(o1);
+    // This split's partials: O columns 0..255, m, l.
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int row = r0 + 8 * h, head = h0 + row;
-      const float l = quad_sum(rl[h]);
       if (head >= p.H) continue;
       const int64_t at = (int64_t(split) * p.B + b) * p.H + head;
       float* po = p.part_o + at * kLatDc + 2 * tq;
@@ -323,70 +226,39 @@ __global__ void __launch_bounds__(kLatThreads, 1)
         *reinterpret_cast<float2*>(po + 8 * n) = make_float2(o0[4 * n + 2 * h], o0[4 * n + 2 * h + 1]);
         *reinterpret_cast<float2*>(po + 128 + 8 * n) = make_float2(o1[4 * n + 2 * h], o1[4 * n + 2 * h + 1]);
       }
-      if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + at * 2) = make_float2(sMax[row], l + sSum1[row]);
+      if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + at * 2) = make_float2(sMax[row], sSum[row]);
     }
   } else {
-    mbar_wait(q_full, 0);
-    if (tiles.n > 1) {
-      issue_s(1, 0, kLatLoBlocks);
-      wgmma_wait<0>();
-      pin(st);
-    }
-    // Pair i; kHasB: tile b exists; next_b: the next pair has a tile b (its S is issued here).
-    auto pair = [&]<bool kHasB>(int i, bool next_b) {
-      // m_b = max(m_a, tile b's maxima): O_1 and the sums rescaled by both of the pair's factors.
-      named_bar_sync(kBarScale0, 256);
-      const float m_a[2] = {sMax[r0], sMax[r0 + 8]}, scale0[2] = {sScale0[r0], sScale0[r0 + 8]};
-      float m_new[2] = {m_a[0], m_a[1]}, m_use[2], scale1[2], f[2];
-      if constexpr (kHasB) {
-        float mx[2];
-        row_max(2 * i + 1, mx);
-        m_new[0] = fmaxf(m_a[0], mx[0] * p.scale_log2);
-        m_new[1] = fmaxf(m_a[1], mx[1] * p.scale_log2);
-      }
+    // Consumer 1: O_1 = O_1 alpha + P V_1 per tile, with P (sP) and alpha (sAlpha) from consumer 0.
+    for (int t = 0; t < n_tiles; ++t) {
+      const int s = t & 1;
+      const uint32_t sKs = sK + s * kLatTileBytes;
+      named_bar_sync(kBarPReady, 256);
+      mbar_wait(full0 + 8 * s, (t >> 1) & 1);  // (completed: consumer 0 waited for it before S of this tile)
+      const float alpha[2] = {sAlpha[r0], sAlpha[r0 + 8]};
+      if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        m_use[h] = m_new[h] == -INFINITY ? 0.f : m_new[h];
-        scale1[h] = fast_exp2(m_a[h] - m_use[h]);
-        f[h] = scale0[h] * scale1[h];
-        rl[h] *= f[h];
+        for (int x = 0; x < 64; ++x) {
+          o0[x] *= alpha[(x & 3) >> 1];
+          o1[x] *= alpha[(x & 3) >> 1];
+        }
       }
-      __syncwarp();  // the quad has read m_a
-      if (tq == 0) sMax[r0] = m_new[0], sMax[r0 + 8] = m_new[1], sScale1[r0] = scale1[0], sScale1[r0 + 8] = scale1[1];
-      named_bar_arrive(kBarScale1, 256);
-      rescale_o(f);
-      if constexpr (kHasB) {
-        exponentiate(m_use);
-        store_p(sP1);
-        named_bar_arrive(kBarP1, 256);
-        pv_rs(1);  // O_1 += P_b V_b
+      // A = P (K-major, 4 k steps of 16 keys), B = the tile's c columns 256..511 (MN-major), two n128 per k step.
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kLatKeys / 16; ++kk) {
+        const uint64_t da = smem_desc(sP + kk * 32, 16, 1024);
+        const uint32_t vrow = sKs + kk * 16 * 128;
+        wgmma_ss_m64n128k16<0, 1>(o0, da, smem_desc(vrow + 4 * kLatKeys * 128, kLatKeys * 128, 1024), 1);
+        wgmma_ss_m64n128k16<0, 1>(o1, da, smem_desc(vrow + 6 * kLatKeys * 128, kLatKeys * 128, 1024), 1);
       }
-      named_bar_sync(kBarP0, 256);
-      pv_ss(sP0, 0);  // O_1 += P_a V_a
-      if constexpr (kHasB) {
-        wgmma_wait<1>();
-        pin(o0);
-        pin(o1);
-        release(1, 1);
-      }
+      wgmma_commit();
       wgmma_wait<0>();
       pin(o0);
       pin(o1);
-      release(0, 1);
-      if (next_b) issue_s(1, (i + 1) & 1, kLatLoBlocks);
-      wgmma_wait<0>();
-      pin(st);
-    };
-    int i = 0;
-    for (; i + 1 < pairs; ++i) pair.template operator()<true>(i, 2 * i + 3 < tiles.n);
-    if (2 * i + 1 < tiles.n) pair.template operator()<true>(i, false);
-    else pair.template operator()<false>(i, false);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float l = quad_sum(rl[h]);
-      if (tq == 0) sSum1[r0 + 8 * h] = l;
+      if (t + 1 < n_tiles) named_bar_arrive(kBarPFree, 256);  // sP and sAlpha may be rewritten
+      if (lane == 0) mbar_arrive(empty0 + 8 * s);
     }
-    named_bar_arrive(kBarSum, 256);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int head = h0 + r0 + 8 * h;
@@ -465,6 +337,7 @@ void launch_decode_latent_sm90(const DecodeParams& p, cudaStream_t stream) {
   // (d, 1, rows, batch) views: query rows are heads, cache rows are positions.
   LatentMaps maps;
   maps.q_abs = tma_map_bf16(p.q1, kLatDc, 1, p.H, p.B, 0, p.q1_sh, p.q1_sb, kLatHeads);
+  maps.q_rope = tma_map_bf16(p.q2, kLatDr, 1, p.H, p.B, 0, p.q2_sh, p.q2_sb, kLatHeads);
   maps.c = tma_map_bf16(p.k1, kLatDc, 1, p.S, p.B, 0, p.k1_ss, p.k1_sb, kLatKeys);
   maps.kr = tma_map_bf16(p.k2, kLatDr, 1, p.S, p.B, 0, p.k2_ss, p.k2_sb, kLatKeys);
   const dim3 grid((p.H + kLatHeads - 1) / kLatHeads, p.B, p.splits);
