@@ -37,16 +37,13 @@ constexpr int kLatKeys = 64;                                         // keys per
 constexpr int kLatBlocks = kLatDk / 64;                              // 64-column blocks of a row: 9
 constexpr int kLatTileBytes = kLatBlocks * kLatKeys * 128;           // one [c | kr] tile: 72 KB
 constexpr int kLatThreads = 384;
-// Consumer 0 holds the query's last 256 columns (latent 320..511 and the rope part) in registers: S's last 16 k-steps
-// read only K from shared memory. Shared memory keeps the first kLatQBlocks blocks.
-constexpr int kLatQBlocks = 5, kLatQRegSteps = (kLatDk - 64 * kLatQBlocks) / 16;  // 5 blocks, 16 k-steps
 
 // sQ, 2 stages of K, sP, per-head alpha / running max / running sum (3 x 64 floats), 5 mbarriers, alignment slack.
-constexpr int kLatSmem = kLatQBlocks * kLatHeads * 128 + 2 * kLatTileBytes + kLatHeads * 128 + 3 * 64 * 4 + 64 + 1024;
+constexpr int kLatSmem = kLatBlocks * kLatHeads * 128 + 2 * kLatTileBytes + kLatHeads * 128 + 3 * 64 * 4 + 64 + 1024;
 static_assert(kLatSmem <= 227 * 1024, "shared memory of one block");
 
 struct LatentMaps {
-  CUtensorMap q_abs, c, kr;
+  CUtensorMap q_abs, q_rope, c, kr;
 };
 
 __global__ void __launch_bounds__(kLatThreads, 1)
@@ -55,8 +52,8 @@ __global__ void __launch_bounds__(kLatThreads, 1)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
   const uint32_t base = (raw + 1023) & ~1023u;
-  const uint32_t sQ = base;                                  // 5 blocks of (64 heads, 64 columns)
-  const uint32_t sK = sQ + kLatQBlocks * kLatHeads * 128;    // 2 stages x 9 blocks of (64 keys, 64 columns)
+  const uint32_t sQ = base;                                  // 9 blocks of (64 heads, 64 columns)
+  const uint32_t sK = sQ + kLatBlocks * kLatHeads * 128;     // 2 stages x 9 blocks of (64 keys, 64 columns)
   const uint32_t sP = sK + 2 * kLatTileBytes;                // (64 heads, 64 keys) bf16, swizzled rows
   const uint32_t sRowA = sP + kLatHeads * 128;               // per head: alpha, running max, running sum (fp32)
   const uint32_t bars = sRowA + 3 * 64 * 4;                  // q_full, full[2], empty[2]
@@ -75,8 +72,9 @@ __global__ void __launch_bounds__(kLatThreads, 1)
   if (wg == 0) {
     setmaxnreg_dec<24>();
     if (warp == 0 && lane == 0) {
-      mbar_arrive_expect_tx(q_full, kLatQBlocks * kLatHeads * 128);
-      for (int c = 0; c < kLatQBlocks; ++c) tma_load_4d(sQ + c * kLatHeads * 128, &maps.q_abs, c * 64, 0, h0, b, q_full);
+      mbar_arrive_expect_tx(q_full, kLatBlocks * kLatHeads * 128);
+      for (int c = 0; c < kLatDc / 64; ++c) tma_load_4d(sQ + c * kLatHeads * 128, &maps.q_abs, c * 64, 0, h0, b, q_full);
+      tma_load_4d(sQ + (kLatBlocks - 1) * kLatHeads * 128, &maps.q_rope, 0, 0, h0, b, q_full);
       for (int t = 0; t < n_tiles; ++t) {
         const int s = t & 1, s0 = tiles.first + t * tiles.step;
         if (t >= 2) mbar_wait(empty0 + 8 * s, ((t >> 1) - 1) & 1);
@@ -89,64 +87,37 @@ __global__ void __launch_bounds__(kLatThreads, 1)
     return;
   }
   setmaxnreg_inc<240>();
-  const int cw = wg - 1;
-  const int r0 = (warp & 3) * 16 + g;  // this thread's heads in the tile: r0, r0 + 8
-  // Per head (row of the tile): this tile's rescale factor alpha (for consumer 1), and consumer 0's running
-  // maximum and sum, kept in shared memory rather than registers (consumer 0's 240 hold S, P, O and the query).
-  float *sAlpha = sRow, *sMax = sRow + 64, *sSum = sRow + 128;
-  constexpr int kBarPReady = 1, kBarPFree = 2;  // P and alpha of a tile written / consumer 1 done with them
-  // The (split, b, head) index of this thread's row r0 + 8 h in the partials; -1 past H (not written).
-  const auto part_index = [&](int h) -> int64_t {
-    const int head = h0 + r0 + 8 * h;
-    return head < p.H ? (int64_t(split) * p.B + b) * p.H + head : -1;
-  };
-  // 128 columns of O from a wgmma accumulator (x[4 n + 2 h + e]: row r0 + 8 h, column 8 n + 2 tq + e) to po.
-  const auto store_cols = [&](const float (&x)[64], float* po, int h) {
+  const int cw = wg - 1;                           // consumer: value columns 256 cw.. of O
+  const int r0 = (warp & 3) * 16 + g;              // this thread's heads in the tile: r0, r0 + 8
+  float o0[64], o1[64];                            // O columns 256 cw + [0, 128) and + [128, 256)
 #pragma unroll
-    for (int n = 0; n < 16; ++n)
-      *reinterpret_cast<float2*>(po + 8 * n) = make_float2(x[4 * n + 2 * h], x[4 * n + 2 * h + 1]);
-  };
+  for (int x = 0; x < 64; ++x) o0[x] = 0.f, o1[x] = 0.f;
+  // Per head (row of the tile): this tile's rescale factor alpha (for consumer 1), and consumer 0's running
+  // maximum and sum, kept in shared memory rather than registers: with S, P and O live, consumer 0's 240
+  // registers had no room for them (ptxas spilled them).
+  float *sAlpha = sRow, *sMax = sRow + 64, *sSum = sRow + 128;
+  constexpr int kBarPReady = 1, kBarPFree = 2;     // P and alpha of a tile written / consumer 1 done with them
 
   if (cw == 0) {
-    // Consumer 0: S = Q K^T and the softmax of every tile, and O columns 0..127 (P from registers). S of tile t + 1
-    // runs on the tensor cores while both consumers' P V of tile t do; the softmax then waits only for S. P goes to
-    // shared memory for consumer 1.
+    // Consumer 0: S of tile t + 1 runs on the tensor cores while both consumers' P V of tile t do; the softmax
+    // then waits only for S. P stays in registers for its own P V (A fragments) and goes to shared memory for
+    // consumer 1's.
     if (tq == 0) sMax[r0] = sMax[r0 + 8] = -INFINITY, sSum[r0] = sSum[r0 + 8] = 0.f;
     __syncwarp();
-    float o[64];        // O columns 0..127
     float st[32];       // S / P of one tile: st[4 n + c] is head r0 + 8 (c >> 1), key 8 n + 2 tq + (c & 1)
     uint32_t pa[4][4];  // P as bf16 A fragments, 16 keys per k step
-#pragma unroll
-    for (int x = 0; x < 64; ++x) o[x] = 0.f;
-    // The query's columns 320..575 as A fragments (k step kq: columns 320 + 16 kq + [0, 16); latent below 512, rope
-    // above), loaded once; heads past H read as zeros.
-    uint32_t qr[kLatQRegSteps][4];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int head = h0 + r0 + 8 * h;
-#pragma unroll
-      for (int kq = 0; kq < kLatQRegSteps; ++kq)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int col = 64 * kLatQBlocks + 16 * kq + 8 * half + 2 * tq;
-          const bf16* q = col < kLatDc ? p.q1 + int64_t(b) * p.q1_sb + int64_t(head) * p.q1_sh + col
-                                       : p.q2 + int64_t(b) * p.q2_sb + int64_t(head) * p.q2_sh + (col - kLatDc);
-          qr[kq][2 * half + h] = head < p.H ? *reinterpret_cast<const uint32_t*>(q) : 0u;
-        }
-    }
     auto issue_s = [&](int t) {  // S (64 heads x 64 keys) = Q K^T over the 36 k steps of the 576-wide rows
       // The k-steps' descriptors as the first one's plus the step's offset (its address field counts 16-byte units
       // and no tile crosses it): one add each instead of rebuilding the descriptor, on consumer 0's critical path.
-      // (The first descriptors go through an opaque move so ptxas does not hoist all of them out of the tile loop,
-      // which would hold them in registers across it and spill.)
+      // (The first descriptors go through an opaque move so ptxas does not hoist all 72 out of the tile loop, which
+      // would hold them in registers across it and spill.)
       uint64_t dq = smem_desc(sQ, 16, 1024), dk = smem_desc(sK + (t & 1) * kLatTileBytes, 16, 1024);
       asm volatile("mov.b64 %0, %0;\n" : "+l"(dq));
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < kLatDk / 16; ++kk) {
         const uint32_t step = ((kk >> 2) * (kLatKeys * 128) + (kk & 3) * 32) >> 4;
-        if (kk < 4 * kLatQBlocks) wgmma_ss_m64n64k16<0, 0>(st, dq + step, dk + step, kk > 0);
-        else wgmma_rs_m64n64k16_kb(st, qr[kk - 4 * kLatQBlocks], dk + step);
+        wgmma_ss_m64n64k16<0, 0>(st, dq + step, dk + step, kk > 0);
       }
       wgmma_commit();
     };
@@ -187,7 +158,10 @@ __global__ void __launch_bounds__(kLatThreads, 1)
       // O rescaled only when a maximum of the warp's rows moved (alpha = 1 otherwise: after the first tiles, most).
       if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-        for (int x = 0; x < 64; ++x) o[x] *= alpha[(x & 3) >> 1];
+        for (int x = 0; x < 64; ++x) {
+          o0[x] *= alpha[(x & 3) >> 1];
+          o1[x] *= alpha[(x & 3) >> 1];
+        }
       }
       // sP: row = head, 128 bytes = 64 keys, 16-byte chunks XORed by row % 8; chunk n holds keys 8 n ...
       if (t > 0) named_bar_sync(kBarPFree, 256);  // consumer 1's P V of tile t - 1 has read sP and sAlpha
@@ -204,13 +178,16 @@ __global__ void __launch_bounds__(kLatThreads, 1)
       named_bar_arrive(kBarPReady, 256);
     };
 
-    // O += P V_0 of tile t: A = P from registers, B = the tile's c columns 0..127 (MN-major).
+    // O_0 += P V_0 of tile t: A = P from registers, B = the tile's c columns 0..255 (MN-major).
     auto issue_pv = [&](int t) {
       const uint32_t sKs = sK + (t & 1) * kLatTileBytes;
       wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < kLatKeys / 16; ++kk)
-        wgmma_rs_m64n128k16_tb(o, pa[kk], smem_desc(sKs + kk * 16 * 128, kLatKeys * 128, 1024));
+      for (int kk = 0; kk < kLatKeys / 16; ++kk) {
+        const uint32_t vrow = sKs + kk * 16 * 128;
+        wgmma_rs_m64n128k16_tb(o0, pa[kk], smem_desc(vrow, kLatKeys * 128, 1024));
+        wgmma_rs_m64n128k16_tb(o1, pa[kk], smem_desc(vrow + 2 * kLatKeys * 128, kLatKeys * 128, 1024));
+      }
       wgmma_commit();
     };
     // n_tiles >= 1 here (S >= 1 and no more splits than key tiles). Per tile t: P V of t and S of t + 1 in flight
@@ -226,7 +203,8 @@ __global__ void __launch_bounds__(kLatThreads, 1)
       mbar_wait(full0 + 8 * ((t + 1) & 1), ((t + 1) >> 1) & 1);
       issue_s(t + 1);
       wgmma_wait<1>();  // P V of tile t done (S of t + 1 runs on)
-      pin(o);
+      pin(o0);
+      pin(o1);
       if (lane == 0) mbar_arrive(empty0 + 8 * (t & 1));  // this warp is done with the stage (K for S, V for P V)
       wgmma_wait<0>();
       pin(st);
@@ -234,20 +212,24 @@ __global__ void __launch_bounds__(kLatThreads, 1)
     }
     issue_pv(n_tiles - 1);
     wgmma_wait<0>();
-    pin(o);
-    // This split's partials: O columns 0..127, m, l.
+    pin(o0);
+    pin(o1);
+    // This split's partials: O columns 0..255, m, l.
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int64_t at = part_index(h);
-      if (at < 0) continue;
-      store_cols(o, p.part_o + at * kLatDc + 2 * tq, h);
-      if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + at * 2) = make_float2(sMax[r0 + 8 * h], sSum[r0 + 8 * h]);
+      const int row = r0 + 8 * h, head = h0 + row;
+      if (head >= p.H) continue;
+      const int64_t at = (int64_t(split) * p.B + b) * p.H + head;
+      float* po = p.part_o + at * kLatDc + 2 * tq;
+#pragma unroll
+      for (int n = 0; n < 16; ++n) {
+        *reinterpret_cast<float2*>(po + 8 * n) = make_float2(o0[4 * n + 2 * h], o0[4 * n + 2 * h + 1]);
+        *reinterpret_cast<float2*>(po + 128 + 8 * n) = make_float2(o1[4 * n + 2 * h], o1[4 * n + 2 * h + 1]);
+      }
+      if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + at * 2) = make_float2(sMax[row], sSum[row]);
     }
   } else {
-    // Consumer 1: O columns 128..511 = O alpha + P V per tile, with P (sP) and alpha (sAlpha) from consumer 0.
-    float o1[64], o2[64], o3[64];  // O columns 128 + [0, 128), 256 + ..., 384 + ...
-#pragma unroll
-    for (int x = 0; x < 64; ++x) o1[x] = 0.f, o2[x] = 0.f, o3[x] = 0.f;
+    // Consumer 1: O_1 = O_1 alpha + P V_1 per tile, with P (sP) and alpha (sAlpha) from consumer 0.
     for (int t = 0; t < n_tiles; ++t) {
       const int s = t & 1;
       const uint32_t sKs = sK + s * kLatTileBytes;
@@ -257,37 +239,36 @@ __global__ void __launch_bounds__(kLatThreads, 1)
       if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
         for (int x = 0; x < 64; ++x) {
+          o0[x] *= alpha[(x & 3) >> 1];
           o1[x] *= alpha[(x & 3) >> 1];
-          o2[x] *= alpha[(x & 3) >> 1];
-          o3[x] *= alpha[(x & 3) >> 1];
         }
       }
-      // A = P (K-major, 4 k steps of 16 keys), B = the tile's c columns 128..511 (MN-major), three n128 per k step.
+      // A = P (K-major, 4 k steps of 16 keys), B = the tile's c columns 256..511 (MN-major), two n128 per k step.
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < kLatKeys / 16; ++kk) {
         const uint64_t da = smem_desc(sP + kk * 32, 16, 1024);
         const uint32_t vrow = sKs + kk * 16 * 128;
-        wgmma_ss_m64n128k16<0, 1>(o1, da, smem_desc(vrow + 2 * kLatKeys * 128, kLatKeys * 128, 1024), 1);
-        wgmma_ss_m64n128k16<0, 1>(o2, da, smem_desc(vrow + 4 * kLatKeys * 128, kLatKeys * 128, 1024), 1);
-        wgmma_ss_m64n128k16<0, 1>(o3, da, smem_desc(vrow + 6 * kLatKeys * 128, kLatKeys * 128, 1024), 1);
+        wgmma_ss_m64n128k16<0, 1>(o0, da, smem_desc(vrow + 4 * kLatKeys * 128, kLatKeys * 128, 1024), 1);
+        wgmma_ss_m64n128k16<0, 1>(o1, da, smem_desc(vrow + 6 * kLatKeys * 128, kLatKeys * 128, 1024), 1);
       }
       wgmma_commit();
       wgmma_wait<0>();
+      pin(o0);
       pin(o1);
-      pin(o2);
-      pin(o3);
       if (t + 1 < n_tiles) named_bar_arrive(kBarPFree, 256);  // sP and sAlpha may be rewritten
       if (lane == 0) mbar_arrive(empty0 + 8 * s);
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int64_t at = part_index(h);
-      if (at < 0) continue;
-      float* po = p.part_o + at * kLatDc + 2 * tq;
-      store_cols(o1, po + 128, h);
-      store_cols(o2, po + 256, h);
-      store_cols(o3, po + 384, h);
+      const int head = h0 + r0 + 8 * h;
+      if (head >= p.H) continue;
+      float* po = p.part_o + ((int64_t(split) * p.B + b) * p.H + head) * kLatDc + 256 + 2 * tq;
+#pragma unroll
+      for (int n = 0; n < 16; ++n) {
+        *reinterpret_cast<float2*>(po + 8 * n) = make_float2(o0[4 * n + 2 * h], o0[4 * n + 2 * h + 1]);
+        *reinterpret_cast<float2*>(po + 128 + 8 * n) = make_float2(o1[4 * n + 2 * h], o1[4 * n + 2 * h + 1]);
+      }
     }
   }
 #endif
@@ -356,6 +337,7 @@ void launch_decode_latent_sm90(const DecodeParams& p, cudaStream_t stream) {
   // (d, 1, rows, batch) views: query rows are heads, cache rows are positions.
   LatentMaps maps;
   maps.q_abs = tma_map_bf16(p.q1, kLatDc, 1, p.H, p.B, 0, p.q1_sh, p.q1_sb, kLatHeads);
+  maps.q_rope = tma_map_bf16(p.q2, kLatDr, 1, p.H, p.B, 0, p.q2_sh, p.q2_sb, kLatHeads);
   maps.c = tma_map_bf16(p.k1, kLatDc, 1, p.S, p.B, 0, p.k1_ss, p.k1_sb, kLatKeys);
   maps.kr = tma_map_bf16(p.k2, kLatDr, 1, p.S, p.B, 0, p.k2_ss, p.k2_sb, kLatKeys);
   const dim3 grid((p.H + kLatHeads - 1) / kLatHeads, p.B, p.splits);
