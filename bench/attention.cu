@@ -12,7 +12,9 @@
 // of an op is timed in interleaved rounds in shuffled orders, the backward after an untimed forward (see
 // interleaved_median_ms). Prints "RESULT name value" lines (read by scripts/attention_check.sh) and a table last.
 // PyTorch's numbers come from scripts/reference/attention_bench.py. `--decode` runs the decode rows alone,
-// `--decode-models` the decode shapes of latte's own model configs (configs/models).
+// `--decode-models` the decode shapes of latte's own model configs (configs/models). LATTE_BENCH_ROWS=A|B|...
+// keeps only the decode and read-floor rows whose "name shape" contains one of the texts (A/B runs of a few shapes
+// in less device time: scripts/bench_ab.py --rows).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -295,7 +297,27 @@ void decode_rows(const std::string& name, const std::string& shape, const std::s
 }
 
 // Decode: GQA over (B, S, Hk, D) caches, or latent over (B, S, Dc) + (B, S, Dr).
+// True when LATTE_BENCH_ROWS is unset or empty, or `name shape` contains one of its '|'-separated texts.
+bool row_wanted(const std::string& name, const std::string& shape) {
+  static const std::string only = [] {
+    const char* v = std::getenv("LATTE_BENCH_ROWS");
+    return std::string(v ? v : "");
+  }();
+  if (only.empty()) return true;
+  const std::string row = name + " " + shape;
+  for (size_t at = 0; at <= only.size();) {
+    const size_t bar = std::min(only.find('|', at), only.size());
+    const std::string text = only.substr(at, bar - at);
+    if (!text.empty() && row.find(text) != std::string::npos) return true;
+    at = bar + 1;
+  }
+  return false;
+}
+
 void bench_decode_gqa(int64_t B, int64_t Hq, int64_t Hk, int64_t D, double copy_gbs) {
+  const std::string shape =
+      "B" + std::to_string(B) + " S32k Hq" + std::to_string(Hq) + " Hk" + std::to_string(Hk) + " D" + std::to_string(D);
+  if (!row_wanted("latte decode gqa", shape)) return;
   const int64_t S = 32768;
   const Device dev = Device::cuda();
   const double cache_bytes = 2.0 * B * S * Hk * D * 2;
@@ -306,8 +328,6 @@ void bench_decode_gqa(int64_t B, int64_t Hq, int64_t Hk, int64_t D, double copy_
     vs.push_back(Tensor::randn({B, S, Hk, D}, 200 + i, 0, 1.0, DType::BF16, dev));
   }
   Tensor q = Tensor::randn({B, Hq, D}, 7, 0, 1.0, DType::BF16, dev), out = Tensor::empty({B, Hq, D}, DType::BF16, dev);
-  const std::string shape =
-      "B" + std::to_string(B) + " S32k Hq" + std::to_string(Hq) + " Hk" + std::to_string(Hk) + " D" + std::to_string(D);
   // Result key: decode_gqa_B<B>, with _Hq<Hq>_Hk<Hk>_D<D> for the rows other than (32, 8, 128).
   const std::string dims = Hq == 32 && Hk == 8 && D == 128
                                ? ""
@@ -317,6 +337,9 @@ void bench_decode_gqa(int64_t B, int64_t Hq, int64_t Hk, int64_t D, double copy_
 }
 
 void bench_decode_latent(int64_t B, int64_t H, int64_t Dc, int64_t Dr, double copy_gbs) {
+  const std::string shape = "B" + std::to_string(B) + " S32k H" + std::to_string(H) + " Dc" + std::to_string(Dc) +
+                            " Dr" + std::to_string(Dr);
+  if (!row_wanted("latte decode latent", shape)) return;
   const int64_t S = 32768;
   const Device dev = Device::cuda();
   const double cache_bytes = double(B) * S * (Dc + Dr) * 2;
@@ -328,8 +351,6 @@ void bench_decode_latent(int64_t B, int64_t H, int64_t Dc, int64_t Dr, double co
   }
   Tensor qa = Tensor::randn({B, H, Dc}, 8, 0, 1.0, DType::BF16, dev), qr = Tensor::randn({B, H, Dr}, 9, 0, 1.0, DType::BF16, dev);
   Tensor z = Tensor::empty({B, H, Dc}, DType::BF16, dev);
-  const std::string shape = "B" + std::to_string(B) + " S32k H" + std::to_string(H) + " Dc" + std::to_string(Dc) +
-                            " Dr" + std::to_string(Dr);
   // Result key: decode_latent_B<B>_H<H>, with _Dc<Dc>_Dr<Dr> for the rows other than DeepSeek's (512, 64).
   const std::string dims = Dc == 512 && Dr == 64 ? "" : "_Dc" + std::to_string(Dc) + "_Dr" + std::to_string(Dr);
   decode_rows("latte decode latent", shape, "decode_latent_B" + std::to_string(B) + "_H" + std::to_string(H) + dims,
@@ -353,6 +374,9 @@ __global__ void read_sum_kernel(const float4* p, int64_t n, float* out) {
 }
 
 void bench_read_floor(const std::string& what, double bytes, double copy_gbs, int per_sm = 4, int threads = 512) {
+  char shape[64];
+  std::snprintf(shape, sizeof shape, "%.1f MB, %d x %d per SM", bytes / 1e6, per_sm, threads);
+  if (!row_wanted("read floor (" + what + ")", shape)) return;
   const Device dev = Device::cuda();
   const int64_t n4 = int64_t(bytes / 16);
   const int n = std::max(2, int(std::ceil(200e6 / bytes)));
@@ -360,8 +384,6 @@ void bench_read_floor(const std::string& what, double bytes, double copy_gbs, in
   for (int i = 0; i < n; ++i) bufs.push_back(Tensor::randn({n4 * 4}, 500 + i, 0, 1.0, DType::F32, dev));
   Tensor sink = Tensor::empty({4096}, DType::F32, dev);
   const int blocks = per_sm * cuda::device_properties().multiProcessorCount;
-  char shape[64];
-  std::snprintf(shape, sizeof shape, "%.1f MB, %d x %d per SM", bytes / 1e6, per_sm, threads);
   const std::string tag = what + (per_sm == 4 ? "" : "_" + std::to_string(per_sm) + "x" + std::to_string(threads));
   decode_rows("read floor (" + what + ")", shape, "read_floor_" + tag, double(n4) * 16, copy_gbs, [&](int i) {
     read_sum_kernel<<<blocks, threads, 0, cuda::current_stream()>>>(

@@ -5,7 +5,9 @@
 
 VARIANT is LABEL=BINARY[,NAME=VALUE...]: a bench_attention binary and environment settings, e.g.
     new=build/bench_attention  old=build/bench_attention_old  cp=build/bench_attention,LATTE_DECODE_TMA=0
-MODE is the benchmark's mode: decode (the default), decode-models or backward (bench_attention --MODE). The variants run in
+MODE is the benchmark's mode: decode (the default), decode-models or backward (bench_attention --MODE). --rows
+TEXT[|TEXT...] keeps only the decode and read-floor rows whose name and shape contain one of the texts (e.g. "H128"
+or "B4 S32k H128|latent_B4"): bench_attention's LATTE_BENCH_ROWS, for every variant; less device time per round. The variants run in
 turn, round after round (A B A B ...), so that a drift of the machine (clocks, temperature) hits all of them
 alike; one row per benchmark line, one column per variant: the median over the rounds and, in brackets, the
 range. Decode rows give the fraction of the copy bandwidth, backward rows TFLOP/s (one call, and back to back).
@@ -64,10 +66,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--mode", default="decode", choices=["decode", "decode-models", "backward"])
+    ap.add_argument("--rows", default="", help="only the decode rows containing one of these |-separated texts")
     ap.add_argument("variants", nargs="+")
     args = ap.parse_args()
     mode = "--" + args.mode
     variants = [parse_variant(v) for v in args.variants]
+    if args.rows:
+        for _, _, env in variants:
+            env["LATTE_BENCH_ROWS"] = args.rows
     results = {label: [] for label, _, _ in variants}  # label -> [rows of each round]
     order = []
     for r in range(args.rounds):
