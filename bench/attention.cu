@@ -13,8 +13,8 @@
 // interleaved_median_ms). Prints "RESULT name value" lines (read by scripts/attention_check.sh) and a table last.
 // PyTorch's numbers come from scripts/reference/attention_bench.py. `--decode` runs the decode rows alone,
 // `--decode-models` the decode shapes of latte's own model configs (configs/models). LATTE_BENCH_ROWS=A|B|...
-// keeps only the decode and read-floor rows whose "name shape" contains one of the texts (A/B runs of a few shapes
-// in less device time: scripts/bench_ab.py --rows).
+// keeps only the decode and read-floor rows, and the `--backward` shapes ("bwd B4 T4096 H16 (64,64)"), whose name
+// and shape contain one of the texts (A/B runs of a few shapes in less device time: scripts/bench_ab.py --rows).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -444,6 +444,9 @@ int backward_only() {
   set_attention_backend(AttentionBackend::Auto);
   for (const Shape4 s : {Shape4{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 192, 128}, {2048, 128, 128}}) {
     const int64_t B = 4, H = 16, T = s.T;
+    const std::string shape = "B4 T" + std::to_string(T) + " H16 (" + std::to_string(s.dqk) + "," +
+                              std::to_string(s.dv) + ")";
+    if (!row_wanted("bwd", shape)) continue;
     FlashTensors ft = flash_tensors(B, T, H, s.dqk, s.dv);
     auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
     const double scale = 1.0 / std::sqrt(double(s.dqk));

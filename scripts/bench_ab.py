@@ -6,8 +6,9 @@
 VARIANT is LABEL=BINARY[,NAME=VALUE...]: a bench_attention binary and environment settings, e.g.
     new=build/bench_attention  old=build/bench_attention_old  cp=build/bench_attention,LATTE_DECODE_TMA=0
 MODE is the benchmark's mode: decode (the default), decode-models or backward (bench_attention --MODE). --rows
-TEXT[|TEXT...] keeps only the decode and read-floor rows whose name and shape contain one of the texts (e.g. "H128"
-or "B4 S32k H128|latent_B4"): bench_attention's LATTE_BENCH_ROWS, for every variant; less device time per round. The variants run in
+TEXT[|TEXT...] keeps only the decode and read-floor rows (or --backward shapes, "bwd B4 T4096 H16 (64,64)") whose
+name and shape contain one of the texts (e.g. "H128" or "B4 S32k H128|latent_B4"): bench_attention's
+LATTE_BENCH_ROWS, for every variant; less device time per round. The variants run in
 turn, round after round (A B A B ...), so that a drift of the machine (clocks, temperature) hits all of them
 alike; one row per benchmark line, one column per variant: the median over the rounds and, in brackets, the
 range. Decode rows give the fraction of the copy bandwidth, backward rows TFLOP/s (one call, and back to back).
