@@ -296,7 +296,6 @@ void decode_rows(const std::string& name, const std::string& shape, const std::s
   }
 }
 
-// Decode: GQA over (B, S, Hk, D) caches, or latent over (B, S, Dc) + (B, S, Dr).
 // True when LATTE_BENCH_ROWS is unset or empty, or `name shape` contains one of its '|'-separated texts.
 bool row_wanted(const std::string& name, const std::string& shape) {
   static const std::string only = [] {
@@ -314,6 +313,7 @@ bool row_wanted(const std::string& name, const std::string& shape) {
   return false;
 }
 
+// Decode: GQA over (B, S, Hk, D) caches, or latent over (B, S, Dc) + (B, S, Dr).
 void bench_decode_gqa(int64_t B, int64_t Hq, int64_t Hk, int64_t D, double copy_gbs) {
   const std::string shape =
       "B" + std::to_string(B) + " S32k Hq" + std::to_string(Hq) + " Hk" + std::to_string(Hk) + " D" + std::to_string(D);
