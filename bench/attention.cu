@@ -464,9 +464,8 @@ int backward_only() {
     for (const Timed& t : one) four.push_back({t.name, "", [&t] { for (int j = 0; j < 4; ++j) t.call(); }, {}});
     const std::vector<double> ms = interleaved_median_ms(one), ms4 = interleaved_median_ms(four, 6, 3);
     for (size_t i = 0; i < one.size(); ++i)
-      std::printf("%-11s B4 T%lld H16 (%lld,%lld) causal: %.3f ms %.1f TFLOP/s, back to back %.3f ms %.1f TFLOP/s\n",
-                  one[i].name.c_str(), (long long)T, (long long)s.dqk, (long long)s.dv, ms[i],
-                  flops / (ms[i] * 1e-3) / 1e12, ms4[i] / 4, flops / (ms4[i] / 4 * 1e-3) / 1e12);
+      std::printf("%-11s %s causal: %.3f ms %.1f TFLOP/s, back to back %.3f ms %.1f TFLOP/s\n", one[i].name.c_str(),
+                  shape.c_str(), ms[i], flops / (ms[i] * 1e-3) / 1e12, ms4[i] / 4, flops / (ms4[i] / 4 * 1e-3) / 1e12);
   }
   return 0;
 }

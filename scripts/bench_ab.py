@@ -67,7 +67,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--mode", default="decode", choices=["decode", "decode-models", "backward"])
-    ap.add_argument("--rows", default="", help="only the rows (decode, read floor, --backward shapes) containing one of these |-separated texts")
+    ap.add_argument("--rows", default="",
+                    help="only the rows (decode, read floor, --backward shapes) containing one of these |-separated texts")
     ap.add_argument("variants", nargs="+")
     args = ap.parse_args()
     mode = "--" + args.mode
