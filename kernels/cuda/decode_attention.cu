@@ -513,31 +513,46 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
   const int tma_tile_bytes = (p.D1 + (p.v_is_k1 ? p.D2 : p.DV)) * kDecKT * 2;
   // The latent rows keep the query in registers, except EG-MLA's Dc 96 (4 warps, the query from shared memory).
   const bool query_in_registers = tma16 && p.DV != 96;
-  const int tma_smem = kTmaStages * tma_tile_bytes + (query_in_registers ? 0 : 16 * (DK + 8) * 2) + 16 * kDecPS * 2 +
-                       16 * kDecMaxWarps * 4 + kTmaStages * 8 + 1024;
-  const int smem = wgmma              ? decode_latent_sm90_smem_bytes()
-                   : tma16 || tma_gqa ? tma_smem
-                                      : (16 * (DK + 8) + 2 * kDecKT * (DK + 8) +
-                                         (p.v_is_k1 ? 0 : 2 * kDecKT * (p.DV + 8)) + 16 * kDecPS) * 2 +
-                                            16 * kDecMaxWarps * 4;
-  LATTE_CHECK(smem <= static_cast<int>(device_properties(dev.index).sharedMemPerBlockOptin), op,
-              ": head dims too large for shared memory (", smem, " bytes)");
+  auto tma_smem = [&](int stages) {
+    return stages * tma_tile_bytes + (query_in_registers ? 0 : 16 * (DK + 8) * 2) + 16 * kDecPS * 2 +
+           16 * kDecMaxWarps * 4 + stages * 8 + 1024;
+  };
+  int smem = wgmma              ? decode_latent_sm90_smem_bytes()
+             : tma16 || tma_gqa ? tma_smem(kTmaStages)
+                                : (16 * (DK + 8) + 2 * kDecKT * (DK + 8) + (p.v_is_k1 ? 0 : 2 * kDecKT * (p.DV + 8)) +
+                                   16 * kDecPS) * 2 +
+                                      16 * kDecMaxWarps * 4;
   // Splits: fill one wave of resident blocks (blocks per SM from the shared memory a block takes), but keep
   // each split at least 4 key tiles long and (16-head kernel) its fp32 partial output under 1/8 of the cache
   // bytes it reads. The wgmma kernel has no partial cap: its 64-head partials (128 KB a split) would hold B=1 with
   // 128 heads to 72 blocks on 132 SMs, and a full wave measured faster (session 9, H=128 at 32k, B=1: 36 splits
   // 0.26 of copy bandwidth, 66 splits 0.33, 132 (two waves) 0.24; B=4: 16 splits 0.53, 36 0.38).
   const cudaDeviceProp& prop = device_properties(dev.index);
-  const int per_sm = std::max<int>(1, std::min<int>(16, int(prop.sharedMemPerMultiprocessor / (smem + 1024))));
-  const int64_t capacity = int64_t(prop.multiProcessorCount) * per_sm;
   const int tiles = std::max(1, (p.S + kDecKT - 1) / kDecKT);
   const int64_t row_bytes = int64_t(p.v_is_k1 ? DK : DK + p.DV) * 2;  // cache bytes per key (per kv head)
   const int64_t min_keys =
       wgmma ? 4 * kDecKT : std::max<int64_t>(4 * kDecKT, 8 * std::min(p.G, 16) * int64_t(p.DV) * 4 / row_bytes);
   const int max_splits = std::max<int>(1, int(p.S / min_keys));
-  const int splits = static_cast<int>(std::clamp<int64_t>(capacity / base, 1, max_splits));
-  const int tiles_per_split = (tiles + splits - 1) / splits;
-  p.splits = std::max(1, (tiles + tiles_per_split - 1) / tiles_per_split);
+  auto split_count = [&](int smem_bytes) {
+    const int per_sm = std::max<int>(1, std::min<int>(16, int(prop.sharedMemPerMultiprocessor / (smem_bytes + 1024))));
+    const int64_t capacity = int64_t(prop.multiProcessorCount) * per_sm;
+    const int splits = static_cast<int>(std::clamp<int64_t>(capacity / base, 1, max_splits));
+    const int tiles_per_split = (tiles + splits - 1) / splits;
+    return std::max(1, (tiles + tiles_per_split - 1) / tiles_per_split);
+  };
+  p.splits = split_count(smem);
+  // EG-MLA 1.3B's latent rows (Dc 192, Dr 64) with long splits (8 or more tiles each: B >= 4 at 32k) take four
+  // TMA stages, one block per SM and half the splits, twice as long (session 14, H=16, B=4, 32k, A/B in one call,
+  // one call / back to back: 0.56-0.60 / 0.68 -> 0.61-0.62 / 0.71-0.72; at B=1, 4 tiles a split, four stages
+  // lost 6% back to back, and for Dc 256 they were flat at B=4 and 8% slower at B=1).
+  int tma_stages = kTmaStages;
+  if (tma16 && p.DV == 192 && (tiles + p.splits - 1) / p.splits >= 8) {
+    tma_stages = 4;
+    smem = tma_smem(tma_stages);
+    p.splits = split_count(smem);
+  }
+  LATTE_CHECK(smem <= static_cast<int>(prop.sharedMemPerBlockOptin), op, ": head dims too large for shared memory (",
+              smem, " bytes)");
   Tensor part_o = Tensor::empty({p.splits, p.B, p.H, p.DV}, DType::F32, dev);
   Tensor part_ml = Tensor::empty({p.splits, p.B, p.H, 2}, DType::F32, dev);
   p.part_o = part_o.data<float>();
@@ -566,7 +581,8 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
       // The latent rows of latte's smaller MLA / MLRA (Dc 256) and EG-MLA 1.3B (Dc 192) configs, Dr 64: TMA tiles
       // with the query in registers (20 / 16 k steps), as for Dc 512.
       case 192:
-        if (tma16) launch_split<8, 3, 16, kTmaStages>(p, grid, smem, stream, latent_tile_maps(p));
+        if (tma16 && tma_stages == 4) launch_split<8, 3, 16, 4>(p, grid, smem, stream, latent_tile_maps(p));
+        else if (tma16) launch_split<8, 3, 16, kTmaStages>(p, grid, smem, stream, latent_tile_maps(p));
         else launch_split<8, 3>(p, grid, smem, stream);
         break;
       case 256:

@@ -83,6 +83,7 @@ TEST(DecodeAttention, LatentEqualsPlainAttention) {
       {2, 1300, 10, 512, 64, 32, 32},  // sm_90a: the 16-row kernel with TMA tiles, 6 of 16 rows idle, ragged tail
       {2, 901, 12, 256, 64, 32, 32},   // sm_90a: TMA tiles at MLA-125M's latent (Dc 256), 4 of 16 rows idle
       {1, 2500, 16, 96, 32, 64, 64},   // sm_90a: EG-MLA-125M's latent rows (Dc 96, Dr 32), 32-column TMA blocks
+      {6, 7300, 40, 192, 64, 32, 32},  // sm_90a: EG-MLA-1.3B's rows (Dc 192) in splits of 8+ tiles: four TMA stages
   };
   uint64_t seed = 8000;
   for (const LatentCase& c : cases) {
