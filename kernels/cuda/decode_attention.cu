@@ -534,7 +534,12 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
       wgmma ? 4 * kDecKT : std::max<int64_t>(4 * kDecKT, 8 * std::min(p.G, 16) * int64_t(p.DV) * 4 / row_bytes);
   const int max_splits = std::max<int>(1, int(p.S / min_keys));
   auto split_count = [&](int smem_bytes) {
-    const int per_sm = std::max<int>(1, std::min<int>(16, int(prop.sharedMemPerMultiprocessor / (smem_bytes + 1024))));
+    // TMA rows: at most two blocks per SM. Where four fit (the 4-warp rows: EG-MLA 125M-350M's Dc 96 latent, GQA
+    // with D 64), two with splits twice as long measured faster (session 14, H100, 32k, one call / back to back:
+    // Dc 96 B=4 0.41-0.44 / 0.52-0.54 -> 0.48 / 0.58-0.59, GQA Hq 16 Hk 4 D 64 B=1 back to back 0.59 -> 0.61, one
+    // call and B=4 flat); the other TMA rows fit only once or twice anyway.
+    const int fit = int(prop.sharedMemPerMultiprocessor / (smem_bytes + 1024));
+    const int per_sm = std::max(1, std::min(tma16 || tma_gqa ? 2 : 16, fit));
     const int64_t capacity = int64_t(prop.multiProcessorCount) * per_sm;
     const int splits = static_cast<int>(std::clamp<int64_t>(capacity / base, 1, max_splits));
     const int tiles_per_split = (tiles + splits - 1) / splits;
