@@ -522,9 +522,9 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
                                 : (16 * (DK + 8) + 2 * kDecKT * (DK + 8) + (p.v_is_k1 ? 0 : 2 * kDecKT * (p.DV + 8)) +
                                    16 * kDecPS) * 2 +
                                       16 * kDecMaxWarps * 4;
-  // Splits: fill one wave of resident blocks (blocks per SM from the shared memory a block takes), but keep
-  // each split at least 4 key tiles long and (16-head kernel) its fp32 partial output under 1/8 of the cache
-  // bytes it reads. The wgmma kernel has no partial cap: its 64-head partials (128 KB a split) would hold B=1 with
+  // Splits: fill one wave of resident blocks (blocks per SM from the shared memory a block takes, capped below),
+  // but keep each split at least 4 key tiles long and (16-head kernel) its fp32 partial output under 1/8 of the
+  // cache bytes it reads. The wgmma kernel has no partial cap: its 64-head partials (128 KB a split) would hold B=1 with
   // 128 heads to 72 blocks on 132 SMs, and a full wave measured faster (session 9, H=128 at 32k, B=1: 36 splits
   // 0.26 of copy bandwidth, 66 splits 0.33, 132 (two waves) 0.24; B=4: 16 splits 0.53, 36 0.38).
   const cudaDeviceProp& prop = device_properties(dev.index);
@@ -547,9 +547,9 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
   };
   p.splits = split_count(smem);
   // EG-MLA 1.3B's latent rows (Dc 192, Dr 64) with long splits (8 or more tiles each: B >= 4 at 32k) take four
-  // TMA stages, one block per SM and half the splits, twice as long (session 14, H=16, B=4, 32k, A/B in one call,
-  // one call / back to back: 0.56-0.60 / 0.68 -> 0.61-0.62 / 0.71-0.72; at B=1, 4 tiles a split, four stages
-  // lost 6% back to back, and for Dc 256 they were flat at B=4 and 8% slower at B=1).
+  // TMA stages: one block per SM, so half as many splits, twice as long (session 14, H=16, B=4, 32k, A/B in one
+  // call, one call / back to back: 0.56-0.61 / 0.68-0.69 -> 0.61-0.65 / 0.71-0.72; at B=1, 4 tiles a split, four
+  // stages lost 6% back to back, and for Dc 256 they were flat at B=4 and 8% slower at B=1).
   int tma_stages = kTmaStages;
   if (tma16 && p.DV == 192 && (tiles + p.splits - 1) / p.splits >= 8) {
     tma_stages = 4;
