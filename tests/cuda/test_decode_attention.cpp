@@ -68,6 +68,7 @@ TEST(DecodeAttention, GqaMatchesFullAttention) {
 
 struct LatentCase {
   int64_t B, S, H, Dc, Dr, Dn, Dv;
+  bool check_expansion = true;  // also compare with the per-head expanded K/V (slow on the CPU for large caches)
 };
 
 TEST(DecodeAttention, LatentEqualsPlainAttention) {
@@ -83,7 +84,9 @@ TEST(DecodeAttention, LatentEqualsPlainAttention) {
       {2, 1300, 10, 512, 64, 32, 32},  // sm_90a: the 16-row kernel with TMA tiles, 6 of 16 rows idle, ragged tail
       {2, 901, 12, 256, 64, 32, 32},   // sm_90a: TMA tiles at MLA-125M's latent (Dc 256), 4 of 16 rows idle
       {1, 2500, 16, 96, 32, 64, 64},   // sm_90a: EG-MLA-125M's latent rows (Dc 96, Dr 32), 32-column TMA blocks
-      {6, 7300, 40, 192, 64, 32, 32},  // sm_90a: EG-MLA-1.3B's rows (Dc 192) in splits of 8+ tiles: four TMA stages
+      // sm_90a: EG-MLA-1.3B's rows (Dc 192) in splits of 8+ tiles: four TMA stages (the expansion check would take
+      // ~25 s of CPU here; the cases above cover it)
+      {6, 7300, 40, 192, 64, 32, 32, false},
   };
   uint64_t seed = 8000;
   for (const LatentCase& c : cases) {
@@ -128,6 +131,7 @@ TEST(DecodeAttention, LatentEqualsPlainAttention) {
     EXPECT_LT(e, 1e-4) << "lse rel. error " << e;
 
     // (2) the plain MLA path after the wkv_b expansion: k^N = W_UK c, v = W_UV c per head, q = [q^N | q^R].
+    if (!c.check_expansion) continue;
     std::vector<double> cv = rc.contiguous().to_vector();
     std::vector<double> kn(static_cast<size_t>(c.B * c.S * c.H * c.Dn)), vv(static_cast<size_t>(c.B * c.S * c.H * c.Dv));
     for (int64_t b = 0; b < c.B; ++b)
