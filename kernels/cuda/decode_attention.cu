@@ -524,9 +524,9 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
                                       16 * kDecMaxWarps * 4;
   // Splits: fill one wave of resident blocks (blocks per SM from the shared memory a block takes, capped below),
   // but keep each split at least 4 key tiles long and (16-head kernel) its fp32 partial output under 1/8 of the
-  // cache bytes it reads. The wgmma kernel has no partial cap: its 64-head partials (128 KB a split) would hold B=1 with
-  // 128 heads to 72 blocks on 132 SMs, and a full wave measured faster (session 9, H=128 at 32k, B=1: 36 splits
-  // 0.26 of copy bandwidth, 66 splits 0.33, 132 (two waves) 0.24; B=4: 16 splits 0.53, 36 0.38).
+  // cache bytes it reads. The wgmma kernel has no partial cap: its 64-head partials (128 KB a split) would hold
+  // B=1 with 128 heads to 72 blocks on 132 SMs, and a full wave measured faster (session 9, H=128 at 32k, B=1:
+  // 36 splits 0.26 of copy bandwidth, 66 splits 0.33, 132 (two waves) 0.24; B=4: 16 splits 0.53, 36 0.38).
   const cudaDeviceProp& prop = device_properties(dev.index);
   const int tiles = std::max(1, (p.S + kDecKT - 1) / kDecKT);
   const int64_t row_bytes = int64_t(p.v_is_k1 ? DK : DK + p.DV) * 2;  // cache bytes per key (per kv head)
