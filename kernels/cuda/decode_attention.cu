@@ -169,9 +169,16 @@ __global__ void __launch_bounds__(WARPS * 32)
     }
 #endif
     __syncthreads();
+  }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Launched as a programmatic dependent of the stream's previous kernel (launch_split): the block's start and the
+  // barriers' set-up overlap that kernel's tail; the cache and the query may be its output (the new token's row,
+  // a prefill), so nothing is read before it has finished.
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+  if constexpr (TMA)
     if (tid == 0)
       for (int t = 0; t < kStages - 1 && t < n_tiles; ++t) tma_tile(t, t);
-  }
   load_rows2<kWarpRows>(sQ, 16, p.q1 + b * p.q1_sb + h0 * p.q1_sh, p.q1_sh, p.D1, p.q2 + b * p.q2_sb + h0 * p.q2_sh,
                         p.q2_sh, p.D2, nrows, p.q1, warp, lane, WARPS);
   if constexpr (!TMA) load_kv(0, 0);
@@ -450,6 +457,32 @@ __global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(cons
   if (p.lse && chunk == 0 && tid == 0) p.lse[bh] = L > 0.f ? (Mu + log2f(L)) * kLn2 : -INFINITY;
 }
 
+// Programmatic dependent launches need the kernels' sm_90+ code: older code has no griddepcontrol.wait.
+bool pdl_supported() {
+  static const bool ok = [] {
+    cudaFuncAttributes fa{};
+    return cudaFuncGetAttributes(&fa, decode_combine_kernel<128>) == cudaSuccess && fa.binaryVersion >= 90;
+  }();
+  return ok;
+}
+
+// Pass 1 as a programmatic dependent of the kernel before it (LATTE_DECODE_PDL=0 launches it plainly, for
+// comparisons).
+bool pass1_pdl() {
+  static const bool on = [] {
+    const char* v = std::getenv("LATTE_DECODE_PDL");
+    return !(v && std::string(v) == "0") && pdl_supported();
+  }();
+  return on;
+}
+
+cudaLaunchAttribute programmatic_serialization() {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  return attr;
+}
+
 template <int WARPS, int NTV, int QSTEPS = 0, int TMA_STAGES = 0, int TMA_COLS = 64>
 void launch_split(const DecodeParams& p, dim3 grid, int smem, cudaStream_t stream,
                   const DecodeTileMaps& maps = DecodeTileMaps{}) {
@@ -459,7 +492,15 @@ void launch_split(const DecodeParams& p, dim3 grid, int smem, cudaStream_t strea
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = smem;
   }
-  decode_split_kernel<WARPS, NTV, QSTEPS, TMA_STAGES, TMA_COLS><<<grid, WARPS * 32, smem, stream>>>(p, maps);
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(WARPS * 32);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attr = programmatic_serialization();
+  config.attrs = &attr;
+  config.numAttrs = pass1_pdl() ? 1 : 0;
+  CUDA_CHECK(cudaLaunchKernelEx(&config, decode_split_kernel<WARPS, NTV, QSTEPS, TMA_STAGES, TMA_COLS>, p, maps));
   CUDA_CHECK_LAUNCH("decode_split_kernel");
 }
 
@@ -619,16 +660,9 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
   config.blockDim = dim3(kCombineWarps * 32);
   config.dynamicSmemBytes = combine_smem;
   config.stream = stream;
-  // Only when the combine binary is an sm_90+ one: older code has no griddepcontrol.wait to hold it back.
-  static const bool pdl = [] {
-    cudaFuncAttributes fa{};
-    return cudaFuncGetAttributes(&fa, decode_combine_kernel<128>) == cudaSuccess && fa.binaryVersion >= 90;
-  }();
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr = programmatic_serialization();
   config.attrs = &attr;
-  config.numAttrs = pdl ? 1 : 0;
+  config.numAttrs = pdl_supported() ? 1 : 0;
   CUDA_CHECK(cudaLaunchKernelEx(&config, combine, p));
   CUDA_CHECK_LAUNCH("decode_combine_kernel");
 }
