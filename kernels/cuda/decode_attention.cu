@@ -476,12 +476,24 @@ bool pass1_pdl() {
   return on;
 }
 
-cudaLaunchAttribute programmatic_serialization() {
+// A launch configuration for cudaLaunchKernelEx: a programmatic dependent of the stream's previous kernel when
+// `dependent` (the kernel then waits in griddepcontrol.wait before reading that kernel's output).
+struct DependentLaunch {
   cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  return attr;
-}
+  cudaLaunchConfig_t config{};
+  DependentLaunch(dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool dependent) {
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    config.attrs = &attr;  // points into this object: not copyable
+    config.numAttrs = dependent ? 1 : 0;
+  }
+  DependentLaunch(const DependentLaunch&) = delete;
+  DependentLaunch& operator=(const DependentLaunch&) = delete;
+};
 
 template <int WARPS, int NTV, int QSTEPS = 0, int TMA_STAGES = 0, int TMA_COLS = 64>
 void launch_split(const DecodeParams& p, dim3 grid, int smem, cudaStream_t stream,
@@ -492,15 +504,9 @@ void launch_split(const DecodeParams& p, dim3 grid, int smem, cudaStream_t strea
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = smem;
   }
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = dim3(WARPS * 32);
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  cudaLaunchAttribute attr = programmatic_serialization();
-  config.attrs = &attr;
-  config.numAttrs = pass1_pdl() ? 1 : 0;
-  CUDA_CHECK(cudaLaunchKernelEx(&config, decode_split_kernel<WARPS, NTV, QSTEPS, TMA_STAGES, TMA_COLS>, p, maps));
+  const DependentLaunch launch(grid, dim3(WARPS * 32), smem, stream, pass1_pdl());
+  CUDA_CHECK(
+      cudaLaunchKernelEx(&launch.config, decode_split_kernel<WARPS, NTV, QSTEPS, TMA_STAGES, TMA_COLS>, p, maps));
   CUDA_CHECK_LAUNCH("decode_split_kernel");
 }
 
@@ -655,15 +661,9 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
     CUDA_CHECK(cudaFuncSetAttribute(combine, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(combine_smem)));
   // Programmatic dependent launch: the combine grid is scheduled while pass 1 runs (its launch latency hidden; the
   // kernel's griddepcontrol.wait holds it until pass 1 is complete).
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(p.B * p.H * ((p.DV + cols - 1) / cols));
-  config.blockDim = dim3(kCombineWarps * 32);
-  config.dynamicSmemBytes = combine_smem;
-  config.stream = stream;
-  cudaLaunchAttribute attr = programmatic_serialization();
-  config.attrs = &attr;
-  config.numAttrs = pdl_supported() ? 1 : 0;
-  CUDA_CHECK(cudaLaunchKernelEx(&config, combine, p));
+  const DependentLaunch launch(dim3(p.B * p.H * ((p.DV + cols - 1) / cols)), dim3(kCombineWarps * 32), combine_smem,
+                               stream, pdl_supported());
+  CUDA_CHECK(cudaLaunchKernelEx(&launch.config, combine, p));
   CUDA_CHECK_LAUNCH("decode_combine_kernel");
 }
 
