@@ -457,6 +457,12 @@ __global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(cons
   if (p.lse && chunk == 0 && tid == 0) p.lse[bh] = L > 0.f ? (Mu + log2f(L)) * kLn2 : -INFINITY;
 }
 
+// A comparison switch: false when the environment variable is "0", read once per name by its caller's static.
+bool switch_on(const char* name) {
+  const char* v = std::getenv(name);
+  return !(v && std::string(v) == "0");
+}
+
 // Programmatic dependent launches need the kernels' sm_90+ code: older code has no griddepcontrol.wait.
 bool pdl_supported() {
   static const bool ok = [] {
@@ -469,10 +475,7 @@ bool pdl_supported() {
 // Pass 1 as a programmatic dependent of the kernel before it (LATTE_DECODE_PDL=0 launches it plainly, for
 // comparisons).
 bool pass1_pdl() {
-  static const bool on = [] {
-    const char* v = std::getenv("LATTE_DECODE_PDL");
-    return !(v && std::string(v) == "0") && pdl_supported();
-  }();
+  static const bool on = switch_on("LATTE_DECODE_PDL") && pdl_supported();
   return on;
 }
 
@@ -528,12 +531,6 @@ Rows3 rows3(const Tensor& t, const char* op, const char* name) {
   if (t.dim() == 3) return {t.size(0), t.size(1), t.size(2), t.stride(0), t.stride(1)};
   LATTE_CHECK(t.dim() == 4 && t.size(1) == 1, op, ": ", name, " must be (B, H, D) or (B, 1, H, D), got ", t.str());
   return {t.size(0), t.size(2), t.size(3), t.stride(0), t.stride(2)};
-}
-
-// A comparison switch: false when the environment variable is "0", read once per name by its caller's static.
-bool switch_on(const char* name) {
-  const char* v = std::getenv(name);
-  return !(v && std::string(v) == "0");
 }
 
 // Runs both passes; p has the tensors, dims and strides filled in, rows = heads per kv group.
