@@ -479,25 +479,6 @@ bool pass1_pdl() {
   return on;
 }
 
-// A launch configuration for cudaLaunchKernelEx: a programmatic dependent of the stream's previous kernel when
-// `dependent` (the kernel then waits in griddepcontrol.wait before reading that kernel's output).
-struct DependentLaunch {
-  cudaLaunchAttribute attr{};
-  cudaLaunchConfig_t config{};
-  DependentLaunch(dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool dependent) {
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    config.gridDim = grid;
-    config.blockDim = block;
-    config.dynamicSmemBytes = smem;
-    config.stream = stream;
-    config.attrs = &attr;  // points into this object: not copyable
-    config.numAttrs = dependent ? 1 : 0;
-  }
-  DependentLaunch(const DependentLaunch&) = delete;
-  DependentLaunch& operator=(const DependentLaunch&) = delete;
-};
-
 template <int WARPS, int NTV, int QSTEPS = 0, int TMA_STAGES = 0, int TMA_COLS = 64>
 void launch_split(const DecodeParams& p, dim3 grid, int smem, cudaStream_t stream,
                   const DecodeTileMaps& maps = DecodeTileMaps{}) {
@@ -611,7 +592,7 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
   // 4 warps for value widths up to 128 (GQA heads: 8 warps measured 25% slower, the per-warp softmax work is
   // repeated while the P V work per warp halves), 8 warps for the wide latent values (measured 10% faster).
   if (wgmma) {
-    launch_decode_latent_sm90(p, stream);
+    launch_decode_latent_sm90(p, stream, pass1_pdl());
   } else {
     const DecodeTileMaps gmaps = tma_gqa ? gqa_tile_maps(p) : DecodeTileMaps{};
     switch (p.DV) {

@@ -30,6 +30,25 @@ struct DecodeParams {
   float* lse;  // (B, H) or null
 };
 
+// A launch configuration for cudaLaunchKernelEx: a programmatic dependent of the stream's previous kernel when
+// `dependent` (the kernel then waits in griddepcontrol.wait before reading that kernel's output).
+struct DependentLaunch {
+  cudaLaunchAttribute attr{};
+  cudaLaunchConfig_t config{};
+  DependentLaunch(dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool dependent) {
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    config.attrs = &attr;  // points into this object: not copyable
+    config.numAttrs = dependent ? 1 : 0;
+  }
+  DependentLaunch(const DependentLaunch&) = delete;
+  DependentLaunch& operator=(const DependentLaunch&) = delete;
+};
+
 // The key tiles (kt keys each) one split reads: tile t starts at key first + t * step; keys >= end are masked.
 // Interleaved (split k takes tiles k, k + splits, ...) rather than one run of keys per split: at any moment the
 // blocks read neighbouring tiles, one region of the cache (session 10, two A/B runs on the H100: +2-5% at B=1 and
@@ -63,7 +82,8 @@ DecodeTileMaps gqa_tile_maps(const DecodeParams& p);
 bool decode_latent_sm90_supported(const DecodeParams& p);
 // Shared memory the kernel takes (one block per SM).
 int decode_latent_sm90_smem_bytes();
-// Pass 1 over grid (ceil(H / 64), B, p.splits): p.part_o / p.part_ml of every (split, b, head).
-void launch_decode_latent_sm90(const DecodeParams& p, cudaStream_t stream);
+// Pass 1 over grid (ceil(H / 64), B, p.splits): p.part_o / p.part_ml of every (split, b, head); a programmatic
+// dependent of the stream's previous kernel when `dependent`.
+void launch_decode_latent_sm90(const DecodeParams& p, cudaStream_t stream, bool dependent);
 
 }  // namespace latte::cuda

@@ -68,6 +68,10 @@ __global__ void __launch_bounds__(kLatThreads, 1)
 
   if (tid == 0) init_pipeline_barriers(q_full, full0, empty0, 2, 1);
   __syncthreads();
+  // A programmatic dependent of the stream's previous kernel (launch_decode_latent_sm90): the block's start and
+  // barrier set-up overlap that kernel's tail; the query and cache may be its output and the partials its input
+  // (the previous step's combine), so every thread waits for it to finish before any load or store.
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
 
   if (wg == 0) {
     setmaxnreg_dec<24>();
@@ -328,7 +332,7 @@ DecodeTileMaps gqa_tile_maps(const DecodeParams& p) {
           tma_map_bf16(p.v, p.DV, p.Hk, p.S, p.B, p.v_sh, p.v_ss, p.v_sb, kLatKeys)};
 }
 
-void launch_decode_latent_sm90(const DecodeParams& p, cudaStream_t stream) {
+void launch_decode_latent_sm90(const DecodeParams& p, cudaStream_t stream, bool dependent) {
   static bool configured = false;
   if (!configured) {
     CUDA_CHECK(cudaFuncSetAttribute(decode_latent_sm90_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kLatSmem));
@@ -341,7 +345,8 @@ void launch_decode_latent_sm90(const DecodeParams& p, cudaStream_t stream) {
   maps.c = tma_map_bf16(p.k1, kLatDc, 1, p.S, p.B, 0, p.k1_ss, p.k1_sb, kLatKeys);
   maps.kr = tma_map_bf16(p.k2, kLatDr, 1, p.S, p.B, 0, p.k2_ss, p.k2_sb, kLatKeys);
   const dim3 grid((p.H + kLatHeads - 1) / kLatHeads, p.B, p.splits);
-  decode_latent_sm90_kernel<<<grid, kLatThreads, kLatSmem, stream>>>(p, maps);
+  const DependentLaunch launch(grid, dim3(kLatThreads), kLatSmem, stream, dependent);
+  CUDA_CHECK(cudaLaunchKernelEx(&launch.config, decode_latent_sm90_kernel, p, maps));
   CUDA_CHECK_LAUNCH("decode_latent_sm90_kernel");
 }
 
