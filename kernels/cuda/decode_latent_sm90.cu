@@ -19,6 +19,8 @@
 // against ~1.2 us of tensor work, with S's own wait the largest stall; docs/attention_kernels.md, v26.)
 // Floor at B = 1, H = 128, S = 32k: 37.7 MB at ~3 TB/s = 12.6 us; 9.1 GFLOP at the 989 TFLOP/s dense peak = 9.2 us.
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/decode_attention_impl.h"
@@ -278,6 +280,331 @@ __global__ void __launch_bounds__(kLatThreads, 1)
 #endif
 }
 
+
+// ---- Seesaw schedule (experiment v44): two warpgroups and no producer --------------------------------------
+// Warpgroup w computes S for the key tiles of its parity (tile i in stage i % 2) and owns O columns 256 w ..
+// 256 w + 255. Per pair of tiles (a in stage 0, b in stage 1), with S_a and S_b already in registers:
+//   wg 0: softmax(S_a) against the running max (-> sM, sScale0) | O_L += P_a V_a,L | wait for wg 1's softmax |
+//         P_a rescaled to b's max -> sP0 | O_L rescaled, O_L += P_b V_b,L (P_b from sP1) | S_{a+2}
+//   wg 1: softmax(S_b) against a's max (-> sM, sScale1), O_R rescaled by both factors | O_R += P_b V_b,R |
+//         O_R += P_a V_a,R (P_a from sP0) | S_{b+2}
+// so one warpgroup's softmax runs while the other's products do. Each 64-column block of a tile has its own
+// barrier: a stage's blocks are refilled by the warpgroup that read them last, as soon as that read is done,
+// and S waits block by block. The query's rope block (64 columns) lives in registers, which frees its shared
+// memory for sP1.
+constexpr int kSeeThreads = 256;
+constexpr int kSeeBlk = kLatKeys * 128;  // one 64 x 64 column block (8 KB)
+// sQ, 2 stages, sP0, sM / sScale0 / sScale1 (64 floats each) / sL (128), 19 mbarriers, alignment slack.
+constexpr int kSeeSmem = kLatBlocks * kSeeBlk + 2 * kLatTileBytes + kSeeBlk + 320 * 4 + 160 + 1024;
+static_assert(kSeeSmem <= 227 * 1024, "shared memory of one block");
+
+// S (64 heads x 64 keys) (+)= Q K^T over the column blocks [C0, C1) of a tile at `stage`, each block waited for
+// on its barrier (bar0 + 8 c); block 8 (the rope part) with the query from registers. `zero`: the first step
+// overwrites S.
+template <int C0, int C1>
+__device__ __forceinline__ void seesaw_s(float (&s)[32], uint32_t sQ, uint32_t stage, uint32_t bar0,
+                                         uint32_t parity, const uint32_t (&rq8)[4][4], bool zero) {
+  uint64_t dq = smem_desc(sQ, 16, 1024), dk = smem_desc(stage, 16, 1024);
+  // Opaque to ptxas, so it does not hoist every step's descriptor out of the pair loop into registers.
+  asm volatile("mov.b64 %0, %0;\n" : "+l"(dq));
+  asm volatile("mov.b64 %0, %0;\n" : "+l"(dk));
+#pragma unroll
+  for (int c = C0; c < C1; ++c) {
+    mbar_wait_spin(bar0 + 8 * c, parity);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const uint32_t step = (c * kSeeBlk + kk * 32) >> 4;
+      if (c < 8)
+        wgmma_ss_m64n64k16<0, 0>(s, dq + step, dk + step, (zero && c == C0 && kk == 0) ? 0 : 1);
+      else
+        wgmma_rs_m64n64k16_kb(s, rq8[kk], dk + step);
+    }
+  }
+}
+
+// O (64 x 256: o0 columns 0..127, o1 128..255 of this warpgroup's half) += P V with P from registers (A
+// fragments, 16 keys a step) or from a swizzled (64 heads, 64 keys) tile in shared memory; v = the half's first
+// column block in the stage.
+__device__ __forceinline__ void seesaw_pv_rs(float (&o0)[64], float (&o1)[64], const uint32_t (&pa)[4][4], uint32_t v) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    const uint32_t vrow = v + kk * 16 * 128;
+    wgmma_rs_m64n128k16_tb(o0, pa[kk], smem_desc(vrow, kSeeBlk, 1024));
+    wgmma_rs_m64n128k16_tb(o1, pa[kk], smem_desc(vrow + 2 * kSeeBlk, kSeeBlk, 1024));
+  }
+}
+__device__ __forceinline__ void seesaw_pv_ss(float (&o0)[64], float (&o1)[64], uint32_t sp, uint32_t v) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    const uint64_t da = smem_desc(sp + kk * 32, 16, 1024);
+    const uint32_t vrow = v + kk * 16 * 128;
+    wgmma_ss_m64n128k16<0, 1>(o0, da, smem_desc(vrow, kSeeBlk, 1024), 1);
+    wgmma_ss_m64n128k16<0, 1>(o1, da, smem_desc(vrow + 2 * kSeeBlk, kSeeBlk, 1024), 1);
+  }
+}
+
+// P (bf16) -> a swizzled (64 heads, 64 keys) tile: row = head, 16-byte chunk n (keys 8 n..) at n ^ (row % 8).
+__device__ __forceinline__ void seesaw_store_p(uint32_t sp, const uint32_t (&pa)[4][4], int r0, int tq) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = r0 + 8 * h;
+      const uint32_t addr = sp + row * 128 + ((n ^ (row & 7)) << 4) + tq * 4;
+      asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(pa[n >> 1][2 * (n & 1) + h]) : "memory");
+    }
+}
+
+__device__ __forceinline__ void seesaw_scale_o(float (&o0)[64], float (&o1)[64], const float (&f)[2]) {
+  if (__any_sync(0xffffffffu, f[0] != 1.f || f[1] != 1.f)) {
+#pragma unroll
+    for (int x = 0; x < 64; ++x) {
+      o0[x] *= f[(x & 3) >> 1];
+      o1[x] *= f[(x & 3) >> 1];
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kSeeThreads, 1)
+    decode_latent_seesaw_kernel(const DecodeParams p, const __grid_constant__ LatentMaps maps) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const uint32_t raw = smem_u32(smem_raw);
+  const uint32_t sQ = (raw + 1023) & ~1023u;          // 9 blocks of (64 heads, 64 columns)
+  const uint32_t sK = sQ + kLatBlocks * kSeeBlk;      // stage s, block c at sK + s * kLatTileBytes + c * kSeeBlk
+  const uint32_t sP0 = sK + 2 * kLatTileBytes;        // P of tile a (64 heads, 64 keys), swizzled
+  const uint32_t sP1 = sQ + 8 * kSeeBlk;              // P of tile b: the query's rope block once in registers
+  const uint32_t sRowA = sP0 + kSeeBlk;
+  const uint32_t q_full = sRowA + 320 * 4, kfull0 = q_full + 8;  // block c of stage s: kfull0 + 8 (9 s + c)
+  float* sM = reinterpret_cast<float*>(smem_raw + (sRowA - raw));  // running maximum (log2 units) per head
+  float *sScale0 = sM + 64, *sScale1 = sM + 128, *sL = sM + 192;
+  constexpr int kBarScale0 = 1, kBarScale1 = 2, kBarP0 = 3, kBarPv1 = 4;
+
+  const int tid = threadIdx.x, wg = tid >> 7, wtid = tid & 127, warp = wtid >> 5, lane = tid & 31;
+  const int g = lane >> 2, tq = lane & 3, r0 = warp * 16 + g;  // this thread's heads in the tile: r0, r0 + 8
+  const int h0 = blockIdx.x * kLatHeads, b = blockIdx.y, split = blockIdx.z;
+  const SplitTiles tiles = split_tiles(p, split, kLatKeys);
+  const int n = tiles.n;
+  // Column blocks [c0, c1) of tile i into its stage, by one thread.
+  auto load_blocks = [&](int i, int c0, int c1) {
+    const int s = i & 1, key = tiles.first + i * tiles.step;
+    for (int c = c0; c < c1; ++c) {
+      const uint32_t bar = kfull0 + 8 * (9 * s + c), dst = sK + s * kLatTileBytes + c * kSeeBlk;
+      mbar_arrive_expect_tx(bar, kSeeBlk);
+      if (c < 8) tma_load_4d(dst, &maps.c, c * 64, 0, key, b, bar);
+      else tma_load_4d(dst, &maps.kr, 0, 0, key, b, bar);
+    }
+  };
+
+  if (tid == 0) {
+    mbar_init(q_full, 1);
+    for (int i = 0; i < 18; ++i) mbar_init(kfull0 + 8 * i, 1);
+    mbar_init_fence();
+  }
+  __syncthreads();
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");  // a programmatic dependent, as the kernel above
+  if (tid == 0) {
+    mbar_arrive_expect_tx(q_full, kLatBlocks * kSeeBlk);
+    for (int c = 0; c < 8; ++c) tma_load_4d(sQ + c * kSeeBlk, &maps.q_abs, c * 64, 0, h0, b, q_full);
+    tma_load_4d(sQ + 8 * kSeeBlk, &maps.q_rope, 0, 0, h0, b, q_full);
+    load_blocks(0, 0, 9);
+    if (n > 1) load_blocks(1, 4, 9), load_blocks(1, 0, 4);  // warpgroup 1 starts at block 4
+  }
+  // The rope block of the query as A fragments (4 steps of 16 columns).
+  mbar_wait(q_full, 0);
+  uint32_t rq8[4][4];
+  {
+    const int row = warp * 16 + (lane & 15);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      ldmatrix_x4(rq8[kk], sQ + 8 * kSeeBlk + row * 128 + (((2 * kk + (lane >> 4)) ^ (row & 7)) << 4));
+  }
+
+  float o0[64], o1[64], s[32], lsum[2] = {0.f, 0.f};
+  uint32_t pa[4][4];
+#pragma unroll
+  for (int x = 0; x < 64; ++x) o0[x] = 0.f, o1[x] = 0.f;
+  const uint32_t stage0 = sK, stage1 = sK + kLatTileBytes, bars0 = kfull0, bars1 = kfull0 + 72;
+  const uint32_t vhalf = wg * 4 * kSeeBlk;  // this warpgroup's value columns in a stage
+  // P = exp2(S scale - m) of a tile against the running maximum m_old (keys past the cache masked); returns the
+  // new maximum and alpha = 2^(m_old - m_new); P -> pa (bf16 A fragments), s keeps P in fp32.
+  auto softmax = [&](int i, const float (&m_old)[2], float (&m_new)[2], float (&alpha)[2], float (&rs)[2]) {
+    const int s0 = tiles.first + i * tiles.step;
+    const bool partial = s0 + kLatKeys > p.S;
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int x = 0; x < 32; ++x) {
+      if (partial && s0 + 8 * (x >> 2) + 2 * tq + (x & 1) >= p.S) s[x] = -INFINITY;
+      mx[(x & 3) >> 1] = fmaxf(mx[(x & 3) >> 1], s[x]);
+    }
+    float m_use[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = quad_max(mx[h]);
+      m_new[h] = fmaxf(m_old[h], mx[h] * p.scale_log2);
+      m_use[h] = m_new[h] == -INFINITY ? 0.f : m_new[h];
+      alpha[h] = fast_exp2(m_old[h] - m_use[h]);
+      rs[h] = 0.f;
+    }
+#pragma unroll
+    for (int x = 0; x < 32; x += 2) {
+      const int h = (x & 3) >> 1;
+      s[x] = fast_exp2(fmaf(s[x], p.scale_log2, -m_use[h]));
+      s[x + 1] = fast_exp2(fmaf(s[x + 1], p.scale_log2, -m_use[h]));
+      rs[h] += s[x] + s[x + 1];
+      pa[x >> 3][(x & 7) >> 1] = pack_bf16(s[x], s[x + 1]);
+    }
+  };
+
+  // The pairs: all but the last one or two have both tiles and a next pair (<1, 1, 1>); the compile-time flags
+  // keep every wgmma outside data-dependent branches (ptxas serializes wgmma issued in a divergent path).
+  auto pairs = [&](auto&& body) {
+    int a = 0;
+    for (; a + 3 < n; a += 2) body.template operator()<true, true, true>(a);
+    if (a + 2 < n) body.template operator()<true, true, false>(a), a += 2;
+    if (a + 1 < n) body.template operator()<true, false, false>(a);
+    else body.template operator()<false, false, false>(a);
+  };
+  if (wg == 0) {
+    if (tq == 0) sM[r0] = sM[r0 + 8] = -INFINITY;
+    __syncwarp();
+    wgmma_fence();
+    seesaw_s<0, 9>(s, sQ, stage0, bars0, 0, rq8, true);
+    wgmma_commit();
+    wgmma_wait<0>();
+    pin(s);
+    pairs([&]<bool HAS_B, bool MORE, bool MORE_B>(int a) {
+      const uint32_t par2 = ((a + 2) >> 1) & 1;
+      {
+        const float m_old[2] = {sM[r0], sM[r0 + 8]};
+        float m_new[2], alpha[2], rs[2];
+        softmax(a, m_old, m_new, alpha, rs);
+        __syncwarp();
+        if (tq == 0) sM[r0] = m_new[0], sM[r0 + 8] = m_new[1], sScale0[r0] = alpha[0], sScale0[r0 + 8] = alpha[1];
+        named_bar_arrive(kBarScale0, kSeeThreads);
+        seesaw_scale_o(o0, o1, alpha);
+        lsum[0] = lsum[0] * alpha[0] + rs[0], lsum[1] = lsum[1] * alpha[1] + rs[1];
+      }
+      wgmma_fence();
+      seesaw_pv_rs(o0, o1, pa, stage0 + vhalf);
+      wgmma_commit();
+      wgmma_wait<0>();
+      pin(o0);
+      pin(o1);
+      named_bar_sync(kBarScale1, kSeeThreads);  // warpgroup 1's softmax of tile b: sScale1
+      if (MORE && wtid == 0) load_blocks(a + 2, 0, 4);  // blocks 0..3 of stage 0 are read (S_a, V_a,L)
+      const float f[2] = {sScale1[r0], sScale1[r0 + 8]};
+#pragma unroll
+      for (int x = 0; x < 32; x += 2)
+        pa[x >> 3][(x & 7) >> 1] = pack_bf16(s[x] * f[(x & 3) >> 1], s[x + 1] * f[(x & 3) >> 1]);
+      seesaw_store_p(sP0, pa, r0, tq);
+      fence_proxy_async();
+      named_bar_arrive(kBarP0, kSeeThreads);
+      named_bar_sync(kBarPv1, kSeeThreads);  // sP1 written, warpgroup 1's read of sP0 issued
+      seesaw_scale_o(o0, o1, f);
+      lsum[0] *= f[0], lsum[1] *= f[1];
+      if constexpr (HAS_B) {
+        wgmma_fence();
+        seesaw_pv_ss(o0, o1, sP1, stage1 + vhalf);
+        wgmma_commit();
+      }
+      if constexpr (MORE) {
+        seesaw_s<0, 4>(s, sQ, stage0, bars0, par2, rq8, true);
+        wgmma_commit();
+        wgmma_wait<1>();  // O_L += P_b V_b,L done: blocks 0..3 of stage 1 are free
+        pin(o0);
+        pin(o1);
+        if (MORE_B && wtid == 0) load_blocks(a + 3, 0, 4);
+        seesaw_s<4, 9>(s, sQ, stage0, bars0, par2, rq8, false);
+        wgmma_commit();
+      }
+      wgmma_wait<0>();
+      pin(o0);
+      pin(o1);
+      pin(s);
+    });
+  } else {
+    if (n > 1) {  // S of tile 1, blocks 4..8 first (loaded first)
+      wgmma_fence();
+      seesaw_s<4, 9>(s, sQ, stage1, bars1, 0, rq8, true);
+      seesaw_s<0, 4>(s, sQ, stage1, bars1, 0, rq8, false);
+      wgmma_commit();
+      wgmma_wait<0>();
+      pin(s);
+    } else {
+#pragma unroll
+      for (int x = 0; x < 32; ++x) s[x] = -INFINITY;  // no tile b: P_b = 0, the maximum stays a's
+    }
+    pairs([&]<bool HAS_B, bool MORE, bool MORE_B>(int a) {
+      named_bar_sync(kBarScale0, kSeeThreads);  // warpgroup 0's softmax of tile a: sM = m_a, sScale0
+      {
+        const float m_old[2] = {sM[r0], sM[r0 + 8]};
+        float m_new[2], alpha[2], rs[2];
+        softmax(a + 1, m_old, m_new, alpha, rs);
+        const float f[2] = {alpha[0] * sScale0[r0], alpha[1] * sScale0[r0 + 8]};
+        __syncwarp();
+        if (tq == 0) sM[r0] = m_new[0], sM[r0 + 8] = m_new[1], sScale1[r0] = alpha[0], sScale1[r0 + 8] = alpha[1];
+        named_bar_arrive(kBarScale1, kSeeThreads);
+        seesaw_scale_o(o0, o1, f);
+        lsum[0] = lsum[0] * f[0] + rs[0], lsum[1] = lsum[1] * f[1] + rs[1];
+      }
+      wgmma_fence();
+      if constexpr (HAS_B) {
+        seesaw_store_p(sP1, pa, r0, tq);
+        seesaw_pv_rs(o0, o1, pa, stage1 + vhalf);
+        wgmma_commit();
+        fence_proxy_async();  // sP1 -> warpgroup 0's wgmma
+      }
+      named_bar_sync(kBarP0, kSeeThreads);  // sP0 = P_a at b's maximum
+      seesaw_pv_ss(o0, o1, sP0, stage0 + vhalf);
+      wgmma_commit();
+      named_bar_arrive(kBarPv1, kSeeThreads);
+      if constexpr (HAS_B) {
+        wgmma_wait<1>();  // O_R += P_b V_b,R done: blocks 4..8 of stage 1 are free
+        if (MORE_B && wtid == 0) load_blocks(a + 3, 4, 9);
+      }
+      wgmma_wait<0>();  // O_R += P_a V_a,R done: blocks 4..8 of stage 0 are free
+      pin(o0);
+      pin(o1);
+      if (MORE && wtid == 0) load_blocks(a + 2, 4, 9);
+      if constexpr (MORE_B) {  // S of tile a + 3 in stage 1, blocks 4..8 first
+        const uint32_t par = ((a + 3) >> 1) & 1;
+        wgmma_fence();
+        seesaw_s<4, 9>(s, sQ, stage1, bars1, par, rq8, true);
+        seesaw_s<0, 4>(s, sQ, stage1, bars1, par, rq8, false);
+        wgmma_commit();
+        wgmma_wait<0>();
+        pin(s);
+      } else {
+#pragma unroll
+        for (int x = 0; x < 32; ++x) s[x] = -INFINITY;
+      }
+    });
+  }
+
+  // Both halves are at the final maximum (warpgroup 1 wrote it last); the row sums are the two halves' sums.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    lsum[h] = quad_sum(lsum[h]);
+    if (tq == 0) sL[wg * 64 + r0 + 8 * h] = lsum[h];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = r0 + 8 * h, head = h0 + row;
+    if (head >= p.H) continue;
+    const int64_t at = (int64_t(split) * p.B + b) * p.H + head;
+    float* po = p.part_o + at * kLatDc + wg * 256 + 2 * tq;
+#pragma unroll
+    for (int nn = 0; nn < 16; ++nn) {
+      *reinterpret_cast<float2*>(po + 8 * nn) = make_float2(o0[4 * nn + 2 * h], o0[4 * nn + 2 * h + 1]);
+      *reinterpret_cast<float2*>(po + 128 + 8 * nn) = make_float2(o1[4 * nn + 2 * h], o1[4 * nn + 2 * h + 1]);
+    }
+    if (wg == 0 && tq == 0) *reinterpret_cast<float2*>(p.part_ml + at * 2) = make_float2(sM[row], sL[row] + sL[64 + row]);
+  }
+#endif
+}
+
 }  // namespace
 
 bool decode_latent_sm90_supported(const DecodeParams& p) {
@@ -345,6 +672,21 @@ void launch_decode_latent_sm90(const DecodeParams& p, cudaStream_t stream, bool 
   maps.c = tma_map_bf16(p.k1, kLatDc, 1, p.S, p.B, 0, p.k1_ss, p.k1_sb, kLatKeys);
   maps.kr = tma_map_bf16(p.k2, kLatDr, 1, p.S, p.B, 0, p.k2_ss, p.k2_sb, kLatKeys);
   const dim3 grid((p.H + kLatHeads - 1) / kLatHeads, p.B, p.splits);
+  static const bool seesaw = [] {
+    const char* v = std::getenv("LATTE_DECODE_SEESAW");
+    return !(v && std::string(v) == "0");
+  }();
+  if (seesaw) {
+    static bool see_configured = false;
+    if (!see_configured) {
+      CUDA_CHECK(cudaFuncSetAttribute(decode_latent_seesaw_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSeeSmem));
+      see_configured = true;
+    }
+    const DependentLaunch launch(grid, dim3(kSeeThreads), kSeeSmem, stream, dependent);
+    CUDA_CHECK(cudaLaunchKernelEx(&launch.config, decode_latent_seesaw_kernel, p, maps));
+    CUDA_CHECK_LAUNCH("decode_latent_seesaw_kernel");
+    return;
+  }
   const DependentLaunch launch(grid, dim3(kLatThreads), kLatSmem, stream, dependent);
   CUDA_CHECK(cudaLaunchKernelEx(&launch.config, decode_latent_sm90_kernel, p, maps));
   CUDA_CHECK_LAUNCH("decode_latent_sm90_kernel");

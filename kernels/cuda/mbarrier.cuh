@@ -34,4 +34,13 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
   } while (!done);
 }
 
+// The same wait with its spin loop inside the asm: placed between the wgmma steps of one accumulation, a C++ loop
+// makes ptxas serialize the wgmma (C7520, "WG.AR in divergent path"); this form does not.
+__device__ __forceinline__ void mbar_wait_spin(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nWAIT_%=:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra.uni WAIT_%=;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+
 }  // namespace latte::cuda

@@ -81,6 +81,9 @@ TEST(DecodeAttention, LatentEqualsPlainAttention) {
       {2, 400, 24, 512, 64, 32, 32},   // sm_90a: 2b9's head count, two 16-row TMA passes over one cache
       {1, 1900, 128, 512, 64, 16, 16}, // sm_90a: two wgmma tiles, 6 splits, a ragged last key tile
       {3, 700, 96, 512, 64, 16, 16},   // sm_90a: two wgmma tiles, 32 rows of the second idle
+      {2, 40, 64, 512, 64, 16, 16},    // sm_90a wgmma: one ragged key tile (the seesaw's second warpgroup idle)
+      {1, 100, 128, 512, 64, 16, 16},  // sm_90a wgmma: one pair of key tiles
+      {1, 150, 72, 512, 64, 16, 16},   // sm_90a wgmma: three key tiles, 56 rows of the second head tile idle
       {2, 1300, 10, 512, 64, 32, 32},  // sm_90a: the 16-row kernel with TMA tiles, 6 of 16 rows idle, ragged tail
       {2, 901, 12, 256, 64, 32, 32},   // sm_90a: TMA tiles at MLA-125M's latent (Dc 256), 4 of 16 rows idle
       {1, 2500, 16, 96, 32, 64, 64},   // sm_90a: EG-MLA-125M's latent rows (Dc 96, Dr 32), 32-column TMA blocks
