@@ -314,10 +314,11 @@ __device__ __forceinline__ void seesaw_s(float (&s)[32], uint32_t sQ, uint32_t s
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       const uint32_t step = (c * kSeeBlk + kk * 32) >> 4;
+      const int accumulate = (zero && c == C0 && kk == 0) ? 0 : 1;
       if (c < 8)
-        wgmma_ss_m64n64k16<0, 0>(s, dq + step, dk + step, (zero && c == C0 && kk == 0) ? 0 : 1);
+        wgmma_ss_m64n64k16<0, 0>(s, dq + step, dk + step, accumulate);
       else
-        wgmma_rs_m64n64k16_kb(s, rq8[kk], dk + step);
+        wgmma_rs_m64n64k16_kb(s, rq8[kk], dk + step, accumulate);
     }
   }
 }
@@ -378,7 +379,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
   const uint32_t q_full = sRowA + 320 * 4, kfull0 = q_full + 8;  // block c of stage s: kfull0 + 8 (9 s + c)
   float* sM = reinterpret_cast<float*>(smem_raw + (sRowA - raw));  // running maximum (log2 units) per head
   float *sScale0 = sM + 64, *sScale1 = sM + 128, *sL = sM + 192;
-  constexpr int kBarScale0 = 1, kBarScale1 = 2, kBarP0 = 3, kBarPv1 = 4;
+  constexpr int kBarA = 1, kBarB = 2, kBarP0Free = 3;  // named barriers of the two warpgroups
 
   const int tid = threadIdx.x, wg = tid >> 7, wtid = tid & 127, warp = wtid >> 5, lane = tid & 31;
   const int g = lane >> 2, tq = lane & 3, r0 = warp * 16 + g;  // this thread's heads in the tile: r0, r0 + 8
@@ -408,7 +409,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
     for (int c = 0; c < 8; ++c) tma_load_4d(sQ + c * kSeeBlk, &maps.q_abs, c * 64, 0, h0, b, q_full);
     tma_load_4d(sQ + 8 * kSeeBlk, &maps.q_rope, 0, 0, h0, b, q_full);
     load_blocks(0, 0, 9);
-    if (n > 1) load_blocks(1, 4, 9), load_blocks(1, 0, 4);  // warpgroup 1 starts at block 4
+    if (n > 1) load_blocks(1, 8, 9), load_blocks(1, 0, 8);  // warpgroup 1 starts at the rope block
   }
   // The rope block of the query as A fragments (4 steps of 16 columns).
   mbar_wait(q_full, 0);
@@ -475,13 +476,17 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
     pin(s);
     pairs([&]<bool HAS_B, bool MORE, bool MORE_B>(int a) {
       const uint32_t par2 = ((a + 2) >> 1) & 1;
+      if (MORE && wtid == 0) load_blocks(a + 2, 8, 9);  // stage 0's rope block was read by S_a alone
+      if (a > 0) named_bar_sync(kBarP0Free, kSeeThreads);  // warpgroup 1's read of the last sP0 is done
       {
         const float m_old[2] = {sM[r0], sM[r0 + 8]};
         float m_new[2], alpha[2], rs[2];
         softmax(a, m_old, m_new, alpha, rs);
         __syncwarp();
         if (tq == 0) sM[r0] = m_new[0], sM[r0 + 8] = m_new[1], sScale0[r0] = alpha[0], sScale0[r0 + 8] = alpha[1];
-        named_bar_arrive(kBarScale0, kSeeThreads);
+        seesaw_store_p(sP0, pa, r0, tq);
+        fence_proxy_async();
+        named_bar_arrive(kBarA, kSeeThreads);
         seesaw_scale_o(o0, o1, alpha);
         lsum[0] = lsum[0] * alpha[0] + rs[0], lsum[1] = lsum[1] * alpha[1] + rs[1];
       }
@@ -491,16 +496,9 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
       wgmma_wait<0>();
       pin(o0);
       pin(o1);
-      named_bar_sync(kBarScale1, kSeeThreads);  // warpgroup 1's softmax of tile b: sScale1
-      if (MORE && wtid == 0) load_blocks(a + 2, 0, 4);  // blocks 0..3 of stage 0 are read (S_a, V_a,L)
+      if (MORE && wtid == 0) load_blocks(a + 2, 0, 4);  // V_a,L read
+      named_bar_sync(kBarB, kSeeThreads);  // warpgroup 1's softmax of tile b: sScale1, sP1
       const float f[2] = {sScale1[r0], sScale1[r0 + 8]};
-#pragma unroll
-      for (int x = 0; x < 32; x += 2)
-        pa[x >> 3][(x & 7) >> 1] = pack_bf16(s[x] * f[(x & 3) >> 1], s[x + 1] * f[(x & 3) >> 1]);
-      seesaw_store_p(sP0, pa, r0, tq);
-      fence_proxy_async();
-      named_bar_arrive(kBarP0, kSeeThreads);
-      named_bar_sync(kBarPv1, kSeeThreads);  // sP1 written, warpgroup 1's read of sP0 issued
       seesaw_scale_o(o0, o1, f);
       lsum[0] *= f[0], lsum[1] *= f[1];
       if constexpr (HAS_B) {
@@ -509,13 +507,13 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
         wgmma_commit();
       }
       if constexpr (MORE) {
-        seesaw_s<0, 4>(s, sQ, stage0, bars0, par2, rq8, true);
+        seesaw_s<8, 9>(s, sQ, stage0, bars0, par2, rq8, true);
         wgmma_commit();
         wgmma_wait<1>();  // O_L += P_b V_b,L done: blocks 0..3 of stage 1 are free
         pin(o0);
         pin(o1);
         if (MORE_B && wtid == 0) load_blocks(a + 3, 0, 4);
-        seesaw_s<4, 9>(s, sQ, stage0, bars0, par2, rq8, false);
+        seesaw_s<0, 8>(s, sQ, stage0, bars0, par2, rq8, false);
         wgmma_commit();
       }
       wgmma_wait<0>();
@@ -524,10 +522,10 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
       pin(s);
     });
   } else {
-    if (n > 1) {  // S of tile 1, blocks 4..8 first (loaded first)
+    if (n > 1) {  // S of tile 1, its rope block first (loaded first)
       wgmma_fence();
-      seesaw_s<4, 9>(s, sQ, stage1, bars1, 0, rq8, true);
-      seesaw_s<0, 4>(s, sQ, stage1, bars1, 0, rq8, false);
+      seesaw_s<8, 9>(s, sQ, stage1, bars1, 0, rq8, true);
+      seesaw_s<0, 8>(s, sQ, stage1, bars1, 0, rq8, false);
       wgmma_commit();
       wgmma_wait<0>();
       pin(s);
@@ -536,46 +534,61 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
       for (int x = 0; x < 32; ++x) s[x] = -INFINITY;  // no tile b: P_b = 0, the maximum stays a's
     }
     pairs([&]<bool HAS_B, bool MORE, bool MORE_B>(int a) {
-      named_bar_sync(kBarScale0, kSeeThreads);  // warpgroup 0's softmax of tile a: sM = m_a, sScale0
+      const uint32_t parb = ((a + 3) >> 1) & 1;
+      if (MORE_B && wtid == 0) load_blocks(a + 3, 8, 9);  // stage 1's rope block was read by S_b alone
+      named_bar_sync(kBarA, kSeeThreads);  // warpgroup 0's softmax of tile a: sM = m_a, sScale0, sP0
       {
-        const float m_old[2] = {sM[r0], sM[r0 + 8]};
-        float m_new[2], alpha[2], rs[2];
-        softmax(a + 1, m_old, m_new, alpha, rs);
-        const float f[2] = {alpha[0] * sScale0[r0], alpha[1] * sScale0[r0 + 8]};
-        __syncwarp();
-        if (tq == 0) sM[r0] = m_new[0], sM[r0 + 8] = m_new[1], sScale1[r0] = alpha[0], sScale1[r0 + 8] = alpha[1];
-        named_bar_arrive(kBarScale1, kSeeThreads);
-        seesaw_scale_o(o0, o1, f);
-        lsum[0] = lsum[0] * f[0] + rs[0], lsum[1] = lsum[1] * f[1] + rs[1];
+        const float f0[2] = {sScale0[r0], sScale0[r0 + 8]};
+        seesaw_scale_o(o0, o1, f0);
+        lsum[0] *= f0[0], lsum[1] *= f0[1];
       }
       wgmma_fence();
-      if constexpr (HAS_B) {
-        seesaw_store_p(sP1, pa, r0, tq);
-        seesaw_pv_rs(o0, o1, pa, stage1 + vhalf);
-        wgmma_commit();
-        fence_proxy_async();  // sP1 -> warpgroup 0's wgmma
-      }
-      named_bar_sync(kBarP0, kSeeThreads);  // sP0 = P_a at b's maximum
-      seesaw_pv_ss(o0, o1, sP0, stage0 + vhalf);
+      seesaw_pv_ss(o0, o1, sP0, stage0 + vhalf);  // O_R += P_a V_a,R at a's maximum, during the softmax below
       wgmma_commit();
-      named_bar_arrive(kBarPv1, kSeeThreads);
-      if constexpr (HAS_B) {
-        wgmma_wait<1>();  // O_R += P_b V_b,R done: blocks 4..8 of stage 1 are free
-        if (MORE_B && wtid == 0) load_blocks(a + 3, 4, 9);
+      float alpha[2];
+      {
+        const float m_old[2] = {sM[r0], sM[r0 + 8]};
+        float m_new[2], rs[2];
+        softmax(a + 1, m_old, m_new, alpha, rs);
+        __syncwarp();
+        if (tq == 0) sM[r0] = m_new[0], sM[r0 + 8] = m_new[1], sScale1[r0] = alpha[0], sScale1[r0 + 8] = alpha[1];
+        if constexpr (HAS_B) {
+          seesaw_store_p(sP1, pa, r0, tq);
+          fence_proxy_async();
+        }
+        named_bar_arrive(kBarB, kSeeThreads);
+        lsum[0] = lsum[0] * alpha[0] + rs[0], lsum[1] = lsum[1] * alpha[1] + rs[1];
       }
-      wgmma_wait<0>();  // O_R += P_a V_a,R done: blocks 4..8 of stage 0 are free
+      wgmma_wait<0>();  // O_R += P_a V_a,R done: blocks 4..7 of stage 0 and sP0 are free
       pin(o0);
       pin(o1);
-      if (MORE && wtid == 0) load_blocks(a + 2, 4, 9);
-      if constexpr (MORE_B) {  // S of tile a + 3 in stage 1, blocks 4..8 first
-        const uint32_t par = ((a + 3) >> 1) & 1;
+      if constexpr (MORE) {
+        if (wtid == 0) load_blocks(a + 2, 4, 8);
+        named_bar_arrive(kBarP0Free, kSeeThreads);
+      }
+      seesaw_scale_o(o0, o1, alpha);
+      if constexpr (HAS_B) {
         wgmma_fence();
-        seesaw_s<4, 9>(s, sQ, stage1, bars1, par, rq8, true);
-        seesaw_s<0, 4>(s, sQ, stage1, bars1, par, rq8, false);
+        seesaw_pv_rs(o0, o1, pa, stage1 + vhalf);
+        wgmma_commit();
+      }
+      if constexpr (MORE_B) {  // S of tile a + 3 in stage 1: rope block, blocks 0..3, blocks 4..7
+        seesaw_s<8, 9>(s, sQ, stage1, bars1, parb, rq8, true);
+        wgmma_commit();
+        wgmma_wait<1>();  // O_R += P_b V_b,R done: blocks 4..7 of stage 1 are free
+        pin(o0);
+        pin(o1);
+        if (wtid == 0) load_blocks(a + 3, 4, 8);
+        seesaw_s<0, 8>(s, sQ, stage1, bars1, parb, rq8, false);
         wgmma_commit();
         wgmma_wait<0>();
+        pin(o0);
+        pin(o1);
         pin(s);
       } else {
+        wgmma_wait<0>();
+        pin(o0);
+        pin(o1);
 #pragma unroll
         for (int x = 0; x < 32; ++x) s[x] = -INFINITY;
       }
