@@ -6,21 +6,24 @@
 // run the tile's 2 x 16 x 64 x (576 + 512) FLOPs on 16-row tiles with every operand through registers: 0.13 of the
 // copy bandwidth (docs/attention_kernels.md). A cache row serves all heads: at 128 heads a step is 9.1 GFLOP per
 // 37.7 MB (B = 1, 32k), compute-heavy enough that the tensor-core rate decides it.
-// Block: warpgroup 0 = producer (one thread issues the TMA loads: the 64-head query once, then 64-key tiles of
-// [c | kr], 72 KB, double-buffered); warpgroups 1 and 2 = consumers, O split by value columns. Per key tile t:
-//   consumer 0: S (64 heads x 64 keys) = Q K^T      SS, K = 576 (36 k-steps of m64n64: operands 4 KB a step,
-//               P = exp2(S scale log2e - m)         one step's worth of shared-memory bandwidth per tensor step)
-//               O_0 (64 x 256) = O_0 alpha + P V_0  RS: P from registers, V_0 = the tile's c columns 0..255
-//   consumer 1: O_1 (64 x 256) = O_1 alpha + P V_1  SS: P and alpha from shared memory (consumer 0 writes them)
-// Consumer 0 issues S of tile t + 1 right behind its P V of tile t, so the tensor cores run the next S while both
-// consumers' P V run, and the softmax waits for S alone. A stage is released once both consumers' P V of it has
-// completed. (Until session 11 both consumers computed S for 32 keys each, m64n32 steps, and met twice per tile
-// for the row maxima and P. This layout measured only 4% faster at B = 4, H = 128: a tile still takes ~2.9 us
-// against ~1.2 us of tensor work, with S's own wait the largest stall; docs/attention_kernels.md, v26.)
+// Block: two warpgroups, no producer (FlashMLA's "seesaw" pairing, written for these tiles): the query (64 heads x
+// 576, its rope block then kept in registers) and 64-key tiles of [c | kr] (72 KB, two stages, stage i % 2 holds
+// key tile i) arrive by TMA in 64-column blocks, each block with its own barrier. Warpgroup w computes S for the
+// tiles of its parity and owns O columns 256 w .. 256 w + 255 (O_L, O_R). Per pair of tiles (a, b), with S_a and
+// S_b in registers:
+//   wg 0: P_a = softmax(S_a) against the running maximum -> m_a (sM), alpha_a (sScale0), P_a (registers, sP0) |
+//         O_L = O_L alpha_a + P_a V_a,L | wait for wg 1's softmax | O_L rescaled to m_b, O_L += P_b V_b,L (sP1) |
+//         S_{a+2}
+//   wg 1: O_R = O_R alpha_a + P_a V_a,R (sP0) while P_b = softmax(S_b) against m_a -> m_b, alpha_b (sScale1),
+//         P_b (registers, sP1) | O_R rescaled to m_b, O_R += P_b V_b,R | S_{b+2}
+// so one warpgroup's softmax runs while the other's products do, and every block of a stage is refilled by the
+// warpgroup that read it last as soon as that read has completed (the rope block right after S), the next S
+// taking its blocks in the order they were refilled: with two 72 KB stages beside the 72 KB query, the load of
+// tile a + 2 has only the time between P V of tile a and S of tile a + 2 to arrive in. (Until session 15 one
+// producer warpgroup loaded whole tiles and consumer 0 computed every S: H = 128, B = 4 0.55 / 0.59 of the copy
+// bandwidth; this schedule 0.61 / 0.65, docs/attention_kernels.md v44, v45.)
 // Floor at B = 1, H = 128, S = 32k: 37.7 MB at ~3 TB/s = 12.6 us; 9.1 GFLOP at the 989 TFLOP/s dense peak = 9.2 us.
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/decode_attention_impl.h"
@@ -38,265 +41,15 @@ constexpr int kLatHeads = 64;                                        // heads pe
 constexpr int kLatKeys = 64;                                         // keys per tile
 constexpr int kLatBlocks = kLatDk / 64;                              // 64-column blocks of a row: 9
 constexpr int kLatTileBytes = kLatBlocks * kLatKeys * 128;           // one [c | kr] tile: 72 KB
-constexpr int kLatThreads = 384;
-
-// sQ, 2 stages of K, sP, per-head alpha / running max / running sum (3 x 64 floats), 5 mbarriers, alignment slack.
-constexpr int kLatSmem = kLatBlocks * kLatHeads * 128 + 2 * kLatTileBytes + kLatHeads * 128 + 3 * 64 * 4 + 64 + 1024;
+constexpr int kLatThreads = 256;                                     // two warpgroups
+constexpr int kLatBlk = kLatKeys * 128;                              // one 64 x 64 column block: 8 KB
+// sQ, 2 stages, sP0, sM / sScale0 / sScale1 (64 floats each) / sL (128), 19 mbarriers, alignment slack.
+constexpr int kLatSmem = kLatBlocks * kLatBlk + 2 * kLatTileBytes + kLatBlk + 320 * 4 + 160 + 1024;
 static_assert(kLatSmem <= 227 * 1024, "shared memory of one block");
 
 struct LatentMaps {
   CUtensorMap q_abs, q_rope, c, kr;
 };
-
-__global__ void __launch_bounds__(kLatThreads, 1)
-    decode_latent_sm90_kernel(const DecodeParams p, const __grid_constant__ LatentMaps maps) {
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  const uint32_t raw = smem_u32(smem_raw);
-  const uint32_t base = (raw + 1023) & ~1023u;
-  const uint32_t sQ = base;                                  // 9 blocks of (64 heads, 64 columns)
-  const uint32_t sK = sQ + kLatBlocks * kLatHeads * 128;     // 2 stages x 9 blocks of (64 keys, 64 columns)
-  const uint32_t sP = sK + 2 * kLatTileBytes;                // (64 heads, 64 keys) bf16, swizzled rows
-  const uint32_t sRowA = sP + kLatHeads * 128;               // per head: alpha, running max, running sum (fp32)
-  const uint32_t bars = sRowA + 3 * 64 * 4;                  // q_full, full[2], empty[2]
-  const uint32_t q_full = bars, full0 = bars + 8, empty0 = bars + 24;
-  float* sRow = reinterpret_cast<float*>(smem_raw + (sRowA - raw));
-
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int wg = warp >> 2, g = lane >> 2, tq = lane & 3;
-  const int h0 = blockIdx.x * kLatHeads, b = blockIdx.y, split = blockIdx.z;
-  const SplitTiles tiles = split_tiles(p, split, kLatKeys);
-  const int s_end = tiles.end, n_tiles = tiles.n;
-
-  if (tid == 0) init_pipeline_barriers(q_full, full0, empty0, 2, 1);
-  __syncthreads();
-  // A programmatic dependent of the stream's previous kernel (launch_decode_latent_sm90): the block's start and
-  // barrier set-up overlap that kernel's tail; the query and cache may be its output and the partials its input
-  // (the previous step's combine), so every thread waits for it to finish before any load or store.
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-
-  if (wg == 0) {
-    setmaxnreg_dec<24>();
-    if (warp == 0 && lane == 0) {
-      mbar_arrive_expect_tx(q_full, kLatBlocks * kLatHeads * 128);
-      for (int c = 0; c < kLatDc / 64; ++c) tma_load_4d(sQ + c * kLatHeads * 128, &maps.q_abs, c * 64, 0, h0, b, q_full);
-      tma_load_4d(sQ + (kLatBlocks - 1) * kLatHeads * 128, &maps.q_rope, 0, 0, h0, b, q_full);
-      for (int t = 0; t < n_tiles; ++t) {
-        const int s = t & 1, s0 = tiles.first + t * tiles.step;
-        if (t >= 2) mbar_wait(empty0 + 8 * s, ((t >> 1) - 1) & 1);
-        const uint32_t full = full0 + 8 * s, dst = sK + s * kLatTileBytes;
-        mbar_arrive_expect_tx(full, kLatTileBytes);
-        for (int c = 0; c < kLatDc / 64; ++c) tma_load_4d(dst + c * kLatKeys * 128, &maps.c, c * 64, 0, s0, b, full);
-        tma_load_4d(dst + (kLatBlocks - 1) * kLatKeys * 128, &maps.kr, 0, 0, s0, b, full);
-      }
-    }
-    return;
-  }
-  setmaxnreg_inc<240>();
-  const int cw = wg - 1;                           // consumer: value columns 256 cw.. of O
-  const int r0 = (warp & 3) * 16 + g;              // this thread's heads in the tile: r0, r0 + 8
-  float o0[64], o1[64];                            // O columns 256 cw + [0, 128) and + [128, 256)
-#pragma unroll
-  for (int x = 0; x < 64; ++x) o0[x] = 0.f, o1[x] = 0.f;
-  // Per head (row of the tile): this tile's rescale factor alpha (for consumer 1), and consumer 0's running
-  // maximum and sum, kept in shared memory rather than registers: with S, P and O live, consumer 0's 240
-  // registers had no room for them (ptxas spilled them).
-  float *sAlpha = sRow, *sMax = sRow + 64, *sSum = sRow + 128;
-  constexpr int kBarPReady = 1, kBarPFree = 2;     // P and alpha of a tile written / consumer 1 done with them
-
-  if (cw == 0) {
-    // Consumer 0: S of tile t + 1 runs on the tensor cores while both consumers' P V of tile t do; the softmax
-    // then waits only for S. P stays in registers for its own P V (A fragments) and goes to shared memory for
-    // consumer 1's.
-    if (tq == 0) sMax[r0] = sMax[r0 + 8] = -INFINITY, sSum[r0] = sSum[r0 + 8] = 0.f;
-    __syncwarp();
-    float st[32];       // S / P of one tile: st[4 n + c] is head r0 + 8 (c >> 1), key 8 n + 2 tq + (c & 1)
-    uint32_t pa[4][4];  // P as bf16 A fragments, 16 keys per k step
-    auto issue_s = [&](int t) {  // S (64 heads x 64 keys) = Q K^T over the 36 k steps of the 576-wide rows
-      // The k-steps' descriptors as the first one's plus the step's offset (its address field counts 16-byte units
-      // and no tile crosses it): one add each instead of rebuilding the descriptor, on consumer 0's critical path.
-      // (The first descriptors go through an opaque move so ptxas does not hoist all 72 out of the tile loop, which
-      // would hold them in registers across it and spill.)
-      uint64_t dq = smem_desc(sQ, 16, 1024), dk = smem_desc(sK + (t & 1) * kLatTileBytes, 16, 1024);
-      asm volatile("mov.b64 %0, %0;\n" : "+l"(dq));
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kLatDk / 16; ++kk) {
-        const uint32_t step = ((kk >> 2) * (kLatKeys * 128) + (kk & 3) * 32) >> 4;
-        wgmma_ss_m64n64k16<0, 0>(st, dq + step, dk + step, kk > 0);
-      }
-      wgmma_commit();
-    };
-    // P = exp2(S scale log2e - m) of tile t (keys past the split's end masked): row maxima over the quad, the
-    // running maximum and sum, P -> pa and sP, alpha -> sAlpha; O rescaled (its P V of tile t - 1 has completed).
-    auto softmax = [&](int t) {
-      // Consumer 0's instructions per tile are its critical path (one warp per scheduler): the mask only on a
-      // split's last, partial tile, the scale folded into the exponent (maxima of the raw scores, scale > 0).
-      const int s0 = tiles.first + t * tiles.step;
-      const bool partial = s0 + kLatKeys > s_end;
-      float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-      for (int x = 0; x < 32; ++x) {
-        if (partial && s0 + 8 * (x >> 2) + 2 * tq + (x & 1) >= s_end) st[x] = -INFINITY;
-        mx[(x & 3) >> 1] = fmaxf(mx[(x & 3) >> 1], st[x]);
-      }
-      float alpha[2], m_use[2], m_new[2], rs[2] = {0.f, 0.f};
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-        const float m_old = sMax[r0 + 8 * h];
-        m_new[h] = fmaxf(m_old, mx[h] * p.scale_log2);
-        m_use[h] = m_new[h] == -INFINITY ? 0.f : m_new[h];
-        alpha[h] = fast_exp2(m_old - m_use[h]);  // 0 while the running maximum is -inf
-      }
-#pragma unroll
-      for (int x = 0; x < 32; x += 2) {
-        const int h = (x & 3) >> 1;
-        st[x] = fast_exp2(fmaf(st[x], p.scale_log2, -m_use[h]));
-        st[x + 1] = fast_exp2(fmaf(st[x + 1], p.scale_log2, -m_use[h]));
-        rs[h] += st[x] + st[x + 1];
-        pa[x >> 3][(x & 7) >> 1] = pack_bf16(st[x], st[x + 1]);
-      }
-      const float l_new[2] = {sSum[r0] * alpha[0] + quad_sum(rs[0]), sSum[r0 + 8] * alpha[1] + quad_sum(rs[1])};
-      __syncwarp();  // the quad has read the running values
-      if (tq == 0) sMax[r0] = m_new[0], sMax[r0 + 8] = m_new[1], sSum[r0] = l_new[0], sSum[r0 + 8] = l_new[1];
-      // O rescaled only when a maximum of the warp's rows moved (alpha = 1 otherwise: after the first tiles, most).
-      if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-        for (int x = 0; x < 64; ++x) {
-          o0[x] *= alpha[(x & 3) >> 1];
-          o1[x] *= alpha[(x & 3) >> 1];
-        }
-      }
-      // sP: row = head, 128 bytes = 64 keys, 16-byte chunks XORed by row % 8; chunk n holds keys 8 n ...
-      if (t > 0) named_bar_sync(kBarPFree, 256);  // consumer 1's P V of tile t - 1 has read sP and sAlpha
-#pragma unroll
-      for (int n = 0; n < 8; ++n)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int row = r0 + 8 * h;
-          const uint32_t addr = sP + row * 128 + ((n ^ (row & 7)) << 4) + tq * 4;
-          asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(pa[n >> 1][2 * (n & 1) + h]) : "memory");
-        }
-      if (tq == 0) sAlpha[r0] = alpha[0], sAlpha[r0 + 8] = alpha[1];
-      fence_proxy_async();
-      named_bar_arrive(kBarPReady, 256);
-    };
-
-    // O_0 += P V_0 of tile t: A = P from registers, B = the tile's c columns 0..255 (MN-major).
-    auto issue_pv = [&](int t) {
-      const uint32_t sKs = sK + (t & 1) * kLatTileBytes;
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kLatKeys / 16; ++kk) {
-        const uint32_t vrow = sKs + kk * 16 * 128;
-        wgmma_rs_m64n128k16_tb(o0, pa[kk], smem_desc(vrow, kLatKeys * 128, 1024));
-        wgmma_rs_m64n128k16_tb(o1, pa[kk], smem_desc(vrow + 2 * kLatKeys * 128, kLatKeys * 128, 1024));
-      }
-      wgmma_commit();
-    };
-    // n_tiles >= 1 here (S >= 1 and no more splits than key tiles). Per tile t: P V of t and S of t + 1 in flight
-    // together; the last tile's P V alone.
-    mbar_wait(q_full, 0);  // the query (only consumer 0 reads it)
-    mbar_wait(full0, 0);
-    issue_s(0);
-    wgmma_wait<0>();
-    pin(st);
-    softmax(0);
-    for (int t = 0; t + 1 < n_tiles; ++t) {
-      issue_pv(t);
-      mbar_wait(full0 + 8 * ((t + 1) & 1), ((t + 1) >> 1) & 1);
-      issue_s(t + 1);
-      wgmma_wait<1>();  // P V of tile t done (S of t + 1 runs on)
-      pin(o0);
-      pin(o1);
-      if (lane == 0) mbar_arrive(empty0 + 8 * (t & 1));  // this warp is done with the stage (K for S, V for P V)
-      wgmma_wait<0>();
-      pin(st);
-      softmax(t + 1);
-    }
-    issue_pv(n_tiles - 1);
-    wgmma_wait<0>();
-    pin(o0);
-    pin(o1);
-    // This split's partials: O columns 0..255, m, l.
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int row = r0 + 8 * h, head = h0 + row;
-      if (head >= p.H) continue;
-      const int64_t at = (int64_t(split) * p.B + b) * p.H + head;
-      float* po = p.part_o + at * kLatDc + 2 * tq;
-#pragma unroll
-      for (int n = 0; n < 16; ++n) {
-        *reinterpret_cast<float2*>(po + 8 * n) = make_float2(o0[4 * n + 2 * h], o0[4 * n + 2 * h + 1]);
-        *reinterpret_cast<float2*>(po + 128 + 8 * n) = make_float2(o1[4 * n + 2 * h], o1[4 * n + 2 * h + 1]);
-      }
-      if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + at * 2) = make_float2(sMax[row], sSum[row]);
-    }
-  } else {
-    // Consumer 1: O_1 = O_1 alpha + P V_1 per tile, with P (sP) and alpha (sAlpha) from consumer 0.
-    for (int t = 0; t < n_tiles; ++t) {
-      const int s = t & 1;
-      const uint32_t sKs = sK + s * kLatTileBytes;
-      named_bar_sync(kBarPReady, 256);
-      mbar_wait(full0 + 8 * s, (t >> 1) & 1);  // (completed: consumer 0 waited for it before S of this tile)
-      const float alpha[2] = {sAlpha[r0], sAlpha[r0 + 8]};
-      if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-        for (int x = 0; x < 64; ++x) {
-          o0[x] *= alpha[(x & 3) >> 1];
-          o1[x] *= alpha[(x & 3) >> 1];
-        }
-      }
-      // A = P (K-major, 4 k steps of 16 keys), B = the tile's c columns 256..511 (MN-major), two n128 per k step.
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kLatKeys / 16; ++kk) {
-        const uint64_t da = smem_desc(sP + kk * 32, 16, 1024);
-        const uint32_t vrow = sKs + kk * 16 * 128;
-        wgmma_ss_m64n128k16<0, 1>(o0, da, smem_desc(vrow + 4 * kLatKeys * 128, kLatKeys * 128, 1024), 1);
-        wgmma_ss_m64n128k16<0, 1>(o1, da, smem_desc(vrow + 6 * kLatKeys * 128, kLatKeys * 128, 1024), 1);
-      }
-      wgmma_commit();
-      wgmma_wait<0>();
-      pin(o0);
-      pin(o1);
-      if (t + 1 < n_tiles) named_bar_arrive(kBarPFree, 256);  // sP and sAlpha may be rewritten
-      if (lane == 0) mbar_arrive(empty0 + 8 * s);
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int head = h0 + r0 + 8 * h;
-      if (head >= p.H) continue;
-      float* po = p.part_o + ((int64_t(split) * p.B + b) * p.H + head) * kLatDc + 256 + 2 * tq;
-#pragma unroll
-      for (int n = 0; n < 16; ++n) {
-        *reinterpret_cast<float2*>(po + 8 * n) = make_float2(o0[4 * n + 2 * h], o0[4 * n + 2 * h + 1]);
-        *reinterpret_cast<float2*>(po + 128 + 8 * n) = make_float2(o1[4 * n + 2 * h], o1[4 * n + 2 * h + 1]);
-      }
-    }
-  }
-#endif
-}
-
-
-// ---- Seesaw schedule (experiment v44): two warpgroups and no producer --------------------------------------
-// Warpgroup w computes S for the key tiles of its parity (tile i in stage i % 2) and owns O columns 256 w ..
-// 256 w + 255. Per pair of tiles (a in stage 0, b in stage 1), with S_a and S_b already in registers:
-//   wg 0: softmax(S_a) against the running max (-> sM, sScale0) | O_L += P_a V_a,L | wait for wg 1's softmax |
-//         P_a rescaled to b's max -> sP0 | O_L rescaled, O_L += P_b V_b,L (P_b from sP1) | S_{a+2}
-//   wg 1: softmax(S_b) against a's max (-> sM, sScale1), O_R rescaled by both factors | O_R += P_b V_b,R |
-//         O_R += P_a V_a,R (P_a from sP0) | S_{b+2}
-// so one warpgroup's softmax runs while the other's products do. Each 64-column block of a tile has its own
-// barrier: a stage's blocks are refilled by the warpgroup that read them last, as soon as that read is done,
-// and S waits block by block. The query's rope block (64 columns) lives in registers, which frees its shared
-// memory for sP1.
-constexpr int kSeeThreads = 256;
-constexpr int kSeeBlk = kLatKeys * 128;  // one 64 x 64 column block (8 KB)
-// sQ, 2 stages, sP0, sM / sScale0 / sScale1 (64 floats each) / sL (128), 19 mbarriers, alignment slack.
-constexpr int kSeeSmem = kLatBlocks * kSeeBlk + 2 * kLatTileBytes + kSeeBlk + 320 * 4 + 160 + 1024;
-static_assert(kSeeSmem <= 227 * 1024, "shared memory of one block");
 
 // S (64 heads x 64 keys) (+)= Q K^T over the column blocks [C0, C1) of a tile at `stage`, each block waited for
 // on its barrier (bar0 + 8 c); block 8 (the rope part) with the query from registers. `zero`: the first step
@@ -313,7 +66,7 @@ __device__ __forceinline__ void seesaw_s(float (&s)[32], uint32_t sQ, uint32_t s
     mbar_wait_spin(bar0 + 8 * c, parity);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      const uint32_t step = (c * kSeeBlk + kk * 32) >> 4;
+      const uint32_t step = (c * kLatBlk + kk * 32) >> 4;
       const int accumulate = (zero && c == C0 && kk == 0) ? 0 : 1;
       if (c < 8)
         wgmma_ss_m64n64k16<0, 0>(s, dq + step, dk + step, accumulate);
@@ -330,8 +83,8 @@ __device__ __forceinline__ void seesaw_pv_rs(float (&o0)[64], float (&o1)[64], c
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
     const uint32_t vrow = v + kk * 16 * 128;
-    wgmma_rs_m64n128k16_tb(o0, pa[kk], smem_desc(vrow, kSeeBlk, 1024));
-    wgmma_rs_m64n128k16_tb(o1, pa[kk], smem_desc(vrow + 2 * kSeeBlk, kSeeBlk, 1024));
+    wgmma_rs_m64n128k16_tb(o0, pa[kk], smem_desc(vrow, kLatBlk, 1024));
+    wgmma_rs_m64n128k16_tb(o1, pa[kk], smem_desc(vrow + 2 * kLatBlk, kLatBlk, 1024));
   }
 }
 __device__ __forceinline__ void seesaw_pv_ss(float (&o0)[64], float (&o1)[64], uint32_t sp, uint32_t v) {
@@ -339,8 +92,8 @@ __device__ __forceinline__ void seesaw_pv_ss(float (&o0)[64], float (&o1)[64], u
   for (int kk = 0; kk < 4; ++kk) {
     const uint64_t da = smem_desc(sp + kk * 32, 16, 1024);
     const uint32_t vrow = v + kk * 16 * 128;
-    wgmma_ss_m64n128k16<0, 1>(o0, da, smem_desc(vrow, kSeeBlk, 1024), 1);
-    wgmma_ss_m64n128k16<0, 1>(o1, da, smem_desc(vrow + 2 * kSeeBlk, kSeeBlk, 1024), 1);
+    wgmma_ss_m64n128k16<0, 1>(o0, da, smem_desc(vrow, kLatBlk, 1024), 1);
+    wgmma_ss_m64n128k16<0, 1>(o1, da, smem_desc(vrow + 2 * kLatBlk, kLatBlk, 1024), 1);
   }
 }
 
@@ -356,6 +109,8 @@ __device__ __forceinline__ void seesaw_store_p(uint32_t sp, const uint32_t (&pa)
     }
 }
 
+// O *= f per row (f[0]: head r0, f[1]: r0 + 8), skipped when no row of the warp changed its maximum (after the
+// first tiles, most of the time).
 __device__ __forceinline__ void seesaw_scale_o(float (&o0)[64], float (&o1)[64], const float (&f)[2]) {
   if (__any_sync(0xffffffffu, f[0] != 1.f || f[1] != 1.f)) {
 #pragma unroll
@@ -366,16 +121,17 @@ __device__ __forceinline__ void seesaw_scale_o(float (&o0)[64], float (&o1)[64],
   }
 }
 
-__global__ void __launch_bounds__(kSeeThreads, 1)
-    decode_latent_seesaw_kernel(const DecodeParams p, const __grid_constant__ LatentMaps maps) {
+// Pass 1 over grid (ceil(H / 64), B, splits), the schedule in the file's header.
+__global__ void __launch_bounds__(kLatThreads, 1)
+    decode_latent_sm90_kernel(const DecodeParams p, const __grid_constant__ LatentMaps maps) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
   const uint32_t sQ = (raw + 1023) & ~1023u;          // 9 blocks of (64 heads, 64 columns)
-  const uint32_t sK = sQ + kLatBlocks * kSeeBlk;      // stage s, block c at sK + s * kLatTileBytes + c * kSeeBlk
+  const uint32_t sK = sQ + kLatBlocks * kLatBlk;      // stage s, block c at sK + s * kLatTileBytes + c * kLatBlk
   const uint32_t sP0 = sK + 2 * kLatTileBytes;        // P of tile a (64 heads, 64 keys), swizzled
-  const uint32_t sP1 = sQ + 8 * kSeeBlk;              // P of tile b: the query's rope block once in registers
-  const uint32_t sRowA = sP0 + kSeeBlk;
+  const uint32_t sP1 = sQ + 8 * kLatBlk;              // P of tile b: the query's rope block once in registers
+  const uint32_t sRowA = sP0 + kLatBlk;
   const uint32_t q_full = sRowA + 320 * 4, kfull0 = q_full + 8;  // block c of stage s: kfull0 + 8 (9 s + c)
   float* sM = reinterpret_cast<float*>(smem_raw + (sRowA - raw));  // running maximum (log2 units) per head
   float *sScale0 = sM + 64, *sScale1 = sM + 128, *sL = sM + 192;
@@ -390,8 +146,8 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
   auto load_blocks = [&](int i, int c0, int c1) {
     const int s = i & 1, key = tiles.first + i * tiles.step;
     for (int c = c0; c < c1; ++c) {
-      const uint32_t bar = kfull0 + 8 * (9 * s + c), dst = sK + s * kLatTileBytes + c * kSeeBlk;
-      mbar_arrive_expect_tx(bar, kSeeBlk);
+      const uint32_t bar = kfull0 + 8 * (9 * s + c), dst = sK + s * kLatTileBytes + c * kLatBlk;
+      mbar_arrive_expect_tx(bar, kLatBlk);
       if (c < 8) tma_load_4d(dst, &maps.c, c * 64, 0, key, b, bar);
       else tma_load_4d(dst, &maps.kr, 0, 0, key, b, bar);
     }
@@ -403,11 +159,14 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
     mbar_init_fence();
   }
   __syncthreads();
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");  // a programmatic dependent, as the kernel above
+  // A programmatic dependent of the stream's previous kernel (launch_decode_latent_sm90): the block's start and
+  // barrier set-up overlap that kernel's tail; the query and cache may be its output and the partials its input
+  // (the previous step's combine), so every thread waits for it to finish before any load or store.
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
   if (tid == 0) {
-    mbar_arrive_expect_tx(q_full, kLatBlocks * kSeeBlk);
-    for (int c = 0; c < 8; ++c) tma_load_4d(sQ + c * kSeeBlk, &maps.q_abs, c * 64, 0, h0, b, q_full);
-    tma_load_4d(sQ + 8 * kSeeBlk, &maps.q_rope, 0, 0, h0, b, q_full);
+    mbar_arrive_expect_tx(q_full, kLatBlocks * kLatBlk);
+    for (int c = 0; c < 8; ++c) tma_load_4d(sQ + c * kLatBlk, &maps.q_abs, c * 64, 0, h0, b, q_full);
+    tma_load_4d(sQ + 8 * kLatBlk, &maps.q_rope, 0, 0, h0, b, q_full);
     load_blocks(0, 0, 9);
     if (n > 1) load_blocks(1, 8, 9), load_blocks(1, 0, 8);  // warpgroup 1 starts at the rope block
   }
@@ -418,7 +177,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
     const int row = warp * 16 + (lane & 15);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
-      ldmatrix_x4(rq8[kk], sQ + 8 * kSeeBlk + row * 128 + (((2 * kk + (lane >> 4)) ^ (row & 7)) << 4));
+      ldmatrix_x4(rq8[kk], sQ + 8 * kLatBlk + row * 128 + (((2 * kk + (lane >> 4)) ^ (row & 7)) << 4));
   }
 
   float o0[64], o1[64], s[32], lsum[2] = {0.f, 0.f};
@@ -426,7 +185,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
 #pragma unroll
   for (int x = 0; x < 64; ++x) o0[x] = 0.f, o1[x] = 0.f;
   const uint32_t stage0 = sK, stage1 = sK + kLatTileBytes, bars0 = kfull0, bars1 = kfull0 + 72;
-  const uint32_t vhalf = wg * 4 * kSeeBlk;  // this warpgroup's value columns in a stage
+  const uint32_t vhalf = wg * 4 * kLatBlk;  // this warpgroup's value columns in a stage
   // P = exp2(S scale - m) of a tile against the running maximum m_old (keys past the cache masked); returns the
   // new maximum and alpha = 2^(m_old - m_new); P -> pa (bf16 A fragments), s keeps P in fp32.
   auto softmax = [&](int i, const float (&m_old)[2], float (&m_new)[2], float (&alpha)[2], float (&rs)[2]) {
@@ -477,7 +236,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
     pairs([&]<bool HAS_B, bool MORE, bool MORE_B>(int a) {
       const uint32_t par2 = ((a + 2) >> 1) & 1;
       if (MORE && wtid == 0) load_blocks(a + 2, 8, 9);  // stage 0's rope block was read by S_a alone
-      if (a > 0) named_bar_sync(kBarP0Free, kSeeThreads);  // warpgroup 1's read of the last sP0 is done
+      if (a > 0) named_bar_sync(kBarP0Free, kLatThreads);  // warpgroup 1's read of the last sP0 is done
       {
         const float m_old[2] = {sM[r0], sM[r0 + 8]};
         float m_new[2], alpha[2], rs[2];
@@ -486,7 +245,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
         if (tq == 0) sM[r0] = m_new[0], sM[r0 + 8] = m_new[1], sScale0[r0] = alpha[0], sScale0[r0 + 8] = alpha[1];
         seesaw_store_p(sP0, pa, r0, tq);
         fence_proxy_async();
-        named_bar_arrive(kBarA, kSeeThreads);
+        named_bar_arrive(kBarA, kLatThreads);
         seesaw_scale_o(o0, o1, alpha);
         lsum[0] = lsum[0] * alpha[0] + rs[0], lsum[1] = lsum[1] * alpha[1] + rs[1];
       }
@@ -497,7 +256,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
       pin(o0);
       pin(o1);
       if (MORE && wtid == 0) load_blocks(a + 2, 0, 4);  // V_a,L read
-      named_bar_sync(kBarB, kSeeThreads);  // warpgroup 1's softmax of tile b: sScale1, sP1
+      named_bar_sync(kBarB, kLatThreads);  // warpgroup 1's softmax of tile b: sScale1, sP1
       const float f[2] = {sScale1[r0], sScale1[r0 + 8]};
       seesaw_scale_o(o0, o1, f);
       lsum[0] *= f[0], lsum[1] *= f[1];
@@ -536,7 +295,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
     pairs([&]<bool HAS_B, bool MORE, bool MORE_B>(int a) {
       const uint32_t parb = ((a + 3) >> 1) & 1;
       if (MORE_B && wtid == 0) load_blocks(a + 3, 8, 9);  // stage 1's rope block was read by S_b alone
-      named_bar_sync(kBarA, kSeeThreads);  // warpgroup 0's softmax of tile a: sM = m_a, sScale0, sP0
+      named_bar_sync(kBarA, kLatThreads);  // warpgroup 0's softmax of tile a: sM = m_a, sScale0, sP0
       {
         const float f0[2] = {sScale0[r0], sScale0[r0 + 8]};
         seesaw_scale_o(o0, o1, f0);
@@ -556,7 +315,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
           seesaw_store_p(sP1, pa, r0, tq);
           fence_proxy_async();
         }
-        named_bar_arrive(kBarB, kSeeThreads);
+        named_bar_arrive(kBarB, kLatThreads);
         lsum[0] = lsum[0] * alpha[0] + rs[0], lsum[1] = lsum[1] * alpha[1] + rs[1];
       }
       wgmma_wait<0>();  // O_R += P_a V_a,R done: blocks 4..7 of stage 0 and sP0 are free
@@ -564,7 +323,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
       pin(o1);
       if constexpr (MORE) {
         if (wtid == 0) load_blocks(a + 2, 4, 8);
-        named_bar_arrive(kBarP0Free, kSeeThreads);
+        named_bar_arrive(kBarP0Free, kLatThreads);
       }
       seesaw_scale_o(o0, o1, alpha);
       if constexpr (HAS_B) {
@@ -685,21 +444,6 @@ void launch_decode_latent_sm90(const DecodeParams& p, cudaStream_t stream, bool 
   maps.c = tma_map_bf16(p.k1, kLatDc, 1, p.S, p.B, 0, p.k1_ss, p.k1_sb, kLatKeys);
   maps.kr = tma_map_bf16(p.k2, kLatDr, 1, p.S, p.B, 0, p.k2_ss, p.k2_sb, kLatKeys);
   const dim3 grid((p.H + kLatHeads - 1) / kLatHeads, p.B, p.splits);
-  static const bool seesaw = [] {
-    const char* v = std::getenv("LATTE_DECODE_SEESAW");
-    return !(v && std::string(v) == "0");
-  }();
-  if (seesaw) {
-    static bool see_configured = false;
-    if (!see_configured) {
-      CUDA_CHECK(cudaFuncSetAttribute(decode_latent_seesaw_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSeeSmem));
-      see_configured = true;
-    }
-    const DependentLaunch launch(grid, dim3(kSeeThreads), kSeeSmem, stream, dependent);
-    CUDA_CHECK(cudaLaunchKernelEx(&launch.config, decode_latent_seesaw_kernel, p, maps));
-    CUDA_CHECK_LAUNCH("decode_latent_seesaw_kernel");
-    return;
-  }
   const DependentLaunch launch(grid, dim3(kLatThreads), kLatSmem, stream, dependent);
   CUDA_CHECK(cudaLaunchKernelEx(&launch.config, decode_latent_sm90_kernel, p, maps));
   CUDA_CHECK_LAUNCH("decode_latent_sm90_kernel");
