@@ -216,6 +216,19 @@ __global__ void __launch_bounds__(kLatThreads, 1)
     }
   };
 
+  // S of this warpgroup's next tile (in `stage`): its rope block (refilled first), then, once the P V product
+  // issued before it has completed, `refill` (this warpgroup's blocks of the other stage), then blocks 0..7 in
+  // the order they were refilled. The caller fenced the registers and waits for S.
+  auto next_s = [&](uint32_t stage, uint32_t bars, uint32_t parity, auto&& refill) {
+    seesaw_s<8, 9>(s, sQ, stage, bars, parity, rq8, true);
+    wgmma_commit();
+    wgmma_wait<1>();
+    pin(o0);
+    pin(o1);
+    refill();
+    seesaw_s<0, 8>(s, sQ, stage, bars, parity, rq8, false);
+    wgmma_commit();
+  };
   // The pairs: all but the last one or two have both tiles and a next pair (<1, 1, 1>); the compile-time flags
   // keep every wgmma outside data-dependent branches (ptxas serializes wgmma issued in a divergent path).
   auto pairs = [&](auto&& body) {
@@ -265,16 +278,8 @@ __global__ void __launch_bounds__(kLatThreads, 1)
         seesaw_pv_ss(o0, o1, sP1, stage1 + vhalf);
         wgmma_commit();
       }
-      if constexpr (MORE) {
-        seesaw_s<8, 9>(s, sQ, stage0, bars0, par2, rq8, true);
-        wgmma_commit();
-        wgmma_wait<1>();  // O_L += P_b V_b,L done: blocks 0..3 of stage 1 are free
-        pin(o0);
-        pin(o1);
-        if (MORE_B && wtid == 0) load_blocks(a + 3, 0, 4);
-        seesaw_s<0, 8>(s, sQ, stage0, bars0, par2, rq8, false);
-        wgmma_commit();
-      }
+      if constexpr (MORE)  // (O_L += P_b V_b,L done: blocks 0..3 of stage 1 are free)
+        next_s(stage0, bars0, par2, [&] { if (MORE_B && wtid == 0) load_blocks(a + 3, 0, 4); });
       wgmma_wait<0>();
       pin(o0);
       pin(o1);
@@ -331,15 +336,8 @@ __global__ void __launch_bounds__(kLatThreads, 1)
         seesaw_pv_rs(o0, o1, pa, stage1 + vhalf);
         wgmma_commit();
       }
-      if constexpr (MORE_B) {  // S of tile a + 3 in stage 1: rope block, blocks 0..3, blocks 4..7
-        seesaw_s<8, 9>(s, sQ, stage1, bars1, parb, rq8, true);
-        wgmma_commit();
-        wgmma_wait<1>();  // O_R += P_b V_b,R done: blocks 4..7 of stage 1 are free
-        pin(o0);
-        pin(o1);
-        if (wtid == 0) load_blocks(a + 3, 4, 8);
-        seesaw_s<0, 8>(s, sQ, stage1, bars1, parb, rq8, false);
-        wgmma_commit();
+      if constexpr (MORE_B) {  // S of tile a + 3 (O_R += P_b V_b,R done: blocks 4..7 of stage 1 are free)
+        next_s(stage1, bars1, parb, [&] { if (wtid == 0) load_blocks(a + 3, 4, 8); });
         wgmma_wait<0>();
         pin(o0);
         pin(o1);
