@@ -35,7 +35,8 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
 }
 
 // The same wait with its spin loop inside the asm: placed between the wgmma steps of one accumulation, a C++ loop
-// makes ptxas serialize the wgmma (C7520, "WG.AR in divergent path"); this form does not.
+// makes ptxas serialize the wgmma (C7520, "WG.AR in divergent path"); this form does not. (Not the only form:
+// mbar_wait as this one costs the (192,128) wgmma backward a 4-byte spill in its 240-register consumers.)
 __device__ __forceinline__ void mbar_wait_spin(uint32_t bar, uint32_t parity) {
   asm volatile(
       "{\n.reg .pred p;\nWAIT_%=:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra.uni WAIT_%=;\n}\n" ::"r"(bar),
