@@ -155,10 +155,12 @@ __global__ void __launch_bounds__(WARPS * 32)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     const int s0 = tiles.first + tile * tiles.step;
     const uint32_t full = full0 + 8 * st, dst = tK + st * tile_bytes;
+    const bool once = p.cache_evict_first;
     mbar_arrive_expect_tx(full, tile_bytes);
-    for (int c = 0; c < a_blocks; ++c) tma_load_4d(dst + c * kBlkBytes, &maps.a, c * TMA_COLS, kvh, s0, b, full);
+    for (int c = 0; c < a_blocks; ++c)
+      tma_load_4d_once(dst + c * kBlkBytes, &maps.a, c * TMA_COLS, kvh, s0, b, full, once);
     for (int c = 0; c < b_blocks; ++c)
-      tma_load_4d(dst + (a_blocks + c) * kBlkBytes, &maps.b, c * TMA_COLS, kvh, s0, b, full);
+      tma_load_4d_once(dst + (a_blocks + c) * kBlkBytes, &maps.b, c * TMA_COLS, kvh, s0, b, full, once);
 #endif
   };
   if constexpr (TMA) {
@@ -526,6 +528,12 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
   // 0.88-0.89 -> 0.96-0.97 / 0.90 -> 0.99 (two stages: B=1 0.77-0.81 / 0.86). Session 12, EG-MLA's Dc 96, Dr 32
   // rows (32-column blocks), H=16: B=1 0.12 / 0.17 -> 0.17 / 0.23, B=4 0.37 / 0.45 -> 0.42-0.43 / 0.53.
   static const bool tma_allowed = switch_on("LATTE_DECODE_TMA");
+  // The TMA cache loads mark their lines L2 evict-first: a step reads its cache once, and the split partials and
+  // the query then stay in L2 for the combine (LATTE_DECODE_EVICT_FIRST=0: no hint, for comparisons). Session 17,
+  // back to back: latent H=16 B=1 0.58-0.60 -> 0.63, B=4 0.86-0.87 -> 0.90, H=64 B=1 0.39-0.40 -> 0.42-0.43, H=128
+  // B=1 0.37-0.38 -> 0.40, B=4 0.64-0.65 -> 0.67-0.68; GQA +1-2%.
+  static const bool evict_first = switch_on("LATTE_DECODE_EVICT_FIRST");
+  p.cache_evict_first = evict_first;
   const bool tma16 = !wgmma && tma_allowed && latent_tma_supported(p);
   const bool tma_gqa = !p.v_is_k1 && tma_allowed && gqa_tma_supported(p);
   constexpr int kTmaStages = 3;

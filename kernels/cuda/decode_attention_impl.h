@@ -23,6 +23,7 @@ struct DecodeParams {
   int splits;  // split k reads the key tiles k, k + splits, k + 2 splits, ... (split_tiles)
   float scale_log2;
   bool v_is_k1;
+  bool cache_evict_first;  // TMA cache loads marked L2 evict-first (read once; keeps the partials in L2)
   float* part_o;   // (splits, B, H, DV)
   float* part_ml;  // (splits, B, H, 2): m (log2 units), l
   flash::bf16* out;  // (B, H, DV): b * o_sb + h * o_sh

@@ -81,20 +81,13 @@ __device__ __forceinline__ void seesaw_s(float (&s)[32], uint32_t sQ, uint32_t s
 // column block in the stage.
 __device__ __forceinline__ void seesaw_pv_rs(float (&o0)[64], float (&o1)[64], const uint32_t (&pa)[4][4], uint32_t v) {
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    const uint32_t vrow = v + kk * 16 * 128;
-    wgmma_rs_m64n128k16_tb(o0, pa[kk], smem_desc(vrow, kLatBlk, 1024));
-    wgmma_rs_m64n128k16_tb(o1, pa[kk], smem_desc(vrow + 2 * kLatBlk, kLatBlk, 1024));
-  }
+  for (int kk = 0; kk < 4; ++kk)
+    wgmma_rs_m64n256k16_tb(o0, o1, pa[kk], smem_desc(v + kk * 16 * 128, kLatBlk, 1024));
 }
 __device__ __forceinline__ void seesaw_pv_ss(float (&o0)[64], float (&o1)[64], uint32_t sp, uint32_t v) {
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    const uint64_t da = smem_desc(sp + kk * 32, 16, 1024);
-    const uint32_t vrow = v + kk * 16 * 128;
-    wgmma_ss_m64n128k16<0, 1>(o0, da, smem_desc(vrow, kLatBlk, 1024), 1);
-    wgmma_ss_m64n128k16<0, 1>(o1, da, smem_desc(vrow + 2 * kLatBlk, kLatBlk, 1024), 1);
-  }
+  for (int kk = 0; kk < 4; ++kk)
+    wgmma_ss_m64n256k16_tb(o0, o1, smem_desc(sp + kk * 32, 16, 1024), smem_desc(v + kk * 16 * 128, kLatBlk, 1024));
 }
 
 // P (bf16) -> a swizzled (64 heads, 64 keys) tile: row = head, 16-byte chunk n (keys 8 n..) at n ^ (row % 8).
@@ -148,8 +141,8 @@ __global__ void __launch_bounds__(kLatThreads, 1)
     for (int c = c0; c < c1; ++c) {
       const uint32_t bar = kfull0 + 8 * (9 * s + c), dst = sK + s * kLatTileBytes + c * kLatBlk;
       mbar_arrive_expect_tx(bar, kLatBlk);
-      if (c < 8) tma_load_4d(dst, &maps.c, c * 64, 0, key, b, bar);
-      else tma_load_4d(dst, &maps.kr, 0, 0, key, b, bar);
+      if (c < 8) tma_load_4d_once(dst, &maps.c, c * 64, 0, key, b, bar, p.cache_evict_first);
+      else tma_load_4d_once(dst, &maps.kr, 0, 0, key, b, bar, p.cache_evict_first);
     }
   };
 
