@@ -403,8 +403,10 @@ __global__ void __launch_bounds__(WARPS * 32)
 // 64) sums every 8th / 16th split for 4 columns per lane (float4, 4 splits' loads in flight), and the rows' partial
 // sums are added in a fixed order (deterministic). COLS = 64 when 128-column blocks would not fill the SMs (v13: at
 // B=1 with 16 heads, 64 blocks took 8.7 us to read 4 MB of partials after a 22.5 us pass 1, DRAM 15% busy; 128
-// blocks 7.6 us, the call +2% back to back), else 128 (at B=4 with 128 heads the 64-column blocks measured 6%
-// slower: 4096 blocks each redoing the weights).
+// blocks 7.6 us, the call +2% back to back); 512 (a whole MLA latent row, the weights computed once per (b, h)
+// instead of four times) when the rows alone fill the SMs (v52: B=4, 128 heads, 512 blocks: the call +4%, 0.61 /
+// 0.68 -> 0.63 / 0.70; at B=1, 128 rows, -4%); else 128 (at B=4 with 128 heads the 64-column blocks measured 6%
+// slower than 128: 4096 blocks each redoing the weights).
 constexpr int kCombineWarps = 8;
 constexpr int kCombinePartFloats = 1024;  // (rows, COLS) partial sums: 8 x 128 or 16 x 64
 template <int COLS>
@@ -638,10 +640,13 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
       default: LATTE_FAIL(op, ": unsupported value width ", p.DV);
     }
   }
-  // 64-column combine blocks when 128-column ones would not fill the SMs (decode_combine_kernel).
-  const bool narrow = int64_t(p.B) * p.H * ((p.DV + 127) / 128) < prop.multiProcessorCount;
-  auto* combine = narrow ? decode_combine_kernel<64> : decode_combine_kernel<128>;
-  const int cols = narrow ? 64 : 128;
+  // Combine blocks of 64 columns when 128-column ones would not fill the SMs, of a whole 512-column row where
+  // those rows alone fill them (decode_combine_kernel), else of 128 columns.
+  const int64_t rows = int64_t(p.B) * p.H;
+  const bool narrow = rows * ((p.DV + 127) / 128) < prop.multiProcessorCount;
+  const bool whole = p.DV == 512 && rows >= prop.multiProcessorCount;
+  auto* combine = narrow ? decode_combine_kernel<64> : whole ? decode_combine_kernel<512> : decode_combine_kernel<128>;
+  const int cols = narrow ? 64 : whole ? 512 : 128;
   const size_t combine_smem = sizeof(float) * (size_t(p.splits) + size_t(kCombinePartFloats));
   if (combine_smem > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(combine, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(combine_smem)));
