@@ -42,6 +42,7 @@ constexpr int kLatKeys = 64;                                         // keys per
 constexpr int kLatBlocks = kLatDk / 64;                              // 64-column blocks of a row: 9
 constexpr int kLatTileBytes = kLatBlocks * kLatKeys * 128;           // one [c | kr] tile: 72 KB
 constexpr int kLatThreads = 256;                                     // two warpgroups
+constexpr float kLazyRescale = 8.f;                                  // see the softmax
 constexpr int kLatBlk = kLatKeys * 128;                              // one 64 x 64 column block: 8 KB
 // sQ, 2 stages, sP0, sM / sScale0 / sScale1 (64 floats each) / sL (128), 19 mbarriers, alignment slack.
 constexpr int kLatSmem = kLatBlocks * kLatBlk + 2 * kLatTileBytes + kLatBlk + 320 * 4 + 160 + 1024;
@@ -90,16 +91,14 @@ __device__ __forceinline__ void seesaw_pv_ss(float (&o0)[64], float (&o1)[64], u
     wgmma_ss_m64n256k16_tb(o0, o1, smem_desc(sp + kk * 32, 16, 1024), smem_desc(v + kk * 16 * 128, kLatBlk, 1024));
 }
 
-// P (bf16) -> a swizzled (64 heads, 64 keys) tile: row = head, 16-byte chunk n (keys 8 n..) at n ^ (row % 8).
-__device__ __forceinline__ void seesaw_store_p(uint32_t sp, const uint32_t (&pa)[4][4], int r0, int tq) {
+// P (bf16 A fragments) -> a swizzled (64 heads, 64 keys) tile: row = head, 16-byte chunk n (keys 8 n..) at
+// n ^ (row % 8). One stmatrix per 16 keys: matrix j of k step kk is rows 8 (j % 2).. of the warp's 16, chunk
+// 2 kk + j / 2, as pa[kk][j] holds them.
+__device__ __forceinline__ void seesaw_store_p(uint32_t sp, const uint32_t (&pa)[4][4], int warp, int lane) {
+  const int j = lane >> 3, row = warp * 16 + 8 * (j & 1) + (lane & 7);
 #pragma unroll
-  for (int n = 0; n < 8; ++n)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int row = r0 + 8 * h;
-      const uint32_t addr = sp + row * 128 + ((n ^ (row & 7)) << 4) + tq * 4;
-      asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(pa[n >> 1][2 * (n & 1) + h]) : "memory");
-    }
+  for (int kk = 0; kk < 4; ++kk)
+    stmatrix_x4(sp + row * 128 + (((2 * kk + (j >> 1)) ^ (lane & 7)) << 4), pa[kk]);
 }
 
 // O *= f per row (f[0]: head r0, f[1]: r0 + 8), skipped when no row of the warp changed its maximum (after the
@@ -194,7 +193,10 @@ __global__ void __launch_bounds__(kLatThreads, 1)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       mx[h] = quad_max(mx[h]);
-      m_new[h] = fmaxf(m_old[h], mx[h] * p.scale_log2);
+      // The running maximum moves only when a score exceeds it by more than kLazyRescale (log2 units): P then
+      // stays below 2^kLazyRescale, and O and l are rescaled on few tiles instead of most (FlashAttention-4).
+      const float m_max = fmaxf(m_old[h], mx[h] * p.scale_log2);
+      m_new[h] = m_max - m_old[h] > kLazyRescale ? m_max : m_old[h];
       m_use[h] = m_new[h] == -INFINITY ? 0.f : m_new[h];
       alpha[h] = fast_exp2(m_old[h] - m_use[h]);
       rs[h] = 0.f;
@@ -249,7 +251,7 @@ __global__ void __launch_bounds__(kLatThreads, 1)
         softmax(a, m_old, m_new, alpha, rs);
         __syncwarp();
         if (tq == 0) sM[r0] = m_new[0], sM[r0 + 8] = m_new[1], sScale0[r0] = alpha[0], sScale0[r0 + 8] = alpha[1];
-        seesaw_store_p(sP0, pa, r0, tq);
+        seesaw_store_p(sP0, pa, warp, lane);
         fence_proxy_async();
         named_bar_arrive(kBarA, kLatThreads);
         seesaw_scale_o(o0, o1, alpha);
@@ -310,7 +312,7 @@ __global__ void __launch_bounds__(kLatThreads, 1)
         __syncwarp();
         if (tq == 0) sM[r0] = m_new[0], sM[r0 + 8] = m_new[1], sScale1[r0] = alpha[0], sScale1[r0 + 8] = alpha[1];
         if constexpr (HAS_B) {
-          seesaw_store_p(sP1, pa, r0, tq);
+          seesaw_store_p(sP1, pa, warp, lane);
           fence_proxy_async();
         }
         named_bar_arrive(kBarB, kLatThreads);

@@ -47,6 +47,13 @@ __device__ __forceinline__ void wgmma_wait() {
 }
 // Generic-proxy shared-memory writes (cp.async, st.shared) -> visible to wgmma (async proxy) after a barrier.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Four 8x8 bf16 matrices -> shared memory, one register each (the m16n8k16 A / C fragment: lane l holds row l / 4,
+// columns 2 (l % 4), +1); lanes 8 j .. 8 j + 7 give the row addresses of matrix j (sm_90).
+__device__ __forceinline__ void stmatrix_x4(uint32_t addr, const uint32_t (&r)[4]) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(r[0]), "r"(r[1]),
+               "r"(r[2]), "r"(r[3])
+               : "memory");
+}
 // Keeps the compiler from moving accumulator registers across an asynchronous wgmma.
 template <int N>
 __device__ __forceinline__ void pin(float (&r)[N]) {

@@ -181,5 +181,45 @@ TEST(DecodeAttention, LatentEqualsPlainAttention) {
   }
 }
 
+// Keys whose scores jump far above the running maximum late in a split (the kernels move their maximum, and
+// rescale O and l, only on jumps of more than 2^8; smaller rises keep the old maximum): every head's query is
+// close to one direction u, and three cache rows are u scaled to scores 12, 12 and 9 (natural units, scale 1)
+// against ~N(0, 1) elsewhere, so the output mixes the two top rows equally, the third at e^-3 of their weight.
+TEST(DecodeAttention, LatentLateMaximaRescale) {
+  if (!latte::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const int64_t Dc = 512, Dr = 64;
+  const struct { int64_t B, S, H; } cases[] = {{2, 1900, 128}, {1, 700, 64}, {1, 3000, 16}};
+  uint64_t seed = 9000;
+  for (const auto& c : cases) {
+    SCOPED_TRACE(testing::Message() << "B=" << c.B << " S=" << c.S << " H=" << c.H);
+    const DType t = DType::BF16;
+    std::vector<double> u = Tensor::randn({Dc}, seed += 10, 0, 1.0, DType::F64).to_vector();
+    double norm = 0;
+    for (double x : u) norm += x * x;
+    for (double& x : u) x /= std::sqrt(norm);
+    std::vector<double> qa = Tensor::randn({c.B, c.H, Dc}, seed + 1, 0, 0.3 / std::sqrt(double(Dc)), DType::F64).to_vector();
+    for (size_t i = 0; i < qa.size(); ++i) qa[i] += u[i % Dc];
+    // Rows of ~unit norm: scores ~N(0, 1).
+    std::vector<double> cv = Tensor::randn({c.B, c.S, Dc}, seed + 2, 0, 1.0 / std::sqrt(double(Dc)), DType::F64).to_vector();
+    const std::pair<int64_t, double> spikes[] = {{c.S / 5, 12.0}, {c.S / 2, 12.0}, {c.S - 2, 9.0}};
+    for (int64_t b = 0; b < c.B; ++b)
+      for (const auto& [pos, score] : spikes)
+        for (int64_t d = 0; d < Dc; ++d) cv[(b * c.S + pos) * Dc + d] = score * u[d];
+    Tensor q_abs = Tensor::from_vector(qa, {c.B, c.H, Dc}, DType::F64).to(t).to(gpu());
+    Tensor cc = Tensor::from_vector(cv, {c.B, c.S, Dc}, DType::F64).to(t).to(gpu());
+    Tensor q_rope = rnd({c.B, c.H, Dr}, seed + 3, t, 0.1), kr = rnd({c.B, c.S, Dr}, seed + 4, t, 0.1);
+    Tensor z = poisoned({c.B, c.H, Dc}, t), lse = poisoned({c.B, c.H}, DType::F32);
+    cuda::decode_attention_latent(z, lse, q_abs, q_rope, cc, kr, 1.0);
+    Tensor rc = ref(cc);
+    Tensor ez = Tensor::empty({c.B, 1, c.H, Dc}, DType::F64), el = Tensor::empty({c.B, c.H, 1}, DType::F64);
+    cpu::attention_forward(ez, el, cat_last(ref(q_abs), ref(q_rope)).view({c.B, 1, c.H, Dc + Dr}),
+                           cat_last(rc, ref(kr)).view({c.B, c.S, 1, Dc + Dr}), rc.view({c.B, c.S, 1, Dc}), 1, 1.0,
+                           true);
+    EXPECT_CLOSE(z, ez.view({c.B, c.H, Dc}), t);
+    const double e = rel_err(lse, el.view({c.B, c.H}));
+    EXPECT_LT(e, 1e-4) << "lse rel. error " << e;
+  }
+}
+
 }  // namespace
 #endif  // LATTE_WITH_CUDA
