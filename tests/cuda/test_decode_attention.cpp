@@ -181,10 +181,11 @@ TEST(DecodeAttention, LatentEqualsPlainAttention) {
   }
 }
 
-// Keys whose scores jump far above the running maximum late in a split (the kernels move their maximum, and
-// rescale O and l, only on jumps of more than 2^8; smaller rises keep the old maximum): every head's query is
-// close to one direction u, and three cache rows are u scaled to scores 12, 12 and 9 (natural units, scale 1)
-// against ~N(0, 1) elsewhere, so the output mixes the two top rows equally, the third at e^-3 of their weight.
+// Keys whose scores jump far above the running maximum late in a split (the wgmma kernel, more than 32 heads,
+// moves its maximum and rescales O and l only on rises of more than 8 in log2 units; smaller rises keep the old
+// maximum; the 16-row kernel, the 16-head case, on every rise): every head's query is close to one direction u,
+// and three cache rows are u scaled to scores 12, 12 and 9 (natural units, scale 1) against ~N(0, 1) elsewhere,
+// so the output mixes the two top rows equally, the third at e^-3 of their weight.
 TEST(DecodeAttention, LatentLateMaximaRescale) {
   if (!latte::cuda_available()) GTEST_SKIP() << "no CUDA device";
   const int64_t Dc = 512, Dr = 64;
