@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -275,9 +276,31 @@ void bench_flash(int64_t dqk, int64_t dv) {
   add_rows(bwd, bwd_flops);
 }
 
+// Keeps the device busy for `ns` nanoseconds (one warp), so that calls enqueued behind it never wait for it.
+__global__ void busy_kernel(long long ns) {
+  long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); while (t - t0 < ns);
+}
+
+// The host's time per call (checks, descriptors, allocations, launches): 64 calls enqueued behind a 5 ms busy
+// kernel, timed on the CPU clock; the device starts on them only after the CPU is done.
+template <typename F>
+double host_ms_per_call(F&& call) {
+  call(0);  // warm: the host-side caches and the allocator's blocks
+  CUDA_CHECK(cudaStreamSynchronize(cuda::current_stream()));
+  busy_kernel<<<1, 32, 0, cuda::current_stream()>>>(5'000'000);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 64; ++i) call(i);
+  const auto t1 = std::chrono::steady_clock::now();
+  CUDA_CHECK(cudaStreamSynchronize(cuda::current_stream()));
+  return std::chrono::duration<double, std::milli>(t1 - t0).count() / 64;
+}
+
 // A decode kernel's rows: one call between two events on an idle stream (its host-side work and launch counted,
 // as PyTorch's numbers are timed), and 8 calls on 8 different caches back to back / 8 (the steady state of a
-// decode step that runs one call per layer: the host runs ahead, so only the device time counts).
+// decode step that runs one call per layer: the host runs ahead, so only the device time counts), and the host's
+// time per call against that device time (above 1, a loop of such calls waits for the CPU).
 template <typename F>
 void decode_rows(const std::string& name, const std::string& shape, const std::string& key, double bytes,
                  double copy_gbs, F&& call) {
@@ -294,6 +317,9 @@ void decode_rows(const std::string& name, const std::string& shape, const std::s
     rows.push_back({label, shape, t, gbs, "GB/s", gbs / copy_gbs, "copy bw"});
     result(key + suffix, gbs);
   }
+  const double host = host_ms_per_call(call);
+  rows.push_back({name + " (host per call)", shape, host, host * 1e3, "us", host / ms8, "b2b call"});
+  result(key + "_host_us", host * 1e3);
 }
 
 // True when LATTE_BENCH_ROWS is unset or empty, or `name shape` contains one of its '|'-separated texts.

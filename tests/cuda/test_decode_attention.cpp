@@ -222,5 +222,60 @@ TEST(DecodeAttention, LatentLateMaximaRescale) {
   }
 }
 
+// Calls back to back on one stream without a synchronisation: on sm_90 each pass 1 is a programmatic dependent of
+// the kernel before it (the previous call's combine) and each combine of its pass 1, so their start overlaps the
+// previous kernel's tail, and the partials' buffers of one call are the caching allocator's blocks freed by the call
+// before. Every output must equal the reference: a pass 1 that read or wrote before the previous kernel had
+// finished would mix two calls' partials. Three shapes in turn change the kernels, grids and buffer sizes: the
+// 16-row latent kernel (H 16), the wgmma one (sm_90a, H 64) and GQA.
+TEST(DecodeAttention, BackToBackCallsMatchTheReference) {
+  if (!latte::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const DType t = DType::BF16;
+  const int64_t Dc = 512, Dr = 64;
+  struct Latent {
+    int64_t B, S, H;
+    Tensor q_abs, q_rope, c, kr, expect;
+  };
+  Latent lat[] = {{1, 9000, 16, {}, {}, {}, {}, {}}, {2, 3000, 64, {}, {}, {}, {}, {}}};
+  const double lscale = 1.0 / std::sqrt(double(Dc + Dr));
+  uint64_t seed = 9500;
+  for (Latent& l : lat) {
+    l.q_abs = rnd({l.B, l.H, Dc}, seed++, t);
+    l.q_rope = rnd({l.B, l.H, Dr}, seed++, t);
+    l.c = rnd({l.B, l.S, Dc}, seed++, t);
+    l.kr = rnd({l.B, l.S, Dr}, seed++, t);
+    Tensor rc = ref(l.c), ez = Tensor::empty({l.B, 1, l.H, Dc}, DType::F64);
+    Tensor el = Tensor::empty({l.B, l.H, 1}, DType::F64);
+    cpu::attention_forward(ez, el, cat_last(ref(l.q_abs), ref(l.q_rope)).view({l.B, 1, l.H, Dc + Dr}),
+                           cat_last(rc, ref(l.kr)).view({l.B, l.S, 1, Dc + Dr}), rc.view({l.B, l.S, 1, Dc}), 1,
+                           lscale, true);
+    l.expect = ez.view({l.B, l.H, Dc});
+  }
+  const int64_t gB = 3, gS = 5000, Hq = 8, Hk = 2, D = 128;
+  Tensor q = rnd({gB, Hq, D}, seed++, t), k = rnd({gB, gS, Hk, D}, seed++, t), v = rnd({gB, gS, Hk, D}, seed++, t);
+  const double gscale = 1.0 / std::sqrt(double(D));
+  Tensor eo = Tensor::empty({gB, 1, Hq, D}, DType::F64), elg = Tensor::empty({gB, Hq, 1}, DType::F64);
+  cpu::attention_forward(eo, elg, ref(q).view({gB, 1, Hq, D}), ref(k), ref(v), 1, gscale, true);
+
+  const int order[] = {0, 0, 2, 1, 0, 2, 2, 1, 1, 0};  // latent H16, latent H64, GQA
+  std::vector<Tensor> outs;
+  for (int which : order) {
+    if (which < 2) {
+      const Latent& l = lat[which];
+      outs.push_back(poisoned({l.B, l.H, Dc}, t));
+      Tensor lse = poisoned({l.B, l.H}, DType::F32);
+      cuda::decode_attention_latent(outs.back(), lse, l.q_abs, l.q_rope, l.c, l.kr, lscale);
+    } else {
+      outs.push_back(poisoned({gB, Hq, D}, t));
+      Tensor lse = poisoned({gB, Hq}, DType::F32);
+      cuda::decode_attention(outs.back(), lse, q, k, v, gscale);
+    }
+  }
+  for (size_t i = 0; i < outs.size(); ++i) {
+    SCOPED_TRACE(testing::Message() << "call " << i << " of shape " << order[i]);
+    EXPECT_CLOSE(outs[i], order[i] < 2 ? lat[order[i]].expect : eo.view({gB, Hq, D}), t);
+  }
+}
+
 }  // namespace
 #endif  // LATTE_WITH_CUDA
