@@ -173,8 +173,12 @@ for t in ["64_64", "128_128", "192_128"]:
 if "copy_gbs" in res:
     print(f"\ndecode at 32k context, GB/s (copy bandwidth {res['copy_gbs']:.0f} GB/s read+write)")
     for k, v in res.items():
-        if k.startswith(("decode_", "read_floor_")):
+        if k.startswith(("decode_", "read_floor_")) and not k.endswith("_host_us"):
             print(f"  {k:<40}{v:8.0f}  {v / res['copy_gbs']:5.2f} of copy")
+    host = {k[:-len("_host_us")]: v for k, v in res.items() if k.endswith("_host_us")}
+    if host:
+        print("host time per call, us (CPU, the device busy elsewhere): " +
+              ", ".join(f"{k} {v:.1f}" for k, v in host.items()))
 p = os.path.join(out, "tests.log")
 if os.path.exists(p):
     lines = [l.strip() for l in open(p) if re.match(r"\[  (PASSED|FAILED) ", l) or "tests ran" in l]
