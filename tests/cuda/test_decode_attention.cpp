@@ -34,6 +34,23 @@ Tensor cat_last(const Tensor& a, const Tensor& b) {
   return Tensor::from_vector(out, Shape(dims), DType::F64);
 }
 
+// The absorbed latent decode's reference on the CPU (f64): plain MQA attention of q = [q_abs | q_rope] over keys
+// [c | kr] and values c (no rope part when q_rope is undefined). out (B, H, Dc), lse (B, H).
+struct LatentReference {
+  Tensor out, lse;
+};
+LatentReference latent_reference(const Tensor& q_abs, const Tensor& q_rope, const Tensor& c, const Tensor& kr,
+                                 double scale) {
+  const int64_t B = c.size(0), S = c.size(1), Dc = c.size(2), H = q_abs.size(1);
+  const int64_t dk = Dc + (kr.defined() ? kr.size(2) : 0);
+  Tensor rc = ref(c), rqa = ref(q_abs);
+  Tensor q = kr.defined() ? cat_last(rqa, ref(q_rope)) : rqa, k = kr.defined() ? cat_last(rc, ref(kr)) : rc;
+  Tensor out = Tensor::empty({B, 1, H, Dc}, DType::F64), lse = Tensor::empty({B, H, 1}, DType::F64);
+  cpu::attention_forward(out, lse, q.view({B, 1, H, dk}), k.view({B, S, 1, dk}), rc.view({B, S, 1, Dc}), 1, scale,
+                         true);
+  return {out.view({B, H, Dc}), lse.view({B, H})};
+}
+
 struct GqaCase {
   int64_t B, S, Smax, Hq, Hk, Dqk, Dv;
 };
@@ -122,20 +139,14 @@ TEST(DecodeAttention, LatentEqualsPlainAttention) {
     cuda::decode_attention_latent(z, lse, q_abs, q_rope, cc, kr, scale);
 
     // (1) plain MQA attention on the same cache: q = [q_abs | q_rope], k = [c | kr], v = c.
-    Tensor rc = ref(cc), rqa = ref(q_abs);
-    Tensor q1 = c.Dr > 0 ? cat_last(rqa, ref(q_rope)) : rqa;
-    Tensor k1 = c.Dr > 0 ? cat_last(rc, ref(kr)) : rc;
-    const int64_t dk = c.Dc + c.Dr;
-    Tensor ez = Tensor::empty({c.B, 1, c.H, c.Dc}, DType::F64), el = Tensor::empty({c.B, c.H, 1}, DType::F64);
-    cpu::attention_forward(ez, el, q1.view({c.B, 1, c.H, dk}), k1.view({c.B, c.S, 1, dk}), rc.view({c.B, c.S, 1, c.Dc}),
-                           1, scale, true);
-    EXPECT_CLOSE(z, ez.view({c.B, c.H, c.Dc}), t);
-    const double e = rel_err(lse, el.view({c.B, c.H}));
+    const LatentReference expect = latent_reference(q_abs, q_rope, cc, kr, scale);
+    EXPECT_CLOSE(z, expect.out, t);
+    const double e = rel_err(lse, expect.lse);
     EXPECT_LT(e, 1e-4) << "lse rel. error " << e;
 
     // (2) the plain MLA path after the wkv_b expansion: k^N = W_UK c, v = W_UV c per head, q = [q^N | q^R].
     if (!c.check_expansion) continue;
-    std::vector<double> cv = rc.contiguous().to_vector();
+    std::vector<double> cv = ref(cc).contiguous().to_vector();
     std::vector<double> kn(static_cast<size_t>(c.B * c.S * c.H * c.Dn)), vv(static_cast<size_t>(c.B * c.S * c.H * c.Dv));
     for (int64_t b = 0; b < c.B; ++b)
       for (int64_t s = 0; s < c.S; ++s)
@@ -211,13 +222,9 @@ TEST(DecodeAttention, LatentLateMaximaRescale) {
     Tensor q_rope = rnd({c.B, c.H, Dr}, seed + 3, t, 0.1), kr = rnd({c.B, c.S, Dr}, seed + 4, t, 0.1);
     Tensor z = poisoned({c.B, c.H, Dc}, t), lse = poisoned({c.B, c.H}, DType::F32);
     cuda::decode_attention_latent(z, lse, q_abs, q_rope, cc, kr, 1.0);
-    Tensor rc = ref(cc);
-    Tensor ez = Tensor::empty({c.B, 1, c.H, Dc}, DType::F64), el = Tensor::empty({c.B, c.H, 1}, DType::F64);
-    cpu::attention_forward(ez, el, cat_last(ref(q_abs), ref(q_rope)).view({c.B, 1, c.H, Dc + Dr}),
-                           cat_last(rc, ref(kr)).view({c.B, c.S, 1, Dc + Dr}), rc.view({c.B, c.S, 1, Dc}), 1, 1.0,
-                           true);
-    EXPECT_CLOSE(z, ez.view({c.B, c.H, Dc}), t);
-    const double e = rel_err(lse, el.view({c.B, c.H}));
+    const LatentReference expect = latent_reference(q_abs, q_rope, cc, kr, 1.0);
+    EXPECT_CLOSE(z, expect.out, t);
+    const double e = rel_err(lse, expect.lse);
     EXPECT_LT(e, 1e-4) << "lse rel. error " << e;
   }
 }
@@ -244,12 +251,7 @@ TEST(DecodeAttention, BackToBackCallsMatchTheReference) {
     l.q_rope = rnd({l.B, l.H, Dr}, seed++, t);
     l.c = rnd({l.B, l.S, Dc}, seed++, t);
     l.kr = rnd({l.B, l.S, Dr}, seed++, t);
-    Tensor rc = ref(l.c), ez = Tensor::empty({l.B, 1, l.H, Dc}, DType::F64);
-    Tensor el = Tensor::empty({l.B, l.H, 1}, DType::F64);
-    cpu::attention_forward(ez, el, cat_last(ref(l.q_abs), ref(l.q_rope)).view({l.B, 1, l.H, Dc + Dr}),
-                           cat_last(rc, ref(l.kr)).view({l.B, l.S, 1, Dc + Dr}), rc.view({l.B, l.S, 1, Dc}), 1,
-                           lscale, true);
-    l.expect = ez.view({l.B, l.H, Dc});
+    l.expect = latent_reference(l.q_abs, l.q_rope, l.c, l.kr, lscale).out;
   }
   const int64_t gB = 3, gS = 5000, Hq = 8, Hk = 2, D = 128;
   Tensor q = rnd({gB, Hq, D}, seed++, t), k = rnd({gB, gS, Hk, D}, seed++, t), v = rnd({gB, gS, Hk, D}, seed++, t);
