@@ -408,7 +408,7 @@ __global__ void __launch_bounds__(WARPS * 32)
 // 0.68 -> 0.63 / 0.70; at B=1, 128 rows, -4%); else 128 (at B=4 with 128 heads the 64-column blocks measured 6%
 // slower than 128: 4096 blocks each redoing the weights).
 constexpr int kCombineWarps = 8;
-constexpr int kCombinePartFloats = 1024;  // (rows, COLS) partial sums: 8 x 128 or 16 x 64
+constexpr int kCombinePartFloats = 1024;  // (rows, COLS) partial sums: 16 x 64, 8 x 128 or 2 x 512
 template <int COLS>
 __global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(const DecodeParams p) {
   constexpr int kLanes = COLS / 4, kRows = kCombineWarps * 32 / kLanes;  // lanes per split row, rows side by side
