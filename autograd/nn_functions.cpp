@@ -289,23 +289,23 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t bran
   return out;
 }
 
-Tensor decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, double softmax_scale) {
+Tensor decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, double softmax_scale, int64_t ready_rows) {
   LATTE_REQUIRE(!autograd::needs_grad({&q, &k, &v}), "decode_attention is inference-only; run it under NoGradGuard");
   Tensor qi = last_dim_contiguous(q);
   Tensor out = Tensor::empty({q.size(0), q.size(1), v.size(-1)}, q.dtype(), q.device());  // (B, Hq, Dv)
   if (!ops::decode_attention_supported(qi, k, v, out)) return Tensor();
-  ops::decode_attention(out, Tensor(), qi, k, v, softmax_scale);
+  ops::decode_attention(out, Tensor(), qi, k, v, softmax_scale, ready_rows);
   return out;
 }
 
 Tensor decode_attention_latent(const Tensor& q_abs, const Tensor& q_rope, const Tensor& c, const Tensor& kr,
-                               double softmax_scale) {
+                               double softmax_scale, int64_t ready_rows) {
   LATTE_REQUIRE(!autograd::needs_grad({&q_abs, &q_rope, &c, &kr}),
                 "decode_attention_latent is inference-only; run it under NoGradGuard");
   Tensor qa = last_dim_contiguous(q_abs), qr = q_rope.defined() ? last_dim_contiguous(q_rope) : Tensor();
   Tensor z = Tensor::empty(q_abs.shape(), q_abs.dtype(), q_abs.device());  // (B, H, Dc)
   if (!ops::decode_attention_latent_supported(qa, qr, c, kr, z)) return Tensor();
-  ops::decode_attention_latent(z, Tensor(), qa, qr, c, kr, softmax_scale);
+  ops::decode_attention_latent(z, Tensor(), qa, qr, c, kr, softmax_scale, ready_rows);
   return z;
 }
 

@@ -30,11 +30,13 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t bran
 // would need one). Each returns an undefined Tensor when the device has no kernel for these tensors (CUDA:
 // bf16 and the widths of kernels/cuda/decode_attention.h); the caller then uses attention().
 // q (B, Hq, Dqk), k (B, S, Hk, Dqk), v (B, S, Hk, Dv) -> (B, Hq, Dv); every cached position is visible.
-Tensor decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, double softmax_scale);
+// ready_rows: cache rows written before the previous kernel (a decode step's start position; op_decls.inc).
+Tensor decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, double softmax_scale,
+                        int64_t ready_rows = 0);
 // Absorbed latent: q_abs (B, H, Dc), q_rope (B, H, Dr), c (B, S, Dc), kr (B, S, Dr) -> z (B, H, Dc) =
 // softmax(scale (q_abs.c_j + q_rope.kr_j)) @ c. q_rope and kr may both be undefined (no rope part).
 Tensor decode_attention_latent(const Tensor& q_abs, const Tensor& q_rope, const Tensor& c, const Tensor& kr,
-                               double softmax_scale);
+                               double softmax_scale, int64_t ready_rows = 0);
 // x (B, T, R*H, D) -> scale * sum over the R branches, (B, T, H, D).
 Tensor branch_sum(const Tensor& x, int64_t branches, double scale);
 

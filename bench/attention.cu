@@ -339,7 +339,8 @@ bool row_wanted(const std::string& name, const std::string& shape) {
   return false;
 }
 
-// Decode: GQA over (B, S, Hk, D) caches, or latent over (B, S, Dc) + (B, S, Dr).
+// Decode: GQA over (B, S, Hk, D) caches, or latent over (B, S, Dc) + (B, S, Dr). Each call is a decode step's: the
+// rows before the newest (S - 1 of them) were written by earlier steps (ready_rows, op_decls.inc).
 void bench_decode_gqa(int64_t B, int64_t Hq, int64_t Hk, int64_t D, double copy_gbs) {
   const std::string shape =
       "B" + std::to_string(B) + " S32k Hq" + std::to_string(Hq) + " Hk" + std::to_string(Hk) + " D" + std::to_string(D);
@@ -359,7 +360,7 @@ void bench_decode_gqa(int64_t B, int64_t Hq, int64_t Hk, int64_t D, double copy_
                                ? ""
                                : "_Hq" + std::to_string(Hq) + "_Hk" + std::to_string(Hk) + "_D" + std::to_string(D);
   decode_rows("latte decode gqa", shape, "decode_gqa_B" + std::to_string(B) + dims, cache_bytes + 2.0 * B * Hq * D * 2,
-              copy_gbs, [&](int i) { cuda::decode_attention(out, Tensor(), q, ks[i % n], vs[i % n], 0.088); });
+              copy_gbs, [&](int i) { cuda::decode_attention(out, Tensor(), q, ks[i % n], vs[i % n], 0.088, S - 1); });
 }
 
 void bench_decode_latent(int64_t B, int64_t H, int64_t Dc, int64_t Dr, double copy_gbs) {
@@ -381,7 +382,7 @@ void bench_decode_latent(int64_t B, int64_t H, int64_t Dc, int64_t Dr, double co
   const std::string dims = Dc == 512 && Dr == 64 ? "" : "_Dc" + std::to_string(Dc) + "_Dr" + std::to_string(Dr);
   decode_rows("latte decode latent", shape, "decode_latent_B" + std::to_string(B) + "_H" + std::to_string(H) + dims,
               cache_bytes + double(B) * H * (2 * Dc + Dr) * 2, copy_gbs,
-              [&](int i) { cuda::decode_attention_latent(z, Tensor(), qa, qr, cs[i % n], krs[i % n], 0.072); });
+              [&](int i) { cuda::decode_attention_latent(z, Tensor(), qa, qr, cs[i % n], krs[i % n], 0.072, S - 1); });
 }
 
 // The read floor of a decode call: a kernel that only reads `bytes` of cache (float4 loads, a grid of 4 blocks
@@ -438,9 +439,9 @@ int profile(const std::string& what) {
     Tensor z = Tensor::empty({B, H, Dc}, DType::BF16, dev);
     for (int i = 0; i < 5; ++i) {
       if (lat)
-        cuda::decode_attention_latent(z, Tensor(), q, qr, c, kr, 0.07);
+        cuda::decode_attention_latent(z, Tensor(), q, qr, c, kr, 0.07, S - 1);
       else
-        cuda::decode_attention(z, Tensor(), q, c, kr, 0.07);
+        cuda::decode_attention(z, Tensor(), q, c, kr, 0.07, S - 1);
     }
   } else if (what == "cudnn_bwd64") {
     FlashTensors ft = flash_tensors(4, 4096, 16, 64, 64);

@@ -118,6 +118,11 @@ void check_attention(const Tensor& out, const Tensor& lse, const Tensor& q, cons
   require_stat_dtype(q, lse, op, "lse");
 }
 
+void check_ready_rows(int64_t ready_rows, int64_t S, const char* op) {
+  LATTE_REQUIRE(ready_rows >= 0 && ready_rows <= S, op, ": ready_rows must be in [0, ", S,
+                "] (the cache rows written before the previous kernel), got ", ready_rows);
+}
+
 void check_decode_attention(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                             double softmax_scale, const char* op) {
   auto all = [&] { return shapes({{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}}); };
@@ -247,9 +252,10 @@ void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
 }
 
 void decode_attention(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
-                      double softmax_scale) {
+                      double softmax_scale, int64_t ready_rows) {
   check_decode_attention(out, lse, q, k, v, softmax_scale, "decode_attention");
-  LATTE_DISPATCH(decode_attention, &out, &lse, &q, &k, &v)(out, lse, q, k, v, softmax_scale);
+  check_ready_rows(ready_rows, k.size(1), "decode_attention");
+  LATTE_DISPATCH(decode_attention, &out, &lse, &q, &k, &v)(out, lse, q, k, v, softmax_scale, ready_rows);
 }
 
 bool decode_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out) {
@@ -257,9 +263,11 @@ bool decode_attention_supported(const Tensor& q, const Tensor& k, const Tensor& 
 }
 
 void decode_attention_latent(const Tensor& z, const Tensor& lse, const Tensor& q_abs, const Tensor& q_rope,
-                             const Tensor& c, const Tensor& kr, double softmax_scale) {
+                             const Tensor& c, const Tensor& kr, double softmax_scale, int64_t ready_rows) {
   check_decode_attention_latent(z, lse, q_abs, q_rope, c, kr, softmax_scale, "decode_attention_latent");
-  LATTE_DISPATCH(decode_attention_latent, &z, &lse, &q_abs, &q_rope, &c, &kr)(z, lse, q_abs, q_rope, c, kr, softmax_scale);
+  check_ready_rows(ready_rows, c.size(1), "decode_attention_latent");
+  LATTE_DISPATCH(decode_attention_latent, &z, &lse, &q_abs, &q_rope, &c, &kr)(z, lse, q_abs, q_rope, c, kr, softmax_scale,
+                                                                              ready_rows);
 }
 
 bool decode_attention_latent_supported(const Tensor& q_abs, const Tensor& q_rope, const Tensor& c, const Tensor& kr,

@@ -81,7 +81,7 @@ bool decode_attention_supported(const Tensor& q, const Tensor& k, const Tensor& 
 }
 
 void decode_attention(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
-                      double softmax_scale) {
+                      double softmax_scale, int64_t /*ready_rows: the CPU runs in order*/) {
   LATTE_CHECK(q.dim() == 3 && k.dim() == 4 && v.dim() == 4 && out.dim() == 3, "decode_attention: q ", q.str(), " k ",
               k.str(), " v ", v.str(), " out ", out.str());
   DecodeArgs a{q.size(0), q.size(1), k.size(1), k.size(2), q.size(2), 0, v.size(3), &q, nullptr, &k, nullptr, &v, &out};
@@ -97,7 +97,8 @@ bool decode_attention_latent_supported(const Tensor& q_abs, const Tensor& q_rope
 }
 
 void decode_attention_latent(const Tensor& z, const Tensor& lse, const Tensor& q_abs, const Tensor& q_rope,
-                             const Tensor& c, const Tensor& kr, double softmax_scale) {
+                             const Tensor& c, const Tensor& kr, double softmax_scale,
+                             int64_t /*ready_rows: the CPU runs in order*/) {
   LATTE_CHECK(q_abs.dim() == 3 && c.dim() == 3 && z.dim() == 3, "decode_attention_latent: q_abs ", q_abs.str(), " c ",
               c.str(), " z ", z.str());
   const int64_t dr = q_rope.defined() ? q_rope.size(2) : 0;

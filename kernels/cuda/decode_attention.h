@@ -11,12 +11,14 @@ namespace latte::cuda {
 // MHA / GQA / MQA (non-causal over the whole cache: the new token sees every cached position, itself included):
 //   q (B, Hq, Dqk) or (B, 1, Hq, Dqk)      k (B, S, Hk, Dqk)   v (B, S, Hk, Dv)   (caches: strided views, e.g. the
 //   first S positions of a larger buffer)   out (B, Hq, Dv) or (B, 1, Hq, Dv)      head i reads kv head i / (Hq/Hk)
-// lse (B, Hq) f32 is optional (undefined Tensor: not written).
+// lse (B, Hq) f32 is optional (undefined Tensor: not written). ready_rows (op_decls.inc): on sm_90a the 16-row split
+// kernel (TMA tiles: GQA, and latent rows with up to 32 heads) starts loading the tiles of cache rows
+// [0, ready_rows) before the stream's previous kernel has finished.
 // Supported: bf16 CUDA tensors, Dqk a multiple of 16 up to 512, Dv in {64, 96, 128, 192, 256, 512}, rows 16-byte
 // aligned (strides multiples of 8 elements).
 bool decode_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out);
 void decode_attention(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
-                      double softmax_scale);
+                      double softmax_scale, int64_t ready_rows);
 
 // Absorbed latent decode for MLA / MLRA (per latent block) / EG-MLA (latent gate), spec/attention.md:
 //   q_abs (B, H, Dc)   q_rope (B, H, Dr)   c (B, S, Dc)   kr (B, S, Dr)   ->   z (B, H, Dc)
@@ -28,6 +30,6 @@ void decode_attention(const Tensor& out, const Tensor& lse, const Tensor& q, con
 bool decode_attention_latent_supported(const Tensor& q_abs, const Tensor& q_rope, const Tensor& c, const Tensor& kr,
                                        const Tensor& z);
 void decode_attention_latent(const Tensor& z, const Tensor& lse, const Tensor& q_abs, const Tensor& q_rope,
-                             const Tensor& c, const Tensor& kr, double softmax_scale);
+                             const Tensor& c, const Tensor& kr, double softmax_scale, int64_t ready_rows);
 
 }  // namespace latte::cuda

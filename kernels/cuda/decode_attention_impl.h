@@ -24,6 +24,10 @@ struct DecodeParams {
   float scale_log2;
   bool v_is_k1;
   bool cache_evict_first;  // TMA cache loads marked L2 evict-first (read once; keeps the partials in L2)
+  // Cache rows [0, ready_rows) were written before the stream's previous kernel started (earlier decode steps): pass
+  // 1 may load their tiles before that kernel has finished (before griddepcontrol.wait). 0: nothing before it.
+  int ready_rows;
+  bool combine_releases_next;  // the combine lets the stream's next kernel start at once (griddepcontrol)
   float* part_o;   // (splits, B, H, DV)
   float* part_ml;  // (splits, B, H, 2): m (log2 units), l
   flash::bf16* out;  // (B, H, DV): b * o_sb + h * o_sh

@@ -113,7 +113,7 @@ Tensor LatentAttention::forward(const Tensor& x, const AttentionContext& ctx) co
     k_rope = append_to_cache(ctx.cache->rope_key, k_rope.view({B, T, dr}), ctx.start_pos).unsqueeze(2);  // (B, S, 1, d_r)
   }
   const bool absorb = ctx.cache && ctx.absorbed && can_absorb();
-  Tensor o = absorb ? attend_absorbed(q, c, k_rope) : attend_plain(q, c, k_rope, ctx);  // (B, T, R' n_h, d_v)
+  Tensor o = absorb ? attend_absorbed(q, c, k_rope, ctx.cache ? ctx.start_pos : 0) : attend_plain(q, c, k_rope, ctx);  // (B, T, R' n_h, d_v)
   // 1/sqrt(R) over all R branches of a head; those held on other ranks (MLRA Blocks) come with wo's all-reduce.
   const double branch_scale = 1.0 / std::sqrt(static_cast<double>(cfg_.branches));
   if (local_branches_ > 1) o = branch_sum(o, local_branches_, branch_scale);  // (B, T, n_h, d_v)
@@ -130,7 +130,7 @@ Tensor LatentAttention::attend_plain(const Tensor& q, const Tensor& c, const Ten
   return attention(q, k, value, local_branches_, cfg_.softmax_scale(), true);        // (B, T, R n_h, d_v)
 }
 
-Tensor LatentAttention::attend_absorbed(const Tensor& q, const Tensor& c, const Tensor& k_rope) const {
+Tensor LatentAttention::attend_absorbed(const Tensor& q, const Tensor& c, const Tensor& k_rope, int64_t ready_rows) const {
   const int64_t B = q.size(0), T = q.size(1), S = c.size(1);
   const int64_t R = local_branches_, RH = R * local_heads_, L = local_blocks_, dl = cfg_.block_dim();
   const int64_t dn = cfg_.nope_dim, dr = cfg_.rope_dim, dv = cfg_.v_dim;
@@ -151,7 +151,7 @@ Tensor LatentAttention::attend_absorbed(const Tensor& q, const Tensor& c, const 
     std::vector<Tensor> per_block;
     for (int64_t k = 0; k < L; ++k) {
       Tensor zk = decode_attention_latent(qa3.narrow(1, k * Hb, Hb), qr3.narrow(1, k * Hb, Hb), latents.select(2, k), kr,
-                                          cfg_.softmax_scale());  // (B, H_b, d_l)
+                                          cfg_.softmax_scale(), ready_rows);  // (B, H_b, d_l)
       if (!zk.defined()) break;  // no kernel for these tensors on this device
       per_block.push_back(zk);
     }

@@ -73,7 +73,8 @@ class LatentAttention : public Attention {
   // (B, T, n_h d_v) -> (B, T, d), all-reduced over TP; plus `residual` when defined
   Tensor output(const Tensor& o, const Tensor& residual) const;
   Tensor attend_plain(const Tensor& q, const Tensor& c, const Tensor& k_rope, const AttentionContext& ctx) const;
-  Tensor attend_absorbed(const Tensor& q, const Tensor& c, const Tensor& k_rope) const;
+  // ready_rows: cache rows written before this step (its start position), which the decode kernel may load early.
+  Tensor attend_absorbed(const Tensor& q, const Tensor& c, const Tensor& k_rope, int64_t ready_rows) const;
 };
 
 // x (B, T, H, D) -> (B, T, R H, D) with slot r H + i = x[..., i, :] (query heads shared by the branches).

@@ -42,7 +42,9 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx)
     k = append_to_cache(ctx.cache->key, k, ctx.start_pos);    // (B, S, n_kv/tp, d_h)
     v = append_to_cache(ctx.cache->value, v, ctx.start_pos);  // (B, S, n_kv/tp, d_h)
     // One token: the split-K decode op reads the cache in place (undefined when the device has no kernel).
-    if (T == 1) o = decode_attention(q.reshape({B, local_heads_, dh}), k, v, cfg_.softmax_scale());  // (B, n_h/tp, d_h)
+    // Rows before start_pos were written by earlier steps: the kernel may load them while this step's append runs.
+    if (T == 1)
+      o = decode_attention(q.reshape({B, local_heads_, dh}), k, v, cfg_.softmax_scale(), ctx.start_pos);  // (B, n_h/tp, d_h)
   }
   if (!o.defined()) o = attention(q, k, v, 1, cfg_.softmax_scale(), true);  // (B, T, n_h/tp, d_h)
   o = o.reshape({B, T, local_heads_ * dh});

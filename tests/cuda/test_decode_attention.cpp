@@ -9,10 +9,14 @@
 
 #ifdef LATTE_WITH_CUDA
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "core/cuda_context.h"
 #include "kernels/cuda/decode_attention.h"
+#include "kernels/cuda/delayed_copy.h"
 
 using namespace latte;
 using namespace latte::cudatest;
@@ -74,7 +78,7 @@ TEST(DecodeAttention, GqaMatchesFullAttention) {
     ASSERT_TRUE(cuda::decode_attention_supported(q, k, v, poisoned({c.B, c.Hq, c.Dv}, t)));
     const double scale = 1.0 / std::sqrt(static_cast<double>(c.Dqk));
     Tensor out = poisoned({c.B, c.Hq, c.Dv}, t), lse = poisoned({c.B, c.Hq}, DType::F32);
-    cuda::decode_attention(out, lse, q, k, v, scale);
+    cuda::decode_attention(out, lse, q, k, v, scale, c.S);  // every row written long before
     Tensor eout = Tensor::empty({c.B, 1, c.Hq, c.Dv}, DType::F64), else_ = Tensor::empty({c.B, c.Hq, 1}, DType::F64);
     cpu::attention_forward(eout, else_, ref(q).view({c.B, 1, c.Hq, c.Dqk}), ref(k), ref(v), 1, scale, true);
     EXPECT_CLOSE(out, eout.view({c.B, c.Hq, c.Dv}), t);
@@ -136,7 +140,7 @@ TEST(DecodeAttention, LatentEqualsPlainAttention) {
 
     ASSERT_TRUE(cuda::decode_attention_latent_supported(q_abs, q_rope, cc, kr, poisoned({c.B, c.H, c.Dc}, t)));
     Tensor z = poisoned({c.B, c.H, c.Dc}, t), lse = poisoned({c.B, c.H}, DType::F32);
-    cuda::decode_attention_latent(z, lse, q_abs, q_rope, cc, kr, scale);
+    cuda::decode_attention_latent(z, lse, q_abs, q_rope, cc, kr, scale, c.S);
 
     // (1) plain MQA attention on the same cache: q = [q_abs | q_rope], k = [c | kr], v = c.
     const LatentReference expect = latent_reference(q_abs, q_rope, cc, kr, scale);
@@ -221,7 +225,7 @@ TEST(DecodeAttention, LatentLateMaximaRescale) {
     Tensor cc = Tensor::from_vector(cv, {c.B, c.S, Dc}, DType::F64).to(t).to(gpu());
     Tensor q_rope = rnd({c.B, c.H, Dr}, seed + 3, t, 0.1), kr = rnd({c.B, c.S, Dr}, seed + 4, t, 0.1);
     Tensor z = poisoned({c.B, c.H, Dc}, t), lse = poisoned({c.B, c.H}, DType::F32);
-    cuda::decode_attention_latent(z, lse, q_abs, q_rope, cc, kr, 1.0);
+    cuda::decode_attention_latent(z, lse, q_abs, q_rope, cc, kr, 1.0, c.S - 1);
     const LatentReference expect = latent_reference(q_abs, q_rope, cc, kr, 1.0);
     EXPECT_CLOSE(z, expect.out, t);
     const double e = rel_err(lse, expect.lse);
@@ -266,16 +270,91 @@ TEST(DecodeAttention, BackToBackCallsMatchTheReference) {
       const Latent& l = lat[which];
       outs.push_back(poisoned({l.B, l.H, Dc}, t));
       Tensor lse = poisoned({l.B, l.H}, DType::F32);
-      cuda::decode_attention_latent(outs.back(), lse, l.q_abs, l.q_rope, l.c, l.kr, lscale);
+      cuda::decode_attention_latent(outs.back(), lse, l.q_abs, l.q_rope, l.c, l.kr, lscale, l.S - 1);
     } else {
       outs.push_back(poisoned({gB, Hq, D}, t));
       Tensor lse = poisoned({gB, Hq}, DType::F32);
-      cuda::decode_attention(outs.back(), lse, q, k, v, gscale);
+      cuda::decode_attention(outs.back(), lse, q, k, v, gscale, gS - 1);
     }
   }
   for (size_t i = 0; i < outs.size(); ++i) {
     SCOPED_TRACE(testing::Message() << "call " << i << " of shape " << order[i]);
     EXPECT_CLOSE(outs[i], order[i] < 2 ? lat[order[i]].expect : eo.view({gB, Hq, D}), t);
+  }
+}
+
+// The newest cache row written by the kernel just before the call (as a decode step appends its token), with
+// ready_rows = S - 1: pass 1 may load the older rows' tiles before that kernel has finished, but must read the
+// newest row after it. The writer (delayed_copy) lets the call start at once and writes 2 ms later; the new row
+// takes most of every head's weight (score 8 against ~N(0, 1): 93% at S = 128, ~40% at 3000), so an output computed from
+// the stale row is far from the reference. The control: with a false ready_rows = S the sm_90 kernels do load the
+// newest tile early and read the stale row, which shows that the first half can fail.
+TEST(DecodeAttention, RowsPastReadyRowsAreReadAfterThePreviousKernel) {
+  if (!latte::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const DType t = DType::BF16;
+  // The control needs pass 1's early loads: sm_90 (TMA tiles, programmatic dependent launches), switches on.
+  bool early_loads = cuda::device_properties(0).major == 9;
+  for (const char* name : {"LATTE_DECODE_PDL", "LATTE_DECODE_TMA", "LATTE_DECODE_PRELOAD"}) {
+    const char* v = std::getenv(name);
+    if (v && std::string(v) == "0") early_loads = false;
+  }
+  // kind 0: latent, 16-row kernel; 1: latent, wgmma kernel (sm_90a, 64 heads; it loads nothing early, so no
+  // control); 2: GQA. S = 128: one split of two key tiles, both of which the 16-row kernel may load early.
+  const struct { int kind; int64_t S; } cases[] = {{0, 128}, {1, 128}, {2, 128}, {0, 3000}, {1, 3000}, {2, 3000}};
+  uint64_t seed = 9700;
+  for (const auto& c : cases) {
+    SCOPED_TRACE(testing::Message() << "kind " << c.kind << " S=" << c.S);
+    const bool latent = c.kind < 2;
+    const int64_t S = c.S, H = c.kind == 1 ? 64 : 16, Hk = latent ? 1 : 4, D = latent ? 512 : 128, Dr = 64;
+    const int64_t row = Hk * D;  // elements of one cache row (B = 1)
+    std::vector<double> u = Tensor::randn({D}, seed += 10, 0, 1.0, DType::F64).to_vector();
+    double norm = 0;
+    for (double x : u) norm += x * x;
+    for (double& x : u) x /= std::sqrt(norm);
+    std::vector<double> qv = Tensor::randn({1, H, D}, seed + 1, 0, 0.3 / std::sqrt(double(D)), DType::F64).to_vector();
+    for (size_t i = 0; i < qv.size(); ++i) qv[i] += u[i % D];
+    std::vector<double> kv = Tensor::randn({1, S, Hk, D}, seed + 2, 0, 1.0 / std::sqrt(double(D)), DType::F64).to_vector();
+    std::vector<double> fresh(kv.end() - row, kv.end());
+    for (int64_t i = 0; i < row; ++i) fresh[i] = 8.0 * u[i % D];  // the new key row (or latent row)
+    Tensor q = Tensor::from_vector(qv, {1, H, D}, DType::F64).to(t).to(gpu());
+    Tensor kcache = Tensor::from_vector(kv, {1, S, Hk, D}, DType::F64).to(t).to(gpu());  // newest row stale
+    Tensor fresh_k = Tensor::from_vector(fresh, {row}, DType::F64).to(t).to(gpu());
+    Tensor stale_k = kcache.view({S * row}).narrow(0, (S - 1) * row, row).clone();
+    Tensor vcache, fresh_v, stale_v, q_rope, kr;
+    if (latent) {
+      q_rope = rnd({1, H, Dr}, seed + 3, t, 0.1), kr = rnd({1, S, Dr}, seed + 4, t, 0.1);
+    } else {
+      vcache = rnd({1, S, Hk, D}, seed + 3, t);
+      fresh_v = rnd({row}, seed + 4, t);
+      stale_v = vcache.view({S * row}).narrow(0, (S - 1) * row, row).clone();
+    }
+    auto newest = [&](const Tensor& cache) { return cache.view({S * row}).narrow(0, (S - 1) * row, row); };
+    // One step: the writers put `k_row` (GQA: then, slowly, `v_row`) into the newest row; the call follows at once.
+    auto step = [&](const Tensor& k_row, const Tensor& v_row, int64_t ready_rows) {
+      Tensor out = poisoned({1, H, D}, t);
+      cuda::delayed_copy(newest(kcache), k_row, latent ? 2'000'000 : 0);
+      if (!latent) cuda::delayed_copy(newest(vcache), v_row, 2'000'000);
+      if (latent) cuda::decode_attention_latent(out, Tensor(), q, q_rope, kcache.view({1, S, D}), kr, 1.0, ready_rows);
+      else cuda::decode_attention(out, Tensor(), q, kcache, vcache, 1.0, ready_rows);
+      return out;
+    };
+    Tensor got = step(fresh_k, fresh_v, S - 1);
+    Tensor expect;  // computed after the step: the cache now holds the new row
+    if (latent) {
+      expect = latent_reference(q, q_rope, kcache.view({1, S, D}), kr, 1.0).out;
+    } else {
+      Tensor eo = Tensor::empty({1, 1, H, D}, DType::F64), el = Tensor::empty({1, H, 1}, DType::F64);
+      cpu::attention_forward(eo, el, ref(q).view({1, 1, H, D}), ref(kcache), ref(vcache), 1, 1.0, true);
+      expect = eo.view({1, H, D});
+    }
+    EXPECT_CLOSE(got, expect, t);
+    if (!early_loads || S > 128 || c.kind == 1) continue;  // (at S = 3000 the newest tile is not a split's first)
+    // The control: the stale row back in place, the same step with a false promise.
+    cuda::delayed_copy(newest(kcache), stale_k, 0);
+    if (!latent) cuda::delayed_copy(newest(vcache), stale_v, 0);
+    Tensor early = step(fresh_k, fresh_v, S);
+    const double e = rel_err(early, expect);
+    EXPECT_GT(e, 0.1) << "with ready_rows = S the newest tile was not loaded early (rel. error " << e << ")";
   }
 }
 

@@ -417,7 +417,7 @@ TEST_P(NnDtype, DecodeOpsEqualAttentionOfOneRow) {
   ASSERT_TRUE(out.defined());
   EXPECT_LT(rel_err(out.to_vector(), ref.to_vector()), tol(dt));
   Tensor lse = Tensor::empty({B, Hq}, sd), out2 = Tensor::empty({B, Hq, Dv}, dt);
-  ops::decode_attention(out2, lse, q.reshape({B, Hq, D}), k, v, 0.3);
+  ops::decode_attention(out2, lse, q.reshape({B, Hq, D}), k, v, 0.3, S);
   Tensor ref_out, ref_lse = attn_lse(q, k, v, 1, 0.3, false, &ref_out);  // (B, Hq, 1)
   EXPECT_LT(rel_err(lse.to_vector(), ref_lse.to_vector()), tol(dt));
 
@@ -447,6 +447,10 @@ TEST(NnBadInput, DecodeAttentionShapes) {
     expect_error([&] { decode_attention(q.unsqueeze(1), k, v, 0.3); }, {"(B, Hq, Dqk)", "[2, 1, 6, 8]"});
     expect_error([&] { decode_attention_latent(qa, Tensor::randn({2, 3, 4}, 6), c, Tensor(), 0.3); }, {"both q_rope and kr"});
     expect_error([&] { decode_attention_latent(qa, Tensor(), Tensor::randn({2, 5, 7}, 7), Tensor(), 0.3); }, {"[2, 5, 7]"});
+    // ready_rows counts cache rows: 0..S.
+    expect_error([&] { decode_attention_latent(qa, Tensor(), c, Tensor(), 0.3, 6); }, {"ready_rows", "[0, 5]", "6"});
+    Tensor q2 = Tensor::randn({2, 8, 8}, 9);
+    expect_error([&] { decode_attention(q2, k, v, 0.3, -1); }, {"ready_rows", "-1"});
   }
   Tensor needs_grad = Tensor::randn({2, 3, 6}, 8);
   needs_grad.set_requires_grad(true);
