@@ -424,9 +424,6 @@ __global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(cons
   extern __shared__ float sw[];  // (splits) weights, then (kRows, COLS) partial sums
   __shared__ float red[32];
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // The stream's next kernel may be scheduled now (run_decode): where it is the next decode call's pass 1, its
-  // blocks take the SMs as this grid's blocks leave them and start loading the cache rows its caller marked ready.
-  if (p.combine_releases_next) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   // Launched as a programmatic dependent of pass 1 (run_decode): the blocks may be resident before pass 1 ends,
   // and wait here until it has finished and its partials are visible.
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
@@ -547,15 +544,16 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
   // B=1 0.37-0.38 -> 0.40, B=4 0.64-0.65 -> 0.67-0.68; GQA +1-2%.
   static const bool evict_first = switch_on("LATTE_DECODE_EVICT_FIRST");
   p.cache_evict_first = evict_first;
-  // Pass 1 of the 16-row kernel (TMA tiles) loads the tiles of p.ready_rows before waiting for the previous kernel,
-  // and the combine after it lets the next kernel start at once, so that a following decode call (the next MLRA
-  // block, the next layer's step) streams its cache while this combine runs. Session 20, 32k, B=1, back to back:
-  // latent H=16 0.62 -> 0.64, GQA 0.91 -> 0.93. The wgmma kernel does neither: its first tile ahead of the query
-  // was flat, both tiles -6 to -10%, and the combine's early release -1 to -2% (LATTE_DECODE_PRELOAD=0,
-  // LATTE_DECODE_RELEASE=0: off, for comparisons).
-  static const bool preload = switch_on("LATTE_DECODE_PRELOAD"), release = switch_on("LATTE_DECODE_RELEASE");
+  // Pass 1 of the 16-row kernel (TMA tiles) loads the first tiles of p.ready_rows before it waits for the previous
+  // kernel (LATTE_DECODE_PRELOAD=0: after, for comparisons). Session 20, 32k, back to back, 2-3 rounds: +1% on every
+  // row measured (latent H=16 B=1 0.623 -> 0.629, Dc 192 B=1 0.452 -> 0.458, Dc 96 B=4 0.610 -> 0.616, GQA Hq 32
+  // B=1 0.907 -> 0.915, D 64 0.674 -> 0.677): what it overlaps is the previous kernel's drain and flush, ~1 us.
+  // Not done: the wgmma kernel's first tile ahead of its query (flat; both tiles -6 to -10%), and the combine
+  // letting the next call start at once (griddepcontrol.launch_dependents before its wait) so that its cache
+  // streams in while the combine runs: +2% for latent H=16 and GQA Hq 32 at B=1, -4 to -10% for the rows with two
+  // blocks per SM (Dc 192, Dc 96, GQA D 64), -1 to -2% for the wgmma kernel.
+  static const bool preload = switch_on("LATTE_DECODE_PRELOAD");
   if (!preload) p.ready_rows = 0;
-  p.combine_releases_next = release && !wgmma;
   const bool tma16 = !wgmma && tma_allowed && latent_tma_supported(p);
   const bool tma_gqa = !p.v_is_k1 && tma_allowed && gqa_tma_supported(p);
   constexpr int kTmaStages = 3;

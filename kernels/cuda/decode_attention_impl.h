@@ -27,7 +27,6 @@ struct DecodeParams {
   // Cache rows [0, ready_rows) were written before the stream's previous kernel started (earlier decode steps): pass
   // 1 may load their tiles before that kernel has finished (before griddepcontrol.wait). 0: nothing before it.
   int ready_rows;
-  bool combine_releases_next;  // the combine lets the stream's next kernel start at once (griddepcontrol)
   float* part_o;   // (splits, B, H, DV)
   float* part_ml;  // (splits, B, H, 2): m (log2 units), l
   flash::bf16* out;  // (B, H, DV): b * o_sb + h * o_sh
