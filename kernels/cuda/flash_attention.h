@@ -33,6 +33,10 @@ void flash_attention_set_backward_kernel(FlashKernel kernel);
 // lockstep schedule measured ~10% faster; LATTE_FLASH_NO_PINGPONG in the environment forces it off); for
 // benchmarks and tests.
 void flash_attention_set_sm90_pingpong(bool on);
+// Overlapped schedule of the wgmma forward without ping-pong (default on, used for Dqk >= 128): each consumer
+// issues S of key tile j together with P V of tile j - 1 (FlashAttention-3's intra-warpgroup pipelining); off: S,
+// softmax, P V in turn. LATTE_FLASH_OVERLAP=0 in the environment forces it off; for benchmarks and tests.
+void flash_attention_set_sm90_overlap(bool on);
 
 // Forward: writes out and lse. Runs on the current stream.
 void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,

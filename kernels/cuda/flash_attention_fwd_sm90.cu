@@ -34,7 +34,70 @@ constexpr int kSm90Stages = 2;     // K/V tile buffers
 
 template <int DQK, int DV>
 constexpr int sm90_smem_bytes() {  // Q, stages x (K, V), mbarriers, alignment slack
-  return (kSm90BR * DQK + kSm90Stages * kSm90BC * (DQK + DV)) * 2 + 64 + 1024;
+  return (kSm90BR * DQK + kSm90Stages * kSm90BC * (DQK + DV)) * 2 + 8 * (1 + 4 * kSm90Stages) + 1024;
+}
+
+// The online softmax of one consumer's score tile (64 x BC raw scores of keys n0 .., sc[4n + c] is row
+// row0 + 8 (c >> 1), key n0 + 8n + 2 tq + (c & 1)): masks the causal diagonal and the ragged key tail, moves the
+// running maxima (log2 units), returns in alpha the factor that O must be multiplied by before this tile's P V,
+// rescales l and adds the tile's row sums, and leaves P = exp2(S scale - m) in sc (fp32; fwd_pack_p makes the bf16
+// A fragments of the P V products).
+template <int BC>
+__device__ __forceinline__ void fwd_softmax_tile(float (&sc)[BC / 2], float (&m_run)[2], float (&l_run)[2],
+                                                 float (&alpha)[2], const Params& p, int n0, int m0, int row0, int tq) {
+  const int off = p.S - p.T;
+  // The scale is folded into the exponent below (valid since scale > 0), so the mask works on raw scores.
+  const bool need_mask = (n0 + BC > p.S) || (p.causal && n0 + BC - 1 > m0 + off);
+  if (need_mask) {
+#pragma unroll
+    for (int x = 0; x < BC / 2; ++x) {
+      const int n = x >> 2, c = x & 3;
+      const int col = n0 + n * 8 + 2 * tq + (c & 1), row = row0 + (c >> 1) * 8;
+      if (col >= p.S || (p.causal && col > row + off)) sc[x] = -INFINITY;
+    }
+  }
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int n = 0; n < BC / 8; ++n) {
+    mx[0] = fmaxf(mx[0], fmaxf(sc[4 * n], sc[4 * n + 1]));
+    mx[1] = fmaxf(mx[1], fmaxf(sc[4 * n + 2], sc[4 * n + 3]));
+  }
+  float m_use[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    mx[h] = fmaxf(m_run[h], quad_max(mx[h]) * p.scale_log2);  // log2 units
+    m_use[h] = mx[h] == -INFINITY ? 0.f : mx[h];
+    alpha[h] = fast_exp2(m_run[h] - m_use[h]);
+    m_run[h] = mx[h];
+    l_run[h] *= alpha[h];
+  }
+#pragma unroll
+  for (int x = 0; x < BC / 2; ++x) {
+    const int h = (x >> 1) & 1;
+    sc[x] = fast_exp2(fmaf(sc[x], p.scale_log2, -m_use[h]));
+    l_run[h] += sc[x];
+  }
+}
+
+// P (fp32, the accumulator layout) -> bf16 A fragments: k step kk holds n-tiles 2 kk and 2 kk + 1.
+template <int BC>
+__device__ __forceinline__ void fwd_pack_p(const float (&sc)[BC / 2], uint32_t (&pa)[BC / 16][4]) {
+#pragma unroll
+  for (int kk = 0; kk < BC / 16; ++kk)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) pa[kk][r] = pack_bf16(sc[8 * kk + 2 * r], sc[8 * kk + 2 * r + 1]);
+}
+
+// O (64 x DV per consumer, o[4d + 2h + 0/1] in row row0 + 8h) *= alpha per row.
+template <int DV>
+__device__ __forceinline__ void fwd_scale_o(float (&o)[DV / 2], const float (&alpha)[2]) {
+#pragma unroll
+  for (int d = 0; d < DV / 8; ++d)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      o[4 * d + 2 * h] *= alpha[h];
+      o[4 * d + 2 * h + 1] *= alpha[h];
+    }
 }
 
 // TMA descriptors of q, k, v: 4-D (D, heads, rows, batch) views with 128-byte swizzle and (64, 1, 128, 1) boxes, so
@@ -53,8 +116,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
   const uint32_t sQ = base;                                 // DQK/64 blocks of (BR, 64)
   const uint32_t sK = sQ + BR * DQK * 2;                    // stages x DQK/64 blocks of (BC, 64)
   const uint32_t sV = sK + kSm90Stages * BC * DQK * 2;      // stages x DV/64 blocks of (BC, 64)
-  const uint32_t bars = sV + kSm90Stages * BC * DV * 2;     // q_full, full[stages], empty[stages] (8 bytes each)
-  const uint32_t q_full = bars, full0 = bars + 8, empty0 = bars + 8 + 8 * kSm90Stages;
+  // mbarriers (8 bytes each): q_full, then per stage K full, V full, K empty, V empty. K and V of a stage are
+  // released apart: with the overlapped schedule K j is free once S j is done, V j only once P V j is.
+  const uint32_t bars = sV + kSm90Stages * BC * DV * 2;
+  const uint32_t q_full = bars, kfull0 = bars + 8, vfull0 = kfull0 + 8 * kSm90Stages;
+  const uint32_t kempty0 = vfull0 + 8 * kSm90Stages, vempty0 = kempty0 + 8 * kSm90Stages;
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int wg = warp >> 2, g = lane >> 2, tq = lane & 3;
@@ -68,26 +134,35 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
   const int kv_end = p.causal ? min(p.S, min(m0 + BR, p.T) + off) : p.S;
   const int n_tiles = (kv_end + BC - 1) / BC;
 
-  if (tid == 0) init_pipeline_barriers(q_full, full0, empty0, kSm90Stages, 1);
+  if (tid == 0) {
+    mbar_init(q_full, 1);
+    for (int s = 0; s < kSm90Stages; ++s) {
+      mbar_init(kfull0 + 8 * s, 1), mbar_init(vfull0 + 8 * s, 1);
+      mbar_init(kempty0 + 8 * s, 8), mbar_init(vempty0 + 8 * s, 8);  // one arrival per consumer warp
+    }
+    mbar_init_fence();
+  }
   __syncthreads();
 
   // Register split after setmaxnreg: 128 x 40 + 256 x 232 = 64512 = the 384 x 168 the block is launched with.
   constexpr int kProducerRegs = 40, kConsumerRegs = 232;
   if (wg == 0) {
-    // Producer: one thread issues every load; a K/V stage is refilled once all 8 consumer warps released it.
+    // Producer: one thread issues every load; a K (V) buffer is refilled once all 8 consumer warps released it.
     setmaxnreg_dec<kProducerRegs>();
     if (tid == 0) {
       mbar_arrive_expect_tx(q_full, BR * DQK * 2);
       for (int c = 0; c < DQK / 64; ++c) tma_load_4d(sQ + c * BR * 128, &maps.q, c * 64, i, m0, b, q_full);
       for (int j = 0; j < n_tiles; ++j) {
         const int s = j % kSm90Stages;
-        if (j >= kSm90Stages) mbar_wait(empty0 + 8 * s, (j / kSm90Stages - 1) & 1);
-        const uint32_t full = full0 + 8 * s;
-        mbar_arrive_expect_tx(full, BC * (DQK + DV) * 2);
+        const uint32_t kfull = kfull0 + 8 * s, vfull = vfull0 + 8 * s;
+        if (j >= kSm90Stages) mbar_wait(kempty0 + 8 * s, (j / kSm90Stages - 1) & 1);
+        mbar_arrive_expect_tx(kfull, BC * DQK * 2);
         for (int c = 0; c < DQK / 64; ++c)
-          tma_load_4d(sK + s * BC * DQK * 2 + c * BC * 128, &maps.k, c * 64, kvh, j * BC, b, full);
+          tma_load_4d(sK + s * BC * DQK * 2 + c * BC * 128, &maps.k, c * 64, kvh, j * BC, b, kfull);
+        if (j >= kSm90Stages) mbar_wait(vempty0 + 8 * s, (j / kSm90Stages - 1) & 1);
+        mbar_arrive_expect_tx(vfull, BC * DV * 2);
         for (int c = 0; c < DV / 64; ++c)
-          tma_load_4d(sV + s * BC * DV * 2 + c * BC * 128, &maps.v, c * 64, kvh, j * BC, b, full);
+          tma_load_4d(sV + s * BC * DV * 2 + c * BC * 128, &maps.v, c * 64, kvh, j * BC, b, vfull);
       }
     }
     return;
@@ -106,85 +181,92 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
   const int row0 = m0 + cw * 64 + (warp & 3) * 16 + g;  // rows row0, row0 + 8
   mbar_wait(q_full, 0);
 
-  for (int j = 0; j < n_tiles; ++j) {
-    const int n0 = j * BC, s = j % kSm90Stages;
-    mbar_wait(full0 + 8 * s, (j / kSm90Stages) & 1);
-    const uint32_t sKj = sK + s * BC * DQK * 2, sVj = sV + s * BC * DV * 2;
+  auto wait_k = [&](int j) { mbar_wait(kfull0 + 8 * (j % kSm90Stages), (j / kSm90Stages) & 1); };
+  auto wait_v = [&](int j) { mbar_wait(vfull0 + 8 * (j % kSm90Stages), (j / kSm90Stages) & 1); };
+  auto stage_k = [&](int j) { return sK + (j % kSm90Stages) * BC * DQK * 2; };
+  auto stage_v = [&](int j) { return sV + (j % kSm90Stages) * BC * DV * 2; };
+  auto release_k = [&](int j) { if (lane == 0) mbar_arrive(kempty0 + 8 * (j % kSm90Stages)); };  // this warp
+  auto release_v = [&](int j) { if (lane == 0) mbar_arrive(vempty0 + 8 * (j % kSm90Stages)); };
+  const uint32_t sQw = sQ + cw * 64 * 128;  // this warpgroup's 64 query rows
+  float sc[BC / 2], alpha[2];
+  uint32_t pa[BC / 16][4];
 
-    // Ping-pong (optional): consumer 1 issues its S GEMM only once consumer 0's has finished, and consumer 0 its
-    // P V GEMM only once consumer 1's S GEMM has finished, so one warpgroup's softmax overlaps the other's
-    // tensor-core work instead of both doing softmax at once (named barriers 1 and 2; FlashAttention-3's scheme).
-    const bool pingpong = p.sm90_pingpong != 0;
-    if (pingpong && cw == 1) named_bar_sync(1, NC);
-
-    // S = Q K^T (64 x 128 per warpgroup).
-    float sc[BC / 2];
+  if (p.sm90_pingpong == 0 && p.sm90_overlap != 0 && n_tiles > 0) {
+    // Overlapped schedule (FlashAttention-3's intra-warpgroup pipelining): S of tile j is issued together with
+    // P V of tile j - 1, so the softmax of tile j runs while the tensor cores do that P V. P j stays in sc (fp32)
+    // until P V j - 1 is done; then O is rescaled by tile j's alpha and P j packed into pa for the next step.
+    wait_k(0);
     wgmma_fence();
-    wgmma_ss_kmajor<DQK, BC>(sc, sQ + cw * 64 * 128, BR * 128, sKj, BC * 128);
+    wgmma_ss_kmajor<DQK, BC>(sc, sQw, BR * 128, stage_k(0), BC * 128);
     wgmma_commit();
     wgmma_wait_all();
     pin(sc);
-    if (pingpong) named_bar_arrive(cw == 0 ? 1 : 2, NC);
-    // Mask the causal diagonal and the ragged key tail (raw scores; the scale is folded into the exponent
-    // below, valid since scale > 0). sc[4n + c] is (row0 + 8 (c >> 1), n0 + 8n + 2 tq + (c & 1)).
-    const bool need_mask = (n0 + BC > p.S) || (p.causal && n0 + BC - 1 > m0 + off);
-    if (need_mask) {
+    release_k(0);
+    fwd_softmax_tile<BC>(sc, m_run, l_run, alpha, p, 0, m0, row0, tq);  // O is still 0: no rescale
+    fwd_pack_p<BC>(sc, pa);
+    for (int j = 1; j < n_tiles; ++j) {
+      wait_k(j);
+      wait_v(j - 1);
+      wgmma_fence();
+      wgmma_ss_kmajor<DQK, BC>(sc, sQw, BR * 128, stage_k(j), BC * 128);
+      wgmma_commit();
 #pragma unroll
-      for (int x = 0; x < BC / 2; ++x) {
-        const int n = x >> 2, c = x & 3;
-        const int col = n0 + n * 8 + 2 * tq + (c & 1), row = row0 + (c >> 1) * 8;
-        if (col >= p.S || (p.causal && col > row + off)) sc[x] = -INFINITY;
-      }
+      for (int kk = 0; kk < BC / 16; ++kk)
+        wgmma_rs_tb<DV>(o, pa[kk], smem_desc(stage_v(j - 1) + kk * 16 * 128, v_lbo, v_sbo));
+      wgmma_commit();
+      wgmma_wait<1>();  // S j done, P V j - 1 may still run
+      pin(sc);
+      release_k(j);
+      fwd_softmax_tile<BC>(sc, m_run, l_run, alpha, p, j * BC, m0, row0, tq);
+      wgmma_wait<0>();
+      pin(o);
+      release_v(j - 1);
+      fwd_scale_o<DV>(o, alpha);
+      fwd_pack_p<BC>(sc, pa);
     }
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int n = 0; n < BC / 8; ++n) {
-      mx[0] = fmaxf(mx[0], fmaxf(sc[4 * n], sc[4 * n + 1]));
-      mx[1] = fmaxf(mx[1], fmaxf(sc[4 * n + 2], sc[4 * n + 3]));
-    }
-    float m_use[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mx[h] = fmaxf(m_run[h], quad_max(mx[h]) * p.scale_log2);  // log2 units
-      m_use[h] = mx[h] == -INFINITY ? 0.f : mx[h];
-      const float alpha = fast_exp2(m_run[h] - m_use[h]);
-      m_run[h] = mx[h];
-      l_run[h] *= alpha;
-#pragma unroll
-      for (int d = 0; d < DV / 8; ++d) {
-        o[4 * d + 2 * h] *= alpha;
-        o[4 * d + 2 * h + 1] *= alpha;
-      }
-    }
-    uint32_t pa[BC / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < BC / 16; ++kk) {
-      float e[8];
-#pragma unroll
-      for (int c = 0; c < 8; ++c) {  // n-tiles 2kk (c < 4) and 2kk+1
-        const int x = 8 * kk + c;
-        e[c] = fast_exp2(fmaf(sc[x], p.scale_log2, -m_use[(c >> 1) & 1]));
-        l_run[(c >> 1) & 1] += e[c];
-      }
-      pa[kk][0] = pack_bf16(e[0], e[1]);
-      pa[kk][1] = pack_bf16(e[2], e[3]);
-      pa[kk][2] = pack_bf16(e[4], e[5]);
-      pa[kk][3] = pack_bf16(e[6], e[7]);
-    }
-
-    // O += P V.
-    if (pingpong && cw == 0) named_bar_sync(2, NC);
+    wait_v(n_tiles - 1);
     wgmma_fence();
-    pin(o);
 #pragma unroll
-    for (int kk = 0; kk < BC / 16; ++kk) {
-      const uint64_t db = smem_desc(sVj + kk * 16 * 128, v_lbo, v_sbo);
-      wgmma_rs_tb<DV>(o, pa[kk], db);
-    }
+    for (int kk = 0; kk < BC / 16; ++kk)
+      wgmma_rs_tb<DV>(o, pa[kk], smem_desc(stage_v(n_tiles - 1) + kk * 16 * 128, v_lbo, v_sbo));
     wgmma_commit();
     wgmma_wait_all();
     pin(o);
-    if (lane == 0) mbar_arrive(empty0 + 8 * s);  // this warp is done with the stage
+    release_v(n_tiles - 1);
+  } else {
+    for (int j = 0; j < n_tiles; ++j) {
+      wait_k(j);
+      wait_v(j);
+      // Ping-pong (optional): consumer 1 issues its S GEMM only once consumer 0's has finished, and consumer 0 its
+      // P V GEMM only once consumer 1's S GEMM has finished, so one warpgroup's softmax overlaps the other's
+      // tensor-core work instead of both doing softmax at once (named barriers 1 and 2; FlashAttention-3's scheme).
+      const bool pingpong = p.sm90_pingpong != 0;
+      if (pingpong && cw == 1) named_bar_sync(1, NC);
+
+      // S = Q K^T (64 x 128 per warpgroup).
+      wgmma_fence();
+      wgmma_ss_kmajor<DQK, BC>(sc, sQw, BR * 128, stage_k(j), BC * 128);
+      wgmma_commit();
+      wgmma_wait_all();
+      pin(sc);
+      if (pingpong) named_bar_arrive(cw == 0 ? 1 : 2, NC);
+      fwd_softmax_tile<BC>(sc, m_run, l_run, alpha, p, j * BC, m0, row0, tq);
+      fwd_scale_o<DV>(o, alpha);
+      fwd_pack_p<BC>(sc, pa);
+
+      // O += P V.
+      if (pingpong && cw == 0) named_bar_sync(2, NC);
+      wgmma_fence();
+      pin(o);
+#pragma unroll
+      for (int kk = 0; kk < BC / 16; ++kk)
+        wgmma_rs_tb<DV>(o, pa[kk], smem_desc(stage_v(j) + kk * 16 * 128, v_lbo, v_sbo));
+      wgmma_commit();
+      wgmma_wait_all();
+      pin(o);
+      release_k(j);  // this warp is done with the stage
+      release_v(j);
+    }
   }
 
   const int64_t lse_row = (int64_t(b) * RHq + vh) * p.T;

@@ -47,6 +47,7 @@ struct Params {
   bool causal;
   bool atomic_dq;
   int sm90_pingpong;  // warpgroup ping-pong scheduling in the wgmma forward (flash_attention_fwd_sm90.cu)
+  int sm90_overlap;   // the wgmma forward issues S of tile j with P V of tile j - 1 (when ping-pong is off)
   int sm90_bwd;       // the key-major backward pass on wgmma (flash_attention_bwd_sm90.cu)
 };
 
