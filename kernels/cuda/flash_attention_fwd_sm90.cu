@@ -14,7 +14,9 @@
 //   S (64 x 128) = Q K^T      wgmma m64n128k16, A = Q and B = K from shared memory (K-major), Dqk/16 steps
 //   online softmax on the accumulator registers (same layout per warp as mma.sync's C), P -> bf16 A registers
 //   O (64 x Dv) += P V        wgmma m64n{Dv}k16, A = P from registers, B = V from shared memory (MN-major)
-//   each warp then releases the stage (empty mbarrier, 8 arrivals) for the producer to refill.
+//   each warp then releases the stage's K and V (empty mbarriers, 8 arrivals each) for the producer to refill.
+// With Dqk >= 128 (session 20) the consumers overlap the two: S of tile j is issued together with P V of tile
+// j - 1, and the softmax of tile j runs while that P V does; K j is released once S j is done, V j after P V j.
 // No block-wide barrier inside the loop: loads run a stage ahead, and the consumers only wait for data.
 // Head dims: Dqk in {64, 128, 192}, Dv in {64, 128}.
 // Floor: as the mma.sync forward (2.8 ms at (192,128), B=4, T=4096, 16 heads, 989 TFLOP/s).

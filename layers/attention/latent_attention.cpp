@@ -113,7 +113,8 @@ Tensor LatentAttention::forward(const Tensor& x, const AttentionContext& ctx) co
     k_rope = append_to_cache(ctx.cache->rope_key, k_rope.view({B, T, dr}), ctx.start_pos).unsqueeze(2);  // (B, S, 1, d_r)
   }
   const bool absorb = ctx.cache && ctx.absorbed && can_absorb();
-  Tensor o = absorb ? attend_absorbed(q, c, k_rope, ctx.cache ? ctx.start_pos : 0) : attend_plain(q, c, k_rope, ctx);  // (B, T, R' n_h, d_v)
+  // (B, T, R' n_h, d_v); absorbed decode: the cache rows before start_pos were written by earlier steps
+  Tensor o = absorb ? attend_absorbed(q, c, k_rope, ctx.start_pos) : attend_plain(q, c, k_rope, ctx);
   // 1/sqrt(R) over all R branches of a head; those held on other ranks (MLRA Blocks) come with wo's all-reduce.
   const double branch_scale = 1.0 / std::sqrt(static_cast<double>(cfg_.branches));
   if (local_branches_ > 1) o = branch_sum(o, local_branches_, branch_scale);  // (B, T, n_h, d_v)
