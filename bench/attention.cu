@@ -36,6 +36,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cudnn_attention.h"
 #include "kernels/cuda/decode_attention.h"
+#include "kernels/cuda/delayed_copy.h"
 #include "kernels/cuda/flash_attention.h"
 
 using namespace latte;
@@ -276,20 +277,13 @@ void bench_flash(int64_t dqk, int64_t dv) {
   add_rows(bwd, bwd_flops);
 }
 
-// Keeps the device busy for `ns` nanoseconds (one warp), so that calls enqueued behind it never wait for it.
-__global__ void busy_kernel(long long ns) {
-  long long t0, t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-  do asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); while (t - t0 < ns);
-}
-
 // The host's time per call (checks, descriptors, allocations, launches): 64 calls enqueued behind a 5 ms busy
 // kernel, timed on the CPU clock; the device starts on them only after the CPU is done.
 template <typename F>
 double host_ms_per_call(F&& call) {
   call(0);  // warm: the host-side caches and the allocator's blocks
   CUDA_CHECK(cudaStreamSynchronize(cuda::current_stream()));
-  busy_kernel<<<1, 32, 0, cuda::current_stream()>>>(5'000'000);
+  cuda::busy_wait(5'000'000);  // the calls never wait for the device
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 64; ++i) call(i);
   const auto t1 = std::chrono::steady_clock::now();
