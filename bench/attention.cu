@@ -12,8 +12,9 @@
 // of an op is timed in interleaved rounds in shuffled orders, the backward after an untimed forward (see
 // interleaved_median_ms). Prints "RESULT name value" lines (read by scripts/attention_check.sh) and a table last.
 // PyTorch's numbers come from scripts/reference/attention_bench.py. `--decode` runs the decode rows alone,
-// `--decode-models` the decode shapes of latte's own model configs (configs/models). LATTE_BENCH_ROWS=A|B|...
-// keeps only the decode and read-floor rows, and the `--backward` shapes ("bwd B4 T4096 H16 (64,64)"), whose name
+// `--decode-models` the decode shapes of latte's own model configs (configs/models), `--forward` the wgmma forward
+// persistent and per query tile against cuDNN (forward_only). LATTE_BENCH_ROWS=A|B|...
+// keeps only the decode and read-floor rows, and the `--backward` / `--forward` shapes ("bwd B4 T4096 H16 (64,64)"), whose name
 // and shape contain one of the texts (A/B runs of a few shapes in less device time: scripts/bench_ab.py --rows).
 #include <cuda_runtime.h>
 
@@ -460,6 +461,44 @@ int profile(const std::string& what) {
 // the `auto` op at the benchmark shapes and at the 1.3B training shape (B=4, T=2048, 16 heads), one line each, as
 // one call between events after an untimed forward and as 4 calls back to back, all interleaved; for kernel
 // iterations.
+// `--forward`: the wgmma forward persistent (a block per SM taking query tiles from a counter) and one block per
+// query tile, and cuDNN, interleaved in one process, at the training shape's three head-dim pairs and at T = 2048 and
+// 8192 for (128,128) (blocks half and twice as long). LATTE_BENCH_ROWS selects shapes ("fwd B4 T4096 H16 (64,64)").
+int forward_only() {
+  struct Shape4 { int64_t T, dqk, dv; };
+  set_attention_backend(AttentionBackend::Auto);
+  for (const Shape4 s : {Shape4{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 128, 128}, {8192, 128, 128}}) {
+    const int64_t B = 4, H = 16, T = s.T;
+    const std::string shape = "B4 T" + std::to_string(T) + " H16 (" + std::to_string(s.dqk) + "," +
+                              std::to_string(s.dv) + ")";
+    if (!row_wanted("fwd", shape)) continue;
+    FlashTensors ft = flash_tensors(B, T, H, s.dqk, s.dv);
+    auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
+    const double scale = 1.0 / std::sqrt(double(s.dqk));
+    const double flops = 2.0 * B * H * double(T) * T * double(s.dqk + s.dv) / 2.0;
+    auto wgmma = [&](bool persistent) {
+      return [&, persistent] {
+        cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kWgmma);
+        cuda::flash_attention_set_sm90_persistent(persistent);
+        cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);
+        cuda::flash_attention_set_sm90_persistent(true);
+        cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kAuto);
+      };
+    };
+    std::vector<Timed> impls{{"wgmma persistent", "", wgmma(true)}, {"wgmma per tile", "", wgmma(false)}};
+    if (cuda::cudnn_attention_forward_unsupported(q, k, v, out, lse, 1, true).empty())
+      impls.push_back({"cudnn fwd", "", [&] { cuda::cudnn_attention_forward(out, lse, q, k, v, 1, scale, true); }});
+    const std::vector<double> ms = interleaved_median_ms(impls);
+    for (size_t i = 0; i < impls.size(); ++i) {
+      std::printf("%-17s %s causal: %.3f ms %.1f TFLOP/s\n", impls[i].name.c_str(), shape.c_str(), ms[i],
+                  flops / (ms[i] * 1e-3) / 1e12);
+      const std::string key = "fwd_" + std::to_string(T) + "_" + std::to_string(s.dqk) + "_" + std::to_string(s.dv);
+      result(key + (i == 0 ? "_persistent" : i == 1 ? "_per_tile" : "_cudnn"), flops / (ms[i] * 1e-3) / 1e12);
+    }
+  }
+  return 0;
+}
+
 int backward_only() {
   struct Shape4 { int64_t T, dqk, dv; };
   set_attention_backend(AttentionBackend::Auto);
@@ -498,6 +537,7 @@ int main(int argc, char** argv) {
   }
   if (argc == 3 && std::string(argv[1]) == "--profile") return profile(argv[2]);
   if (argc == 2 && std::string(argv[1]) == "--backward") return backward_only();
+  if (argc == 2 && std::string(argv[1]) == "--forward") return forward_only();
   const cudaDeviceProp& prop = cuda::device_properties();
   std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
   const double copy = copy_bandwidth_gbs();

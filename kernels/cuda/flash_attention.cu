@@ -6,6 +6,7 @@
 #include "kernels/cuda/flash_attention.h"
 
 #include <cstdlib>
+#include <string>
 
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/flash_attention_impl.cuh"
@@ -75,6 +76,13 @@ FlashKernel g_forward_kernel = FlashKernel::kAuto;
 FlashKernel g_backward_kernel = FlashKernel::kAuto;
 bool g_sm90_pingpong = false;  // measured slower than lockstep since the TMA producer (docs/attention_kernels.md)
 bool g_sm90_overlap = true;
+bool g_sm90_persistent = true;
+
+// A comparison switch: true when the environment variable is "0".
+bool env_off(const char* name) {
+  const char* v = std::getenv(name);
+  return v && std::string(v) == "0";
+}
 
 }  // namespace
 
@@ -82,6 +90,7 @@ void flash_attention_set_forward_kernel(FlashKernel kernel) { g_forward_kernel =
 void flash_attention_set_backward_kernel(FlashKernel kernel) { g_backward_kernel = kernel; }
 void flash_attention_set_sm90_pingpong(bool on) { g_sm90_pingpong = on; }
 void flash_attention_set_sm90_overlap(bool on) { g_sm90_overlap = on; }
+void flash_attention_set_sm90_persistent(bool on) { g_sm90_persistent = on; }
 
 bool flash_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out) {
   if (!rows_aligned(q) || !rows_aligned(k) || !rows_aligned(v) || !rows_aligned(out)) return false;
@@ -101,14 +110,14 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
   p.o_sb = out.stride(0), p.o_st = out.stride(1), p.o_sh = out.stride(2);
   static const bool pingpong_off = std::getenv("LATTE_FLASH_NO_PINGPONG") != nullptr;  // escape hatch
   p.sm90_pingpong = g_sm90_pingpong && !pingpong_off ? 1 : 0;
-  static const bool overlap_off = [] {  // LATTE_FLASH_OVERLAP=0: S and P V one after the other, for comparisons
-    const char* v = std::getenv("LATTE_FLASH_OVERLAP");
-    return v && std::string(v) == "0";
-  }();
+  static const bool overlap_off = env_off("LATTE_FLASH_OVERLAP");  // S and P V one after the other, for comparisons
+  static const bool persistent_off = env_off("LATTE_FLASH_PERSISTENT"), lpt_off = env_off("LATTE_FLASH_LPT");
   const int dqk = static_cast<int>(d.Dqk), dv = static_cast<int>(d.Dv);
   // Session 20, B=4 T=4096 16 heads causal, TFLOP/s overlapped vs in turn: (128,128) 502 vs 475, (192,128) 550 vs
   // 541-553, (64,64) 317 vs 322-325: with Dqk 64, S is 4 k steps and there is little to hide the softmax behind.
   p.sm90_overlap = g_sm90_overlap && !overlap_off && dqk >= 128 ? 1 : 0;
+  p.sm90_persistent = g_sm90_persistent && !persistent_off ? 1 : 0;
+  p.sm90_head_group = lpt_off ? 1 : 0;  // 0: sized by the launcher
   static const bool wgmma_off = std::getenv("LATTE_FLASH_NO_WGMMA") != nullptr;  // escape hatch
   if (g_forward_kernel != FlashKernel::kMmaSync && !wgmma_off && flash::fwd_sm90_supported(dqk, dv))
     flash::launch_fwd_sm90(p, dqk, dv, current_stream());

@@ -20,7 +20,11 @@
 // No block-wide barrier inside the loop: loads run a stage ahead, and the consumers only wait for data.
 // Head dims: Dqk in {64, 128, 192}, Dv in {64, 128}.
 // Floor: as the mma.sync forward (2.8 ms at (192,128), B=4, T=4096, 16 heads, 989 TFLOP/s).
+#include <algorithm>
 #include <cmath>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/flash_attention_sm90.cuh"
@@ -35,8 +39,8 @@ constexpr int kSm90BC = 128;       // keys per tile
 constexpr int kSm90Stages = 2;     // K/V tile buffers
 
 template <int DQK, int DV>
-constexpr int sm90_smem_bytes() {  // Q, stages x (K, V), mbarriers, alignment slack
-  return (kSm90BR * DQK + kSm90Stages * kSm90BC * (DQK + DV)) * 2 + 8 * (1 + 4 * kSm90Stages) + 1024;
+constexpr int sm90_smem_bytes() {  // Q, stages x (K, V), mbarriers, the work item, alignment slack
+  return (kSm90BR * DQK + kSm90Stages * kSm90BC * (DQK + DV)) * 2 + 8 * (2 + 4 * kSm90Stages) + 8 + 1024;
 }
 
 // The online softmax of one consumer's score tile (64 x BC raw scores of keys n0 .., sc[4n + c] is row
@@ -108,6 +112,20 @@ struct TmaMaps {
   CUtensorMap q, k, v;
 };
 
+// Work item t of the forward: one 128-row query tile of one (batch, virtual head) row `bh` of the grid. Items go
+// heaviest first within groups of `group` heads: the causal query tiles near the end of the sequence (most key
+// tiles) of every head of a group, then the next lighter ones, so the last items any block takes are light, and
+// the heads in flight at once are those of one or two groups, whose K and V fit in L2 (run_fwd_sm90 sizes them).
+// group = 1 is the grid order without a scheduler (each head's tiles heaviest first, one head after another).
+struct FwdItem {
+  int m_block, bh;
+};
+[[maybe_unused]] __device__ __forceinline__ FwdItem fwd_item(int t, int n_m, int bh_total, int group) {
+  const int per_group = group * n_m, grp = t / per_group, rem = t - grp * per_group;
+  const int heads = min(group, bh_total - grp * group), rank = rem / heads;
+  return {n_m - 1 - rank, grp * group + (rem - rank * heads)};
+}
+
 template <int DQK, int DV>
 __global__ void __launch_bounds__(kSm90Threads, 1)
     flash_fwd_sm90_kernel(const Params p, const __grid_constant__ TmaMaps maps) {
@@ -118,29 +136,40 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
   const uint32_t sQ = base;                                 // DQK/64 blocks of (BR, 64)
   const uint32_t sK = sQ + BR * DQK * 2;                    // stages x DQK/64 blocks of (BC, 64)
   const uint32_t sV = sK + kSm90Stages * BC * DQK * 2;      // stages x DV/64 blocks of (BC, 64)
-  // mbarriers (8 bytes each): q_full, then per stage K full, V full, K empty, V empty. K and V of a stage are
-  // released apart: with the overlapped schedule K j is free once S j is done, V j only once P V j is.
+  // mbarriers (8 bytes each): Q full and Q empty, then per stage K full, V full, K empty, V empty. K and V of a
+  // stage are released apart: with the overlapped schedule K j is free once S j is done, V j only once P V j is.
+  // Then the work item the producer hands the consumers (an int).
   const uint32_t bars = sV + kSm90Stages * BC * DV * 2;
-  const uint32_t q_full = bars, kfull0 = bars + 8, vfull0 = kfull0 + 8 * kSm90Stages;
+  const uint32_t q_full = bars, q_empty = bars + 8, kfull0 = bars + 16, vfull0 = kfull0 + 8 * kSm90Stages;
   const uint32_t kempty0 = vfull0 + 8 * kSm90Stages, vempty0 = kempty0 + 8 * kSm90Stages;
+  volatile int* s_item = reinterpret_cast<volatile int*>(smem_raw + (vempty0 + 8 * kSm90Stages - smem_u32(smem_raw)));
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int wg = warp >> 2, g = lane >> 2, tq = lane & 3;
-  const int m_block = gridDim.x - 1 - blockIdx.x;
-  const int RHq = p.R * p.Hq;
-  const int b = blockIdx.y / RHq, vh = blockIdx.y - b * RHq;
-  const int r = vh / p.Hq, i = vh - r * p.Hq;
-  const int kvh = r * p.Hk + i / p.G;
-  const int m0 = m_block * BR;
+  const int RHq = p.R * p.Hq, n_m = (p.T + BR - 1) / BR, n_items = n_m * p.B * RHq;
   const int off = p.S - p.T;
-  const int kv_end = p.causal ? min(p.S, min(m0 + BR, p.T) + off) : p.S;
-  const int n_tiles = (kv_end + BC - 1) / BC;
+  struct Tile {  // a work item's query tile: rows m0 .., batch b, virtual head vh = (branch r, head i), kv head kvh
+    int m0, b, vh, i, kvh, n_tiles;
+  };
+  auto tile_of = [&](int t) {
+    const FwdItem it = fwd_item(t, n_m, p.B * RHq, p.sm90_head_group);
+    Tile w;
+    w.m0 = it.m_block * BR;
+    w.b = it.bh / RHq;
+    w.vh = it.bh - w.b * RHq;
+    const int r = w.vh / p.Hq;
+    w.i = w.vh - r * p.Hq;
+    w.kvh = r * p.Hk + w.i / p.G;
+    const int kv_end = p.causal ? min(p.S, min(w.m0 + BR, p.T) + off) : p.S;
+    w.n_tiles = kv_end > 0 ? (kv_end + BC - 1) / BC : 0;
+    return w;
+  };
 
   if (tid == 0) {
-    mbar_init(q_full, 1);
+    mbar_init(q_full, 1), mbar_init(q_empty, 8);  // Q empty: one arrival per consumer warp
     for (int s = 0; s < kSm90Stages; ++s) {
       mbar_init(kfull0 + 8 * s, 1), mbar_init(vfull0 + 8 * s, 1);
-      mbar_init(kempty0 + 8 * s, 8), mbar_init(vempty0 + 8 * s, 8);  // one arrival per consumer warp
+      mbar_init(kempty0 + 8 * s, 8), mbar_init(vempty0 + 8 * s, 8);
     }
     mbar_init_fence();
   }
@@ -150,21 +179,43 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
   constexpr int kProducerRegs = 40, kConsumerRegs = 232;
   if (wg == 0) {
     // Producer: one thread issues every load; a K (V) buffer is refilled once all 8 consumer warps released it.
+    // Persistent (p.sm90_persistent): after its first item (blockIdx.x) the block takes the next from a counter,
+    // and the next item's Q and first key tiles load while the consumers finish the current one: Q once they are
+    // past its last S product, K and V as stages free up. Else the block does item blockIdx.x alone.
     setmaxnreg_dec<kProducerRegs>();
     if (tid == 0) {
-      mbar_arrive_expect_tx(q_full, BR * DQK * 2);
-      for (int c = 0; c < DQK / 64; ++c) tma_load_4d(sQ + c * BR * 128, &maps.q, c * 64, i, m0, b, q_full);
-      for (int j = 0; j < n_tiles; ++j) {
-        const int s = j % kSm90Stages;
-        const uint32_t kfull = kfull0 + 8 * s, vfull = vfull0 + 8 * s;
-        if (j >= kSm90Stages) mbar_wait(kempty0 + 8 * s, (j / kSm90Stages - 1) & 1);
-        mbar_arrive_expect_tx(kfull, BC * DQK * 2);
-        for (int c = 0; c < DQK / 64; ++c)
-          tma_load_4d(sK + s * BC * DQK * 2 + c * BC * 128, &maps.k, c * 64, kvh, j * BC, b, kfull);
-        if (j >= kSm90Stages) mbar_wait(vempty0 + 8 * s, (j / kSm90Stages - 1) & 1);
-        mbar_arrive_expect_tx(vfull, BC * DV * 2);
-        for (int c = 0; c < DV / 64; ++c)
-          tma_load_4d(sV + s * BC * DV * 2 + c * BC * 128, &maps.v, c * 64, kvh, j * BC, b, vfull);
+      int t = blockIdx.x, kv = 0;  // kv: key tiles loaded so far (stage kv % stages)
+      for (int local = 0;; ++local) {
+        if (local > 0) mbar_wait(q_empty, (local - 1) & 1);
+        *s_item = t;  // published by the arrival below
+        if (t >= n_items) {
+          mbar_arrive(q_full);
+          break;
+        }
+        const Tile w = tile_of(t);
+        mbar_arrive_expect_tx(q_full, BR * DQK * 2);
+        for (int c = 0; c < DQK / 64; ++c) tma_load_4d(sQ + c * BR * 128, &maps.q, c * 64, w.i, w.m0, w.b, q_full);
+        for (int j = 0; j < w.n_tiles; ++j, ++kv) {
+          const int s = kv % kSm90Stages;
+          const uint32_t kfull = kfull0 + 8 * s, vfull = vfull0 + 8 * s;
+          if (kv >= kSm90Stages) mbar_wait(kempty0 + 8 * s, (kv / kSm90Stages - 1) & 1);
+          mbar_arrive_expect_tx(kfull, BC * DQK * 2);
+          for (int c = 0; c < DQK / 64; ++c)
+            tma_load_4d(sK + s * BC * DQK * 2 + c * BC * 128, &maps.k, c * 64, w.kvh, j * BC, w.b, kfull);
+          if (kv >= kSm90Stages) mbar_wait(vempty0 + 8 * s, (kv / kSm90Stages - 1) & 1);
+          mbar_arrive_expect_tx(vfull, BC * DV * 2);
+          for (int c = 0; c < DV / 64; ++c)
+            tma_load_4d(sV + s * BC * DV * 2 + c * BC * 128, &maps.v, c * 64, w.kvh, j * BC, w.b, vfull);
+        }
+        t = p.sm90_persistent ? int(gridDim.x) + atomicAdd(p.fwd_sched, 1) : n_items;
+      }
+      if (p.sm90_persistent) {
+        // The last block past its final fetch resets the counters for the next launch on this stream.
+        __threadfence();
+        if (atomicAdd(p.fwd_sched + 1, 1) == int(gridDim.x) - 1) {
+          atomicExch(p.fwd_sched, 0);
+          atomicExch(p.fwd_sched + 1, 0);
+        }
       }
     }
     return;
@@ -175,117 +226,149 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
   // bytes), stride byte offset = distance between 8-key row groups (1024 bytes). (The swapped assignment was
   // tried on the H100 too: relative error 0.99.)
   constexpr uint32_t v_lbo = BC * 128, v_sbo = 1024;
-
-  float o[DV / 2];
-#pragma unroll
-  for (int x = 0; x < DV / 2; ++x) o[x] = 0.f;
-  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
-  const int row0 = m0 + cw * 64 + (warp & 3) * 16 + g;  // rows row0, row0 + 8
-  mbar_wait(q_full, 0);
-
-  auto wait_k = [&](int j) { mbar_wait(kfull0 + 8 * (j % kSm90Stages), (j / kSm90Stages) & 1); };
-  auto wait_v = [&](int j) { mbar_wait(vfull0 + 8 * (j % kSm90Stages), (j / kSm90Stages) & 1); };
-  auto stage_k = [&](int j) { return sK + (j % kSm90Stages) * BC * DQK * 2; };
-  auto stage_v = [&](int j) { return sV + (j % kSm90Stages) * BC * DV * 2; };
-  auto release_k = [&](int j) { if (lane == 0) mbar_arrive(kempty0 + 8 * (j % kSm90Stages)); };  // this warp
-  auto release_v = [&](int j) { if (lane == 0) mbar_arrive(vempty0 + 8 * (j % kSm90Stages)); };
   const uint32_t sQw = sQ + cw * 64 * 128;  // this warpgroup's 64 query rows
+  float o[DV / 2];
   float sc[BC / 2], alpha[2];
   uint32_t pa[BC / 16][4];
 
-  if (p.sm90_pingpong == 0 && p.sm90_overlap != 0 && n_tiles > 0) {
-    // Overlapped schedule (FlashAttention-3's intra-warpgroup pipelining): S of tile j is issued together with
-    // P V of tile j - 1, so the softmax of tile j runs while the tensor cores do that P V. P j stays in sc (fp32)
-    // until P V j - 1 is done; then O is rescaled by tile j's alpha and P j packed into pa for the next step.
-    wait_k(0);
-    wgmma_fence();
-    wgmma_ss_kmajor<DQK, BC>(sc, sQw, BR * 128, stage_k(0), BC * 128);
-    wgmma_commit();
-    wgmma_wait_all();
-    pin(sc);
-    release_k(0);
-    fwd_softmax_tile<BC>(sc, m_run, l_run, alpha, p, 0, m0, row0, tq);  // O is still 0: no rescale
-    fwd_pack_p<BC>(sc, pa);
-    for (int j = 1; j < n_tiles; ++j) {
-      wait_k(j);
-      wait_v(j - 1);
-      wgmma_fence();
-      wgmma_ss_kmajor<DQK, BC>(sc, sQw, BR * 128, stage_k(j), BC * 128);
-      wgmma_commit();
-#pragma unroll
-      for (int kk = 0; kk < BC / 16; ++kk)
-        wgmma_rs_tb<DV>(o, pa[kk], smem_desc(stage_v(j - 1) + kk * 16 * 128, v_lbo, v_sbo));
-      wgmma_commit();
-      wgmma_wait<1>();  // S j done, P V j - 1 may still run
-      pin(sc);
-      release_k(j);
-      fwd_softmax_tile<BC>(sc, m_run, l_run, alpha, p, j * BC, m0, row0, tq);
-      wgmma_wait<0>();
-      pin(o);
-      release_v(j - 1);
-      fwd_scale_o<DV>(o, alpha);
-      fwd_pack_p<BC>(sc, pa);
-    }
-    wait_v(n_tiles - 1);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < BC / 16; ++kk)
-      wgmma_rs_tb<DV>(o, pa[kk], smem_desc(stage_v(n_tiles - 1) + kk * 16 * 128, v_lbo, v_sbo));
-    wgmma_commit();
-    wgmma_wait_all();
-    pin(o);
-    release_v(n_tiles - 1);
-  } else {
-    for (int j = 0; j < n_tiles; ++j) {
-      wait_k(j);
-      wait_v(j);
-      // Ping-pong (optional): consumer 1 issues its S GEMM only once consumer 0's has finished, and consumer 0 its
-      // P V GEMM only once consumer 1's S GEMM has finished, so one warpgroup's softmax overlaps the other's
-      // tensor-core work instead of both doing softmax at once (named barriers 1 and 2; FlashAttention-3's scheme).
-      const bool pingpong = p.sm90_pingpong != 0;
-      if (pingpong && cw == 1) named_bar_sync(1, NC);
+  int kv0 = 0;  // key tiles of earlier items (stage and phase of tile j: kv0 + j)
+  auto wait_k = [&](int j) { mbar_wait(kfull0 + 8 * ((kv0 + j) % kSm90Stages), ((kv0 + j) / kSm90Stages) & 1); };
+  auto wait_v = [&](int j) { mbar_wait(vfull0 + 8 * ((kv0 + j) % kSm90Stages), ((kv0 + j) / kSm90Stages) & 1); };
+  auto stage_k = [&](int j) { return sK + ((kv0 + j) % kSm90Stages) * BC * DQK * 2; };
+  auto stage_v = [&](int j) { return sV + ((kv0 + j) % kSm90Stages) * BC * DV * 2; };
+  // This warp is done with a stage's K (V), or with Q (after the item's last S product).
+  auto release_k = [&](int j) { if (lane == 0) mbar_arrive(kempty0 + 8 * ((kv0 + j) % kSm90Stages)); };
+  auto release_v = [&](int j) { if (lane == 0) mbar_arrive(vempty0 + 8 * ((kv0 + j) % kSm90Stages)); };
+  auto release_q = [&] { if (lane == 0) mbar_arrive(q_empty); };
 
-      // S = Q K^T (64 x 128 per warpgroup).
+  for (int local = 0;; ++local) {
+    mbar_wait(q_full, local & 1);
+    const int t = *s_item;
+    if (t >= n_items) break;
+    const Tile w = tile_of(t);
+    const int n_tiles = w.n_tiles, m0 = w.m0;
+#pragma unroll
+    for (int x = 0; x < DV / 2; ++x) o[x] = 0.f;
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+    const int row0 = m0 + cw * 64 + (warp & 3) * 16 + g;  // rows row0, row0 + 8
+    if (n_tiles == 0) release_q();
+
+    if (p.sm90_pingpong == 0 && p.sm90_overlap != 0 && n_tiles > 0) {
+      // Overlapped schedule (FlashAttention-3's intra-warpgroup pipelining): S of tile j is issued together with
+      // P V of tile j - 1, so the softmax of tile j runs while the tensor cores do that P V. P j stays in sc (fp32)
+      // until P V j - 1 is done; then O is rescaled by tile j's alpha and P j packed into pa for the next step.
+      wait_k(0);
       wgmma_fence();
-      wgmma_ss_kmajor<DQK, BC>(sc, sQw, BR * 128, stage_k(j), BC * 128);
+      wgmma_ss_kmajor<DQK, BC>(sc, sQw, BR * 128, stage_k(0), BC * 128);
       wgmma_commit();
       wgmma_wait_all();
       pin(sc);
-      if (pingpong) named_bar_arrive(cw == 0 ? 1 : 2, NC);
-      fwd_softmax_tile<BC>(sc, m_run, l_run, alpha, p, j * BC, m0, row0, tq);
-      fwd_scale_o<DV>(o, alpha);
+      release_k(0);
+      if (n_tiles == 1) release_q();
+      fwd_softmax_tile<BC>(sc, m_run, l_run, alpha, p, 0, m0, row0, tq);  // O is still 0: no rescale
       fwd_pack_p<BC>(sc, pa);
-
-      // O += P V.
-      if (pingpong && cw == 0) named_bar_sync(2, NC);
+      for (int j = 1; j < n_tiles; ++j) {
+        wait_k(j);
+        wait_v(j - 1);
+        wgmma_fence();
+        wgmma_ss_kmajor<DQK, BC>(sc, sQw, BR * 128, stage_k(j), BC * 128);
+        wgmma_commit();
+#pragma unroll
+        for (int kk = 0; kk < BC / 16; ++kk)
+          wgmma_rs_tb<DV>(o, pa[kk], smem_desc(stage_v(j - 1) + kk * 16 * 128, v_lbo, v_sbo));
+        wgmma_commit();
+        wgmma_wait<1>();  // S j done, P V j - 1 may still run
+        pin(sc);
+        release_k(j);
+        if (j == n_tiles - 1) release_q();
+        fwd_softmax_tile<BC>(sc, m_run, l_run, alpha, p, j * BC, m0, row0, tq);
+        wgmma_wait<0>();
+        pin(o);
+        release_v(j - 1);
+        fwd_scale_o<DV>(o, alpha);
+        fwd_pack_p<BC>(sc, pa);
+      }
+      wait_v(n_tiles - 1);
       wgmma_fence();
-      pin(o);
 #pragma unroll
       for (int kk = 0; kk < BC / 16; ++kk)
-        wgmma_rs_tb<DV>(o, pa[kk], smem_desc(stage_v(j) + kk * 16 * 128, v_lbo, v_sbo));
+        wgmma_rs_tb<DV>(o, pa[kk], smem_desc(stage_v(n_tiles - 1) + kk * 16 * 128, v_lbo, v_sbo));
       wgmma_commit();
       wgmma_wait_all();
       pin(o);
-      release_k(j);  // this warp is done with the stage
-      release_v(j);
-    }
-  }
+      release_v(n_tiles - 1);
+    } else {
+      for (int j = 0; j < n_tiles; ++j) {
+        wait_k(j);
+        wait_v(j);
+        // Ping-pong (optional): consumer 1 issues its S GEMM only once consumer 0's has finished, and consumer 0
+        // its P V GEMM only once consumer 1's S GEMM has finished, so one warpgroup's softmax overlaps the other's
+        // tensor-core work instead of both doing softmax at once (named barriers 1 and 2; FlashAttention-3's
+        // scheme).
+        const bool pingpong = p.sm90_pingpong != 0;
+        if (pingpong && cw == 1) named_bar_sync(1, NC);
 
-  const int64_t lse_row = (int64_t(b) * RHq + vh) * p.T;
+        // S = Q K^T (64 x 128 per warpgroup).
+        wgmma_fence();
+        wgmma_ss_kmajor<DQK, BC>(sc, sQw, BR * 128, stage_k(j), BC * 128);
+        wgmma_commit();
+        wgmma_wait_all();
+        pin(sc);
+        if (j == n_tiles - 1) release_q();
+        if (pingpong) named_bar_arrive(cw == 0 ? 1 : 2, NC);
+        fwd_softmax_tile<BC>(sc, m_run, l_run, alpha, p, j * BC, m0, row0, tq);
+        fwd_scale_o<DV>(o, alpha);
+        fwd_pack_p<BC>(sc, pa);
+
+        // O += P V.
+        if (pingpong && cw == 0) named_bar_sync(2, NC);
+        wgmma_fence();
+        pin(o);
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const float l = quad_sum(l_run[h]);
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int row = row0 + h * 8;
-    if (row < p.T) {
-      bf16* orow = p.out + b * p.o_sb + int64_t(row) * p.o_st + vh * p.o_sh;
-#pragma unroll
-      for (int d = 0; d < DV / 8; ++d)
-        *reinterpret_cast<uint32_t*>(orow + d * 8 + 2 * tq) = pack_bf16(o[4 * d + 2 * h] * inv, o[4 * d + 2 * h + 1] * inv);
-      if (tq == 0) p.lse[lse_row + row] = l > 0.f ? (m_run[h] + log2f(l)) * kLn2 : -INFINITY;
+        for (int kk = 0; kk < BC / 16; ++kk)
+          wgmma_rs_tb<DV>(o, pa[kk], smem_desc(stage_v(j) + kk * 16 * 128, v_lbo, v_sbo));
+        wgmma_commit();
+        wgmma_wait_all();
+        pin(o);
+        release_k(j);  // this warp is done with the stage
+        release_v(j);
+      }
     }
+
+    const int64_t lse_row = (int64_t(w.b) * RHq + w.vh) * p.T;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float l = quad_sum(l_run[h]);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const int row = row0 + h * 8;
+      if (row < p.T) {
+        bf16* orow = p.out + w.b * p.o_sb + int64_t(row) * p.o_st + w.vh * p.o_sh;
+#pragma unroll
+        for (int d = 0; d < DV / 8; ++d)
+          *reinterpret_cast<uint32_t*>(orow + d * 8 + 2 * tq) =
+              pack_bf16(o[4 * d + 2 * h] * inv, o[4 * d + 2 * h + 1] * inv);
+        if (tq == 0) p.lse[lse_row + row] = l > 0.f ? (m_run[h] + log2f(l)) * kLn2 : -INFINITY;
+      }
+    }
+    kv0 += n_tiles;
   }
 #endif
+}
+
+// The persistent forward's counters for this device and stream (two ints, zeroed once; each launch leaves them
+// zero). One pair per stream: launches on one stream run in order, so they never share a counter.
+int* fwd_scheduler_counters(cudaStream_t stream) {
+  static std::mutex mutex;
+  static std::map<std::pair<int, cudaStream_t>, int*> counters;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(mutex);
+  int*& c = counters[{device, stream}];
+  if (!c) {
+    CUDA_CHECK(cudaMalloc(&c, 2 * sizeof(int)));
+    CUDA_CHECK(cudaMemset(c, 0, 2 * sizeof(int)));
+  }
+  return c;
 }
 
 template <int DQK, int DV>
@@ -301,8 +384,20 @@ void run_fwd_sm90(const Params& p, cudaStream_t stream) {
   maps.q = tma_map_bf16(p.q, DQK, p.Hq, p.T, p.B, p.q_sh, p.q_st, p.q_sb, kSm90BR);
   maps.k = tma_map_bf16(p.k, DQK, rhk, p.S, p.B, p.k_sh, p.k_st, p.k_sb, kSm90BC);
   maps.v = tma_map_bf16(p.v, DV, rhk, p.S, p.B, p.v_sh, p.v_st, p.v_sb, kSm90BC);
-  const dim3 grid((p.T + kSm90BR - 1) / kSm90BR, p.B * p.R * p.Hq);
-  flash_fwd_sm90_kernel<DQK, DV><<<grid, kSm90Threads, smem, stream>>>(p, maps);
+  Params q = p;
+  const int64_t heads = int64_t(p.B) * p.R * p.Hq, items = heads * ((p.T + kSm90BR - 1) / kSm90BR);
+  LATTE_CHECK(items < (int64_t(1) << 31), "flash attention (sm90) forward: ", items, " query tiles, more than 2^31");
+  // Heads per heaviest-first group: as many as keep the group's K and V (per query head: shared by its GQA group)
+  // within 16 MB, a third of the H100's L2, so the blocks in flight re-read K and V from L2.
+  if (q.sm90_head_group <= 0) {
+    const int64_t kv_bytes = std::max<int64_t>(1, int64_t(p.S) * (DQK + DV) * 2 / std::max(1, p.G));
+    q.sm90_head_group = static_cast<int>(std::clamp<int64_t>((int64_t(16) << 20) / kv_bytes, 1, heads));
+  }
+  // Persistent: one block per SM (the shared memory and registers of a block fill an SM).
+  const int sms = device_properties().multiProcessorCount;
+  const int blocks = q.sm90_persistent ? static_cast<int>(std::min<int64_t>(items, sms)) : static_cast<int>(items);
+  q.fwd_sched = q.sm90_persistent ? fwd_scheduler_counters(stream) : nullptr;
+  flash_fwd_sm90_kernel<DQK, DV><<<blocks, kSm90Threads, smem, stream>>>(q, maps);
   CUDA_CHECK_LAUNCH("flash_fwd_sm90_kernel");
 }
 

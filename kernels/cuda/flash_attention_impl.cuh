@@ -48,6 +48,9 @@ struct Params {
   bool atomic_dq;
   int sm90_pingpong;  // warpgroup ping-pong scheduling in the wgmma forward (flash_attention_fwd_sm90.cu)
   int sm90_overlap;   // the wgmma forward issues S of tile j with P V of tile j - 1 (when ping-pong is off)
+  int sm90_persistent;  // the wgmma forward: one block per SM taking query tiles from a counter (fwd_sched)
+  int sm90_head_group;  // the wgmma forward's work order: heads per heaviest-first group (0: sized by its launcher)
+  int* fwd_sched;       // (2) int: the persistent forward's next-item and finished-block counters, zero between launches
   int sm90_bwd;       // the key-major backward pass on wgmma (flash_attention_bwd_sm90.cu)
 };
 

@@ -141,6 +141,39 @@ TEST(FlashAttention, WgmmaForwardPingPong) {
   check_wgmma_forward(true);
 }
 
+// The persistent wgmma forward with more query tiles than SMs (each block takes several from the counter; the 64
+// heads go in heaviest-first groups of 24 + 24 + 16 at (192,128), 62 + 2 at (64,64), by K and V bytes): bitwise the same out and lse as one block per query tile (the same
+// instructions per tile), the same again on a second call (the counter was left at zero), and close to the mma.sync
+// kernel (itself checked against the CPU reference above).
+TEST(FlashAttention, WgmmaForwardPersistent) {
+  if (!latte::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const int64_t B = 2, T = 520, S = 4200, Hq = 32, Hk = 8;  // 2 x 32 x 5 = 320 query tiles
+  for (auto [dqk, dv] : {std::pair<int64_t, int64_t>{192, 128}, {64, 64}}) {
+    SCOPED_TRACE(testing::Message() << "(" << dqk << "," << dv << ")");
+    Tensor q = rnd({B, T, Hq, dqk}, 41 + dqk, DType::BF16), k = rnd({B, S, Hk, dqk}, 42 + dqk, DType::BF16),
+           v = rnd({B, S, Hk, dv}, 43 + dqk, DType::BF16);
+    auto forward = [&](cuda::FlashKernel kernel, bool persistent) {
+      cuda::flash_attention_set_forward_kernel(kernel);
+      cuda::flash_attention_set_sm90_persistent(persistent);
+      std::pair<Tensor, Tensor> r{poisoned({B, T, Hq, dv}, DType::BF16), poisoned({B, Hq, T}, DType::F32)};
+      cuda::flash_attention_forward(r.first, r.second, q, k, v, 1, 0.08, true);
+      return r;
+    };
+    const auto [out, lse] = forward(cuda::FlashKernel::kWgmma, true);
+    const auto [out2, lse2] = forward(cuda::FlashKernel::kWgmma, true);
+    const auto [out_tiles, lse_tiles] = forward(cuda::FlashKernel::kWgmma, false);
+    const auto [out_mma, lse_mma] = forward(cuda::FlashKernel::kMmaSync, true);
+    EXPECT_TRUE(same_bits(out, out_tiles)) << "out differs from one block per query tile";
+    EXPECT_TRUE(same_bits(lse, lse_tiles)) << "lse differs from one block per query tile";
+    EXPECT_TRUE(same_bits(out, out2)) << "out differs on the second call";
+    EXPECT_TRUE(same_bits(lse, lse2)) << "lse differs on the second call";
+    EXPECT_LT(rel_err(out, out_mma), 1e-2);
+    EXPECT_LT(rel_err(lse, lse_mma), 1e-4);
+  }
+  cuda::flash_attention_set_sm90_persistent(true);
+  cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kAuto);
+}
+
 // The Hopper wgmma backward (atomic dQ) on ragged causal GQA shapes with S > T and MLRA branches, every head-dim
 // pair it takes. Run first and alone by scripts/attention_check.sh as a guard (LATTE_FLASH_NO_WGMMA_BWD).
 TEST(FlashAttention, WgmmaBackward) {
