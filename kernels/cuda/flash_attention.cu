@@ -74,7 +74,7 @@ flash::Params make_params(const Dims& d, const Tensor& q, const Tensor& k, const
 
 FlashKernel g_forward_kernel = FlashKernel::kAuto;
 FlashKernel g_backward_kernel = FlashKernel::kAuto;
-Sm90PingPong g_sm90_pingpong = Sm90PingPong::kAuto;
+bool g_sm90_pingpong = true;
 bool g_sm90_overlap = true;
 bool g_sm90_persistent = true;
 
@@ -88,7 +88,7 @@ bool env_off(const char* name) {
 
 void flash_attention_set_forward_kernel(FlashKernel kernel) { g_forward_kernel = kernel; }
 void flash_attention_set_backward_kernel(FlashKernel kernel) { g_backward_kernel = kernel; }
-void flash_attention_set_sm90_pingpong(Sm90PingPong mode) { g_sm90_pingpong = mode; }
+void flash_attention_set_sm90_pingpong(bool on) { g_sm90_pingpong = on; }
 void flash_attention_set_sm90_overlap(bool on) { g_sm90_overlap = on; }
 void flash_attention_set_sm90_persistent(bool on) { g_sm90_persistent = on; }
 
@@ -112,13 +112,11 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
   static const bool overlap_off = env_off("LATTE_FLASH_OVERLAP");  // S and P V one after the other, for comparisons
   static const bool persistent_off = env_off("LATTE_FLASH_PERSISTENT"), lpt_off = env_off("LATTE_FLASH_LPT");
   const int dqk = static_cast<int>(d.Dqk), dv = static_cast<int>(d.Dv);
-  // Session 20, B=4 T=4096 16 heads causal, TFLOP/s overlapped vs in turn: (128,128) 502 vs 475, (192,128) 550 vs
-  // 541-553, (64,64) 317 vs 322-325: with Dqk 64, S is 4 k steps and there is little to hide the softmax behind.
-  p.sm90_overlap = g_sm90_overlap && !overlap_off && dqk >= 128 ? 1 : 0;
-  // Ping-pong: on the overlapped schedule +0-7% (session 21: (192,128) 592-613 vs 553-573 TFLOP/s, (128,128) 538-566
-  // vs 539-540); on the in-turn one 8% slower ((64,64) 328 vs 356).
-  const bool pingpong = g_sm90_pingpong == Sm90PingPong::kAuto ? p.sm90_overlap != 0 : g_sm90_pingpong == Sm90PingPong::kOn;
-  p.sm90_pingpong = pingpong && !pingpong_off ? 1 : 0;
+  // Overlapped, with ping-pong, at every head dim (session 21, persistent blocks, B=4 T=4096 16 heads causal, TFLOP/s):
+  // (64,64) 380-398 against 354-359 in turn (session 20, one block per tile: overlapped -2%), (128,128) 538-566 and
+  // (192,128) 592-613 with ping-pong against 539-540 and 553-573 without.
+  p.sm90_overlap = g_sm90_overlap && !overlap_off ? 1 : 0;
+  p.sm90_pingpong = g_sm90_pingpong && !pingpong_off && p.sm90_overlap ? 1 : 0;
   p.sm90_persistent = g_sm90_persistent && !persistent_off ? 1 : 0;
   p.sm90_head_group = lpt_off ? 1 : 0;  // 0: sized by the launcher
   static const bool wgmma_off = std::getenv("LATTE_FLASH_NO_WGMMA") != nullptr;  // escape hatch

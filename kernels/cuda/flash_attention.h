@@ -29,15 +29,13 @@ void flash_attention_set_forward_kernel(FlashKernel kernel);
 // for Dqk in {64, 128, 192}, else flash_attention_bwd.cu on mma.sync. LATTE_FLASH_NO_WGMMA or
 // LATTE_FLASH_NO_WGMMA_BWD in the environment turns the wgmma pass off.
 void flash_attention_set_backward_kernel(FlashKernel kernel);
-// Ping-pong scheduling of the wgmma forward's two consumer warpgroups: they take turns issuing their GEMMs, so one's
-// softmax runs while the other's products do. kAuto (the default): on with the overlapped schedule (Dqk >= 128,
-// +0-7% measured in session 21), off with the in-turn one (Dqk 64: 8% slower there). LATTE_FLASH_NO_PINGPONG in
-// the environment forces it off; for benchmarks and tests.
-enum class Sm90PingPong { kAuto, kOff, kOn };
-void flash_attention_set_sm90_pingpong(Sm90PingPong mode);
-// Overlapped schedule of the wgmma forward without ping-pong (default on, used for Dqk >= 128): each consumer
-// issues S of key tile j together with P V of tile j - 1 (FlashAttention-3's intra-warpgroup pipelining); off: S,
-// softmax, P V in turn. LATTE_FLASH_OVERLAP=0 in the environment forces it off; for benchmarks and tests.
+// Ping-pong scheduling of the wgmma forward's two consumer warpgroups on the overlapped schedule (default on,
+// +0-7% measured in session 21): they take turns issuing their GEMMs, so one's softmax runs while the other's
+// products do. LATTE_FLASH_NO_PINGPONG in the environment forces it off; for benchmarks and tests.
+void flash_attention_set_sm90_pingpong(bool on);
+// Overlapped schedule of the wgmma forward (default on): each consumer issues S of key tile j together with P V of
+// tile j - 1 (FlashAttention-3's intra-warpgroup pipelining); off: S, softmax, P V in turn, without ping-pong.
+// LATTE_FLASH_OVERLAP=0 in the environment forces it off; for benchmarks and tests.
 void flash_attention_set_sm90_overlap(bool on);
 // Persistent wgmma forward (default on): one block per SM takes query tiles from a counter, heaviest first within
 // groups of heads whose K and V fit in L2, and loads the next tile's Q and first keys while it finishes the

@@ -15,9 +15,10 @@
 //   online softmax on the accumulator registers (same layout per warp as mma.sync's C), P -> bf16 A registers
 //   O (64 x Dv) += P V        wgmma m64n{Dv}k16, A = P from registers, B = V from shared memory (MN-major)
 //   each warp then releases the stage's K and V (empty mbarriers, 8 arrivals each) for the producer to refill.
-// With Dqk >= 128 (session 20) the consumers overlap the two: S of tile j is issued together with P V of tile
-// j - 1, and the softmax of tile j runs while that P V does; K j is released once S j is done, V j after P V j;
-// and (session 21) they take turns issuing those GEMMs (ping-pong), so one's softmax also runs beside the other's.
+// The consumers overlap the two (session 20; at Dqk 64 since session 21): S of tile j is issued together with P V
+// of tile j - 1, and the softmax of tile j runs while that P V does; K j is released once S j is done, V j after
+// P V j; and (session 21) they take turns issuing those GEMMs (ping-pong), so one's softmax also runs beside the
+// other's products. (p.sm90_overlap = 0, for comparisons: S, softmax, P V in turn, no ping-pong.)
 // No block-wide barrier inside the loop: loads run a stage ahead, and the consumers only wait for data.
 // Persistent (session 21): one block per SM takes query tiles (work items, fwd_item) from a counter until none are
 // left; the producer loads the next item's Q as soon as both consumers are past the current item's last S product
@@ -249,10 +250,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
   // barrier 1, consumer 1 at 2, each passes the turn by arriving at the other's), so that one's softmax runs while
   // the other's products do. Consumer 1 hands consumer 0 the first turn; consumer 0 takes the last one back at
   // the end.
-  const bool overlap_pingpong = p.sm90_pingpong != 0 && p.sm90_overlap != 0;
-  auto my_turn = [&] { if (overlap_pingpong) named_bar_sync(1 + cw, NC); };
-  auto pass_turn = [&] { if (overlap_pingpong) named_bar_arrive(2 - cw, NC); };
-  if (overlap_pingpong && cw == 1) named_bar_arrive(1, NC);
+  const bool pingpong = p.sm90_pingpong != 0 && p.sm90_overlap != 0;
+  auto my_turn = [&] { if (pingpong) named_bar_sync(1 + cw, NC); };
+  auto pass_turn = [&] { if (pingpong) named_bar_arrive(2 - cw, NC); };
+  if (pingpong && cw == 1) named_bar_arrive(1, NC);
 
   for (int local = 0;; ++local) {
     mbar_wait(q_full, local & 1);
@@ -320,13 +321,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
       for (int j = 0; j < n_tiles; ++j) {
         wait_k(j);
         wait_v(j);
-        // Ping-pong (optional): consumer 1 issues its S GEMM only once consumer 0's has finished, and consumer 0
-        // its P V GEMM only once consumer 1's S GEMM has finished, so one warpgroup's softmax overlaps the other's
-        // tensor-core work instead of both doing softmax at once (named barriers 1 and 2; FlashAttention-3's
-        // scheme).
-        const bool pingpong = p.sm90_pingpong != 0;
-        if (pingpong && cw == 1) named_bar_sync(1, NC);
-
         // S = Q K^T (64 x 128 per warpgroup).
         wgmma_fence();
         wgmma_ss_kmajor<DQK, BC>(sc, sQw, BR * 128, stage_k(j), BC * 128);
@@ -334,13 +328,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
         wgmma_wait_all();
         pin(sc);
         if (j == n_tiles - 1) release_q();
-        if (pingpong) named_bar_arrive(cw == 0 ? 1 : 2, NC);
         fwd_softmax_tile<BC>(sc, m_run, l_run, alpha, p, j * BC, m0, row0, tq);
         fwd_scale_o<DV>(o, alpha);
         fwd_pack_p<BC>(sc, pa);
 
         // O += P V.
-        if (pingpong && cw == 0) named_bar_sync(2, NC);
         wgmma_fence();
         pin(o);
 #pragma unroll
@@ -371,7 +363,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
     }
     kv0 += n_tiles;
   }
-  if (overlap_pingpong && cw == 0) named_bar_sync(1, NC);  // consumer 1's last pass of the turn
+  if (pingpong && cw == 0) named_bar_sync(1, NC);  // consumer 1's last pass of the turn
 #endif
 }
 

@@ -99,9 +99,9 @@ TEST(FlashAttention, EveryHeadDimPair) {
     }
 }
 
-// The Hopper wgmma forward (lockstep warpgroups with S j and P V j - 1 overlapped, the same in turn, then
-// ping-pong: on the overlapped schedule at Dqk >= 128, in turn at 64) on ragged causal GQA shapes with S > T (one
-// to three key tiles per query tile). Run first and alone by scripts/attention_check.sh as guards, with
+// The Hopper wgmma forward (lockstep warpgroups with S j and P V j - 1 overlapped, the same in turn, then the
+// overlapped schedule with ping-pong, the default) on ragged causal GQA shapes with S > T (one to three key tiles
+// per query tile). Run first and alone by scripts/attention_check.sh as guards, with
 // WgmmaForwardPersistent below: if one fails, the rest runs without that variant (LATTE_FLASH_NO_WGMMA /
 // LATTE_FLASH_OVERLAP=0 / LATTE_FLASH_NO_PINGPONG / LATTE_FLASH_PERSISTENT=0).
 void check_wgmma_forward(bool pingpong, bool overlap = true) {
@@ -113,7 +113,7 @@ void check_wgmma_forward(bool pingpong, bool overlap = true) {
            v = rnd({B, S, Hk, dv}, 33 + dqk, DType::BF16);
     Tensor eout = Tensor::empty({B, T, Hq, dv}, DType::F64), el = Tensor::empty({B, Hq, T}, DType::F64);
     cpu::attention_forward(eout, el, ref(q), ref(k), ref(v), 1, 0.09, true);
-    cuda::flash_attention_set_sm90_pingpong(pingpong ? cuda::Sm90PingPong::kOn : cuda::Sm90PingPong::kOff);
+    cuda::flash_attention_set_sm90_pingpong(pingpong);
     cuda::flash_attention_set_sm90_overlap(overlap);
     cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kWgmma);
     Tensor out = poisoned({B, T, Hq, dv}, DType::BF16), lse = poisoned({B, Hq, T}, DType::F32);
@@ -122,7 +122,7 @@ void check_wgmma_forward(bool pingpong, bool overlap = true) {
     const double e = rel_err(lse, el);
     EXPECT_LT(e, 1e-4) << "lse rel. error " << e;
   }
-  cuda::flash_attention_set_sm90_pingpong(cuda::Sm90PingPong::kAuto);
+  cuda::flash_attention_set_sm90_pingpong(true);
   cuda::flash_attention_set_sm90_overlap(true);
   cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kAuto);
 }
