@@ -112,6 +112,16 @@ __device__ __forceinline__ void fwd_scale_o(float (&o)[DV / 2], const float (&al
     }
 }
 
+// O (64 x DV per consumer) += P V over one key tile of BC keys: BC / 16 k steps, P's bf16 A fragments from registers
+// (fwd_pack_p), V at sv an MN-major B operand: leading byte offset = distance between 64-wide Dv column blocks (BC rows
+// of 128 bytes), stride byte offset = distance between 8-key row groups (1024 bytes). (The swapped assignment was
+// tried on the H100 too: relative error 0.99.) Issued only; the caller commits and waits.
+template <int DV, int BC>
+__device__ __forceinline__ void fwd_issue_pv(float (&o)[DV / 2], const uint32_t (&pa)[BC / 16][4], uint32_t sv) {
+#pragma unroll
+  for (int kk = 0; kk < BC / 16; ++kk) wgmma_rs_tb<DV>(o, pa[kk], smem_desc(sv + kk * 16 * 128, BC * 128, 1024));
+}
+
 // TMA descriptors of q, k, v: 4-D (D, heads, rows, batch) views with 128-byte swizzle and (64, 1, 128, 1) boxes, so
 // one load fills one 64-column block of a tile in the layout the wgmma descriptors read.
 struct TmaMaps {
@@ -228,10 +238,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
   }
   setmaxnreg_inc<kConsumerRegs>();
   const int cw = wg - 1;  // consumer warpgroup: query rows m0 + 64 cw ..
-  // V is an MN-major B operand: leading byte offset = distance between 64-wide Dv column blocks (BC rows of 128
-  // bytes), stride byte offset = distance between 8-key row groups (1024 bytes). (The swapped assignment was
-  // tried on the H100 too: relative error 0.99.)
-  constexpr uint32_t v_lbo = BC * 128, v_sbo = 1024;
   const uint32_t sQw = sQ + cw * 64 * 128;  // this warpgroup's 64 query rows
   float o[DV / 2];
   float sc[BC / 2], alpha[2];
@@ -290,9 +296,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
         wgmma_fence();
         wgmma_ss_kmajor<DQK, BC>(sc, sQw, BR * 128, stage_k(j), BC * 128);
         wgmma_commit();
-#pragma unroll
-        for (int kk = 0; kk < BC / 16; ++kk)
-          wgmma_rs_tb<DV>(o, pa[kk], smem_desc(stage_v(j - 1) + kk * 16 * 128, v_lbo, v_sbo));
+        fwd_issue_pv<DV, BC>(o, pa, stage_v(j - 1));
         wgmma_commit();
         pass_turn();
         wgmma_wait<1>();  // S j done, P V j - 1 may still run
@@ -309,9 +313,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
       wait_v(n_tiles - 1);
       my_turn();
       wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < BC / 16; ++kk)
-        wgmma_rs_tb<DV>(o, pa[kk], smem_desc(stage_v(n_tiles - 1) + kk * 16 * 128, v_lbo, v_sbo));
+      fwd_issue_pv<DV, BC>(o, pa, stage_v(n_tiles - 1));
       wgmma_commit();
       pass_turn();
       wgmma_wait_all();
@@ -335,9 +337,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
         // O += P V.
         wgmma_fence();
         pin(o);
-#pragma unroll
-        for (int kk = 0; kk < BC / 16; ++kk)
-          wgmma_rs_tb<DV>(o, pa[kk], smem_desc(stage_v(j) + kk * 16 * 128, v_lbo, v_sbo));
+        fwd_issue_pv<DV, BC>(o, pa, stage_v(j));
         wgmma_commit();
         wgmma_wait_all();
         pin(o);
