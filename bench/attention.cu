@@ -14,8 +14,9 @@
 // PyTorch's numbers come from scripts/reference/attention_bench.py. `--decode` runs the decode rows alone,
 // `--decode-models` the decode shapes of latte's own model configs (configs/models), `--forward` the wgmma forward
 // persistent and per query tile against cuDNN (forward_only). LATTE_BENCH_ROWS=A|B|...
-// keeps only the decode and read-floor rows, and the `--backward` / `--forward` shapes ("bwd B4 T4096 H16 (64,64)"), whose name
-// and shape contain one of the texts (A/B runs of a few shapes in less device time: scripts/bench_ab.py --rows).
+// keeps only the decode and read-floor rows, and the `--backward` / `--forward` shapes ("bwd B4 T4096 H16 (64,64)"),
+// whose name and shape contain one of the texts (A/B runs of a few shapes in less device time: scripts/bench_ab.py
+// --rows).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -457,25 +458,28 @@ int profile(const std::string& what) {
   return 0;
 }
 
-// `bench_attention --backward`: latte's flash backward (default kernel, atomic dQ), latte's cuDNN backward and
-// the `auto` op at the benchmark shapes and at the 1.3B training shape (B=4, T=2048, 16 heads), one line each, as
-// one call between events after an untimed forward and as 4 calls back to back, all interleaved; for kernel
-// iterations.
-// `--forward`: the wgmma forward as it runs by default (persistent: a block per SM taking query tiles from a counter;
-// warpgroup ping-pong), with one block per query tile, without ping-pong, and cuDNN, interleaved in one process, at the training shape's three head-dim pairs and at T = 2048 and
-// 8192 for (128,128) (blocks half and twice as long). LATTE_BENCH_ROWS selects shapes ("fwd B4 T4096 H16 (64,64)").
+// A shape of the `--forward` / `--backward` modes: B=4, 16 heads (MHA), causal, T and the head dims.
+struct FlashShape {
+  int64_t T, dqk, dv;
+  std::string str() const {
+    return "B4 T" + std::to_string(T) + " H16 (" + std::to_string(dqk) + "," + std::to_string(dv) + ")";
+  }
+  double fwd_flops() const { return 2.0 * 4 * 16 * double(T) * T * double(dqk + dv) / 2.0; }
+};
+
+// `bench_attention --forward`: the wgmma forward as it runs by default (persistent: a block per SM taking query tiles
+// from a counter; warpgroup ping-pong), with one block per query tile, without ping-pong, and cuDNN, interleaved in
+// one process, at the training shape's three head-dim pairs and at T = 2048 and 8192 for (128,128) (tiles of half
+// and twice as many keys). LATTE_BENCH_ROWS selects shapes ("fwd B4 T4096 H16 (64,64)").
 int forward_only() {
-  struct Shape4 { int64_t T, dqk, dv; };
   set_attention_backend(AttentionBackend::Auto);
-  for (const Shape4 s : {Shape4{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 128, 128}, {8192, 128, 128}}) {
-    const int64_t B = 4, H = 16, T = s.T;
-    const std::string shape = "B4 T" + std::to_string(T) + " H16 (" + std::to_string(s.dqk) + "," +
-                              std::to_string(s.dv) + ")";
+  for (const FlashShape s : {FlashShape{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 128, 128},
+                             {8192, 128, 128}}) {
+    const std::string shape = s.str();
     if (!row_wanted("fwd", shape)) continue;
-    FlashTensors ft = flash_tensors(B, T, H, s.dqk, s.dv);
+    FlashTensors ft = flash_tensors(4, s.T, 16, s.dqk, s.dv);
     auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
-    const double scale = 1.0 / std::sqrt(double(s.dqk));
-    const double flops = 2.0 * B * H * double(T) * T * double(s.dqk + s.dv) / 2.0;
+    const double scale = 1.0 / std::sqrt(double(s.dqk)), flops = s.fwd_flops();
     auto wgmma = [&](bool persistent, bool pingpong) {
       return [&, persistent, pingpong] {
         cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kWgmma);
@@ -496,7 +500,7 @@ int forward_only() {
     for (size_t i = 0; i < impls.size(); ++i) {
       std::printf("%-18s %s causal: %.3f ms %.1f TFLOP/s\n", impls[i].name.c_str(), shape.c_str(), ms[i],
                   flops / (ms[i] * 1e-3) / 1e12);
-      const std::string key = "fwd_" + std::to_string(T) + "_" + std::to_string(s.dqk) + "_" + std::to_string(s.dv);
+      const std::string key = "fwd_" + std::to_string(s.T) + "_" + std::to_string(s.dqk) + "_" + std::to_string(s.dv);
       const char* suffix[] = {"", "_per_tile", "_no_pingpong", "_cudnn"};
       result(key + suffix[i], flops / (ms[i] * 1e-3) / 1e12);
     }
@@ -504,19 +508,20 @@ int forward_only() {
   return 0;
 }
 
+// `bench_attention --backward`: latte's flash backward (default kernel, atomic dQ), latte's cuDNN backward and
+// the `auto` op at the benchmark shapes and at the 1.3B training shape (B=4, T=2048, 16 heads), one line each, as
+// one call between events after an untimed forward and as 4 calls back to back, all interleaved; for kernel
+// iterations.
 int backward_only() {
-  struct Shape4 { int64_t T, dqk, dv; };
   set_attention_backend(AttentionBackend::Auto);
-  for (const Shape4 s : {Shape4{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 192, 128}, {2048, 128, 128}}) {
-    const int64_t B = 4, H = 16, T = s.T;
-    const std::string shape = "B4 T" + std::to_string(T) + " H16 (" + std::to_string(s.dqk) + "," +
-                              std::to_string(s.dv) + ")";
+  for (const FlashShape s : {FlashShape{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 192, 128},
+                             {2048, 128, 128}}) {
+    const std::string shape = s.str();
     if (!row_wanted("bwd", shape)) continue;
-    FlashTensors ft = flash_tensors(B, T, H, s.dqk, s.dv);
+    FlashTensors ft = flash_tensors(4, s.T, 16, s.dqk, s.dv);
     auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
-    const double scale = 1.0 / std::sqrt(double(s.dqk));
+    const double scale = 1.0 / std::sqrt(double(s.dqk)), flops = 2.5 * s.fwd_flops();
     cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);
-    const double flops = 2.5 * 2.0 * B * H * double(T) * T * double(s.dqk + s.dv) / 2.0;
     auto forward = [&] { cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true); };
     auto flash = [&] { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, false); };
     auto cudnn = [&] { cuda::cudnn_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); };
