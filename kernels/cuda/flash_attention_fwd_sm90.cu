@@ -5,23 +5,24 @@
 // with ldmatrix, so shared-memory bandwidth caps the forward at ~240 TFLOP/s (measured, docs/attention_kernels.md).
 // wgmma reads its B operand (K for S = Q K^T, V for O = P V) straight from shared memory for 64 rows at once,
 // 4x the reuse, and runs at the full Hopper tensor rate.
-// Block: 3 warpgroups (384 threads), 128 query rows, key tiles of 128. Warpgroup 0 is the producer: one thread
-// issues TMA loads (Q once, then K/V tiles into 2 stages; full/empty mbarriers per stage) and the warpgroup gives
-// its registers to the consumers (setmaxnreg 40 / 232). Warpgroups 1 and 2 each own 64 query rows. Tiles land in
+// Block: a producer warpgroup and 2 consumer warpgroups (384 threads, 128 query rows; at (64,64) 3 consumers, 512
+// threads, 192 rows: sm90_consumers), key tiles of 128. Warpgroup 0 is the producer: one thread issues TMA loads (Q
+// once, then K/V tiles into 2 stages; full/empty mbarriers per stage) and the warpgroup gives its registers to the
+// consumers (setmaxnreg 40 / 232, or 24 / 160 with 3 consumers). Each consumer owns 64 query rows. Tiles land in
 // the canonical 128-byte-swizzled layout the wgmma descriptors describe (TMA's SWIZZLE_128B): a (rows, D) tile is
 // D/64 column blocks of (rows, 64) bf16, each row 128 bytes with its 16-byte chunks XORed by row % 8. Rows past
 // T or S are zero-filled by the TMA unit. Per key tile, per consumer warpgroup:
 //   S (64 x 128) = Q K^T      wgmma m64n128k16, A = Q and B = K from shared memory (K-major), Dqk/16 steps
 //   online softmax on the accumulator registers (same layout per warp as mma.sync's C), P -> bf16 A registers
 //   O (64 x Dv) += P V        wgmma m64n{Dv}k16, A = P from registers, B = V from shared memory (MN-major)
-//   each warp then releases the stage's K and V (empty mbarriers, 8 arrivals each) for the producer to refill.
+//   each warp then releases the stage's K and V (empty mbarriers, one arrival per consumer warp) for refilling.
 // The consumers overlap the two (session 20; at Dqk 64 since session 21): S of tile j is issued together with P V
 // of tile j - 1, and the softmax of tile j runs while that P V does; K j is released once S j is done, V j after
-// P V j; and (session 21) they take turns issuing those GEMMs (ping-pong), so one's softmax also runs beside the
-// other's products. (p.sm90_overlap = 0, for comparisons: S, softmax, P V in turn, no ping-pong.)
+// P V j; and (session 21) they take turns issuing those GEMMs (ping-pong, in a ring), so one's softmax also runs
+// beside the others' products. (p.sm90_overlap = 0, for comparisons: S, softmax, P V in turn, no ping-pong.)
 // No block-wide barrier inside the loop: loads run a stage ahead, and the consumers only wait for data.
 // Persistent (session 21): one block per SM takes query tiles (work items, fwd_item) from a counter until none are
-// left; the producer loads the next item's Q as soon as both consumers are past the current item's last S product
+// left; the producer loads the next item's Q as soon as all consumers are past the current item's last S product
 // and its key tiles as stages free up, so the next item starts without the block launch, barrier set-up and first
 // loads of a fresh block (+5-8% at T = 4096, +14% at 2048).
 // Head dims: Dqk in {64, 128, 192}, Dv in {64, 128}.
@@ -39,14 +40,26 @@ namespace latte::cuda::flash {
 
 namespace {
 
-constexpr int kSm90Threads = 384;  // warpgroup 0: TMA producer; warpgroups 1, 2: consumers (64 query rows each)
-constexpr int kSm90BR = 128;       // query rows per block
+// Consumer warpgroups (64 query rows each) beside the TMA producer warpgroup: 3 at (64,64), where a warpgroup's
+// softmax takes as long as its two products, so that two others keep the tensor cores busy while it runs; else 2.
+template <int DQK, int DV>
+__host__ __device__ constexpr int sm90_consumers() {
+  return DQK == 64 && DV == 64 ? 3 : 2;
+}
+template <int DQK, int DV>
+__host__ __device__ constexpr int sm90_threads() {
+  return 128 * (1 + sm90_consumers<DQK, DV>());
+}
+template <int DQK, int DV>
+__host__ __device__ constexpr int sm90_rows() {  // query rows per block
+  return 64 * sm90_consumers<DQK, DV>();
+}
 constexpr int kSm90BC = 128;       // keys per tile
 constexpr int kSm90Stages = 2;     // K/V tile buffers
 
 template <int DQK, int DV>
 constexpr int sm90_smem_bytes() {  // Q, stages x (K, V), mbarriers, the work item, alignment slack
-  return (kSm90BR * DQK + kSm90Stages * kSm90BC * (DQK + DV)) * 2 + 8 * (2 + 4 * kSm90Stages) + 8 + 1024;
+  return (sm90_rows<DQK, DV>() * DQK + kSm90Stages * kSm90BC * (DQK + DV)) * 2 + 8 * (2 + 4 * kSm90Stages) + 8 + 1024;
 }
 
 // The online softmax of one consumer's score tile (64 x BC raw scores of keys n0 .., sc[4n + c] is row
@@ -143,10 +156,10 @@ struct FwdItem {
 }
 
 template <int DQK, int DV>
-__global__ void __launch_bounds__(kSm90Threads, 1)
+__global__ void __launch_bounds__(sm90_threads<DQK, DV>(), 1)
     flash_fwd_sm90_kernel(const Params p, const __grid_constant__ TmaMaps maps) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int BR = kSm90BR, BC = kSm90BC, NC = kSm90Threads - 128;  // NC: consumer threads
+  constexpr int NCW = sm90_consumers<DQK, DV>(), BR = sm90_rows<DQK, DV>(), BC = kSm90BC;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
   const uint32_t sQ = base;                                 // DQK/64 blocks of (BR, 64)
@@ -182,17 +195,18 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
   };
 
   if (tid == 0) {
-    mbar_init(q_full, 1), mbar_init(q_empty, 8);  // Q empty: one arrival per consumer warp
+    mbar_init(q_full, 1), mbar_init(q_empty, 4 * NCW);  // Q empty: one arrival per consumer warp
     for (int s = 0; s < kSm90Stages; ++s) {
       mbar_init(kfull0 + 8 * s, 1), mbar_init(vfull0 + 8 * s, 1);
-      mbar_init(kempty0 + 8 * s, 8), mbar_init(vempty0 + 8 * s, 8);
+      mbar_init(kempty0 + 8 * s, 4 * NCW), mbar_init(vempty0 + 8 * s, 4 * NCW);
     }
     mbar_init_fence();
   }
   __syncthreads();
 
   // Register split after setmaxnreg: 128 x 40 + 256 x 232 = 64512 = the 384 x 168 the block is launched with.
-  constexpr int kProducerRegs = 40, kConsumerRegs = 232;
+  // Three consumers: 128 x 24 + 384 x 160 = 64512 = the 512 x 126 the block is launched with.
+  constexpr int kProducerRegs = NCW == 3 ? 24 : 40, kConsumerRegs = NCW == 3 ? 160 : 232;
   if (wg == 0) {
     // Producer: one thread issues every load; a K (V) buffer is refilled once all 8 consumer warps released it.
     // Persistent (p.sm90_persistent): after its first item (blockIdx.x) the block takes the next from a counter,
@@ -252,14 +266,14 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
   auto release_k = [&](int j) { if (lane == 0) mbar_arrive(kempty0 + 8 * ((kv0 + j) % kSm90Stages)); };
   auto release_v = [&](int j) { if (lane == 0) mbar_arrive(vempty0 + 8 * ((kv0 + j) % kSm90Stages)); };
   auto release_q = [&] { if (lane == 0) mbar_arrive(q_empty); };
-  // Ping-pong on the overlapped schedule: the consumers take turns issuing their GEMMs (consumer 0 waits at named
-  // barrier 1, consumer 1 at 2, each passes the turn by arriving at the other's), so that one's softmax runs while
-  // the other's products do. Consumer 1 hands consumer 0 the first turn; consumer 0 takes the last one back at
-  // the end.
+  // Ping-pong on the overlapped schedule: the consumers take turns issuing their GEMMs (consumer c waits at named
+  // barrier 1 + c and passes the turn by arriving at the next one's, in a ring), so that one's softmax runs while
+  // the others' products do. The last consumer hands consumer 0 the first turn; consumer 0 takes the last one back
+  // at the end.
   const bool pingpong = p.sm90_pingpong != 0 && p.sm90_overlap != 0;
-  auto my_turn = [&] { if (pingpong) named_bar_sync(1 + cw, NC); };
-  auto pass_turn = [&] { if (pingpong) named_bar_arrive(2 - cw, NC); };
-  if (pingpong && cw == 1) named_bar_arrive(1, NC);
+  auto my_turn = [&] { if (pingpong) named_bar_sync(1 + cw, 256); };
+  auto pass_turn = [&] { if (pingpong) named_bar_arrive(1 + (cw + 1) % NCW, 256); };
+  if (pingpong && cw == NCW - 1) named_bar_arrive(1, 256);
 
   for (int local = 0;; ++local) {
     mbar_wait(q_full, local & 1);
@@ -363,7 +377,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
     }
     kv0 += n_tiles;
   }
-  if (pingpong && cw == 0) named_bar_sync(1, NC);  // consumer 1's last pass of the turn
+  if (pingpong && cw == 0) named_bar_sync(1, 256);  // the last consumer's last pass of the turn
 #endif
 }
 
@@ -393,11 +407,12 @@ void run_fwd_sm90(const Params& p, cudaStream_t stream) {
   }
   const int rhk = p.R * p.Hk;
   TmaMaps maps;
-  maps.q = tma_map_bf16(p.q, DQK, p.Hq, p.T, p.B, p.q_sh, p.q_st, p.q_sb, kSm90BR);
+  constexpr int BR = sm90_rows<DQK, DV>();
+  maps.q = tma_map_bf16(p.q, DQK, p.Hq, p.T, p.B, p.q_sh, p.q_st, p.q_sb, BR);
   maps.k = tma_map_bf16(p.k, DQK, rhk, p.S, p.B, p.k_sh, p.k_st, p.k_sb, kSm90BC);
   maps.v = tma_map_bf16(p.v, DV, rhk, p.S, p.B, p.v_sh, p.v_st, p.v_sb, kSm90BC);
   Params q = p;
-  const int64_t heads = int64_t(p.B) * p.R * p.Hq, items = heads * ((p.T + kSm90BR - 1) / kSm90BR);
+  const int64_t heads = int64_t(p.B) * p.R * p.Hq, items = heads * ((p.T + BR - 1) / BR);
   LATTE_CHECK(items < (int64_t(1) << 31), "flash attention (sm90) forward: ", items, " query tiles, more than 2^31");
   // Heads per heaviest-first group: as many as keep the group's K and V (per query head: shared by its GQA group)
   // within 16 MB, a third of the H100's L2, so the blocks in flight re-read K and V from L2.
@@ -409,7 +424,7 @@ void run_fwd_sm90(const Params& p, cudaStream_t stream) {
   const int sms = device_properties().multiProcessorCount;
   const int blocks = q.sm90_persistent ? static_cast<int>(std::min<int64_t>(items, sms)) : static_cast<int>(items);
   q.fwd_sched = q.sm90_persistent ? fwd_scheduler_counters(stream) : nullptr;
-  flash_fwd_sm90_kernel<DQK, DV><<<blocks, kSm90Threads, smem, stream>>>(q, maps);
+  flash_fwd_sm90_kernel<DQK, DV><<<blocks, sm90_threads<DQK, DV>(), smem, stream>>>(q, maps);
   CUDA_CHECK_LAUNCH("flash_fwd_sm90_kernel");
 }
 
