@@ -148,7 +148,7 @@ TEST(FlashAttention, WgmmaForwardPingPong) {
 // kernel (itself checked against the CPU reference above).
 TEST(FlashAttention, WgmmaForwardPersistent) {
   if (!latte::cuda_available()) GTEST_SKIP() << "no CUDA device";
-  const int64_t B = 2, T = 520, S = 4200, Hq = 32, Hk = 8;  // 2 x 32 x 5 = 320 query tiles
+  const int64_t B = 2, T = 520, S = 4200, Hq = 32, Hk = 8;  // query tiles: 2 x 32 x 5 (128 rows), 2 x 32 x 3 (192)
   for (auto [dqk, dv] : {std::pair<int64_t, int64_t>{192, 128}, {64, 64}}) {
     SCOPED_TRACE(testing::Message() << "(" << dqk << "," << dv << ")");
     Tensor q = rnd({B, T, Hq, dqk}, 41 + dqk, DType::BF16), k = rnd({B, S, Hk, dqk}, 42 + dqk, DType::BF16),
