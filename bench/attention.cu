@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <initializer_list>
 #include <numeric>
 #include <random>
 #include <string>
@@ -467,19 +468,28 @@ struct FlashShape {
   double fwd_flops() const { return 2.0 * 4 * 16 * double(T) * T * double(dqk + dv) / 2.0; }
 };
 
+// Runs body(shape, tensors, softmax scale) for each shape whose "mode shape" text LATTE_BENCH_ROWS keeps, with the
+// `auto` backend.
+template <typename F>
+void for_each_flash_shape(const char* mode, std::initializer_list<FlashShape> shapes, F&& body) {
+  set_attention_backend(AttentionBackend::Auto);
+  for (const FlashShape& s : shapes) {
+    if (!row_wanted(mode, s.str())) continue;
+    FlashTensors ft = flash_tensors(4, s.T, 16, s.dqk, s.dv);
+    body(s, ft, 1.0 / std::sqrt(double(s.dqk)));
+  }
+}
+
 // `bench_attention --forward`: the wgmma forward as it runs by default (persistent: a block per SM taking query tiles
 // from a counter; warpgroup ping-pong), with one block per query tile, without ping-pong, and cuDNN, interleaved in
 // one process, at the training shape's three head-dim pairs and at T = 2048 and 8192 for (128,128) (tiles of half
 // and twice as many keys). LATTE_BENCH_ROWS selects shapes ("fwd B4 T4096 H16 (64,64)").
 int forward_only() {
-  set_attention_backend(AttentionBackend::Auto);
-  for (const FlashShape s : {FlashShape{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 128, 128},
-                             {8192, 128, 128}}) {
-    const std::string shape = s.str();
-    if (!row_wanted("fwd", shape)) continue;
-    FlashTensors ft = flash_tensors(4, s.T, 16, s.dqk, s.dv);
+  for_each_flash_shape("fwd", {{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 128, 128}, {8192, 128, 128}},
+                       [](const FlashShape& s, FlashTensors& ft, double scale) {
     auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
-    const double scale = 1.0 / std::sqrt(double(s.dqk)), flops = s.fwd_flops();
+    const std::string shape = s.str();
+    const double flops = s.fwd_flops();
     auto wgmma = [&](bool persistent, bool pingpong) {
       return [&, persistent, pingpong] {
         cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kWgmma);
@@ -504,7 +514,7 @@ int forward_only() {
       const char* suffix[] = {"", "_per_tile", "_no_pingpong", "_cudnn"};
       result(key + suffix[i], flops / (ms[i] * 1e-3) / 1e12);
     }
-  }
+  });
   return 0;
 }
 
@@ -513,14 +523,11 @@ int forward_only() {
 // one call between events after an untimed forward and as 4 calls back to back, all interleaved; for kernel
 // iterations.
 int backward_only() {
-  set_attention_backend(AttentionBackend::Auto);
-  for (const FlashShape s : {FlashShape{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 192, 128},
-                             {2048, 128, 128}}) {
-    const std::string shape = s.str();
-    if (!row_wanted("bwd", shape)) continue;
-    FlashTensors ft = flash_tensors(4, s.T, 16, s.dqk, s.dv);
+  for_each_flash_shape("bwd", {{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 192, 128}, {2048, 128, 128}},
+                       [](const FlashShape& s, FlashTensors& ft, double scale) {
     auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
-    const double scale = 1.0 / std::sqrt(double(s.dqk)), flops = 2.5 * s.fwd_flops();
+    const std::string shape = s.str();
+    const double flops = 2.5 * s.fwd_flops();
     cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true);
     auto forward = [&] { cuda::flash_attention_forward(out, lse, q, k, v, 1, scale, true); };
     auto flash = [&] { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, false); };
@@ -536,7 +543,7 @@ int backward_only() {
     for (size_t i = 0; i < one.size(); ++i)
       std::printf("%-11s %s causal: %.3f ms %.1f TFLOP/s, back to back %.3f ms %.1f TFLOP/s\n", one[i].name.c_str(),
                   shape.c_str(), ms[i], flops / (ms[i] * 1e-3) / 1e12, ms4[i] / 4, flops / (ms4[i] / 4 * 1e-3) / 1e12);
-  }
+  });
   return 0;
 }
 
