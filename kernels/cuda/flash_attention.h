@@ -29,9 +29,9 @@ void flash_attention_set_forward_kernel(FlashKernel kernel);
 // for Dqk in {64, 128, 192}, else flash_attention_bwd.cu on mma.sync. LATTE_FLASH_NO_WGMMA or
 // LATTE_FLASH_NO_WGMMA_BWD in the environment turns the wgmma pass off.
 void flash_attention_set_backward_kernel(FlashKernel kernel);
-// Ping-pong scheduling of the wgmma forward's two consumer warpgroups on the overlapped schedule (default on,
-// +0-7% measured in session 21): they take turns issuing their GEMMs, so one's softmax runs while the other's
-// products do. LATTE_FLASH_NO_PINGPONG in the environment forces it off; for benchmarks and tests.
+// Ping-pong scheduling of the wgmma forward's consumer warpgroups (two, three at (64,64)) on the overlapped schedule
+// (default on, +0-7% measured in session 21): they take turns issuing their GEMMs, so one's softmax runs while the
+// others' products do. LATTE_FLASH_NO_PINGPONG in the environment forces it off; for benchmarks and tests.
 void flash_attention_set_sm90_pingpong(bool on);
 // Overlapped schedule of the wgmma forward (default on): each consumer issues S of key tile j together with P V of
 // tile j - 1 (FlashAttention-3's intra-warpgroup pipelining); off: S, softmax, P V in turn, without ping-pong.

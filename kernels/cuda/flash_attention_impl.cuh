@@ -46,8 +46,8 @@ struct Params {
   float scale, scale_log2;                        // softmax scale, and scale * log2(e)
   bool causal;
   bool atomic_dq;
-  int sm90_pingpong;  // warpgroup ping-pong scheduling in the wgmma forward (flash_attention_fwd_sm90.cu)
-  int sm90_overlap;   // the wgmma forward issues S of tile j with P V of tile j - 1 (when ping-pong is off)
+  int sm90_pingpong;  // the wgmma forward's consumers take turns issuing their GEMMs (on the overlapped schedule)
+  int sm90_overlap;   // the wgmma forward issues S of tile j with P V of tile j - 1 (flash_attention_fwd_sm90.cu)
   int sm90_persistent;  // the wgmma forward: one block per SM taking query tiles from a counter (fwd_sched)
   int sm90_head_group;  // the wgmma forward's work order: heads per heaviest-first group (0: sized by its launcher)
   int* fwd_sched;       // (2) int: the persistent forward's next-item and finished-block counters, zero between launches
