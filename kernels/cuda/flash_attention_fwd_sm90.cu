@@ -135,13 +135,14 @@ __device__ __forceinline__ void fwd_issue_pv(float (&o)[DV / 2], const uint32_t 
   for (int kk = 0; kk < BC / 16; ++kk) wgmma_rs_tb<DV>(o, pa[kk], smem_desc(sv + kk * 16 * 128, BC * 128, 1024));
 }
 
-// TMA descriptors of q, k, v: 4-D (D, heads, rows, batch) views with 128-byte swizzle and (64, 1, 128, 1) boxes, so
-// one load fills one 64-column block of a tile in the layout the wgmma descriptors read.
+// TMA descriptors of q, k, v: 4-D (D, heads, rows, batch) views with 128-byte swizzle and (64, 1, rows, 1) boxes
+// (q: the block's query rows, k and v: 128 keys), so one load fills one 64-column block of a tile in the layout the
+// wgmma descriptors read.
 struct TmaMaps {
   CUtensorMap q, k, v;
 };
 
-// Work item t of the forward: one 128-row query tile of one (batch, virtual head) row `bh` of the grid. Items go
+// Work item t of the forward: one query tile (sm90_rows rows) of one (batch, virtual head) pair `bh`. Items go
 // heaviest first within groups of `group` heads: the causal query tiles near the end of the sequence (most key
 // tiles) of every head of a group, then the next lighter ones, so the last items any block takes are light, and
 // the heads in flight at once are those of one or two groups, whose K and V fit in L2 (run_fwd_sm90 sizes them).
