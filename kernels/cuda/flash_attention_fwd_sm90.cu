@@ -209,7 +209,7 @@ __global__ void __launch_bounds__(sm90_threads<DQK, DV>(), 1)
   // Three consumers: 128 x 24 + 384 x 160 = 64512 = the 512 x 126 the block is launched with.
   constexpr int kProducerRegs = NCW == 3 ? 24 : 40, kConsumerRegs = NCW == 3 ? 160 : 232;
   if (wg == 0) {
-    // Producer: one thread issues every load; a K (V) buffer is refilled once all 8 consumer warps released it.
+    // Producer: one thread issues every load; a K (V) buffer is refilled once all consumer warps released it.
     // Persistent (p.sm90_persistent): after its first item (blockIdx.x) the block takes the next from a counter,
     // and the next item's Q and first key tiles load while the consumers finish the current one: Q once they are
     // past its last S product, K and V as stages free up. Else the block does item blockIdx.x alone.
