@@ -5,11 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define LATTE_HD __host__ __device__ __forceinline__
-#else
-#define LATTE_HD inline
-#endif
+#include "core/host_device.h"
 
 namespace latte::philox {
 

@@ -35,6 +35,7 @@
 
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/flash_attention_sm90.cuh"
+#include "kernels/cuda/flash_schedule.h"
 
 namespace latte::cuda::flash {
 
@@ -141,20 +142,6 @@ __device__ __forceinline__ void fwd_issue_pv(float (&o)[DV / 2], const uint32_t 
 struct TmaMaps {
   CUtensorMap q, k, v;
 };
-
-// Work item t of the forward: one query tile (sm90_rows rows) of one (batch, virtual head) pair `bh`. Items go
-// heaviest first within groups of `group` heads: the causal query tiles near the end of the sequence (most key
-// tiles) of every head of a group, then the next lighter ones, so the last items any block takes are light, and
-// the heads in flight at once are those of one or two groups, whose K and V fit in L2 (run_fwd_sm90 sizes them).
-// group = 1 is the grid order without a scheduler (each head's tiles heaviest first, one head after another).
-struct FwdItem {
-  int m_block, bh;
-};
-[[maybe_unused]] __device__ __forceinline__ FwdItem fwd_item(int t, int n_m, int bh_total, int group) {
-  const int per_group = group * n_m, grp = t / per_group, rem = t - grp * per_group;
-  const int heads = min(group, bh_total - grp * group), rank = rem / heads;
-  return {n_m - 1 - rank, grp * group + (rem - rank * heads)};
-}
 
 template <int DQK, int DV>
 __global__ void __launch_bounds__(sm90_threads<DQK, DV>(), 1)
@@ -415,12 +402,9 @@ void run_fwd_sm90(const Params& p, cudaStream_t stream) {
   Params q = p;
   const int64_t heads = int64_t(p.B) * p.R * p.Hq, items = heads * ((p.T + BR - 1) / BR);
   LATTE_CHECK(items < (int64_t(1) << 31), "flash attention (sm90) forward: ", items, " query tiles, more than 2^31");
-  // Heads per heaviest-first group: as many as keep the group's K and V (per query head: shared by its GQA group)
-  // within 16 MB, a third of the H100's L2, so the blocks in flight re-read K and V from L2.
-  if (q.sm90_head_group <= 0) {
-    const int64_t kv_bytes = std::max<int64_t>(1, int64_t(p.S) * (DQK + DV) * 2 / std::max(1, p.G));
-    q.sm90_head_group = static_cast<int>(std::clamp<int64_t>((int64_t(16) << 20) / kv_bytes, 1, heads));
-  }
+  // Heads per heaviest-first group: K and V within 16 MB, a third of the H100's L2, so that the blocks in flight
+  // re-read K and V from L2.
+  if (q.sm90_head_group <= 0) q.sm90_head_group = fwd_head_group(p.S, DQK, DV, p.G, heads);
   // Persistent: one block per SM (the shared memory and registers of a block fill an SM).
   const int sms = device_properties().multiProcessorCount;
   const int blocks = q.sm90_persistent ? static_cast<int>(std::min<int64_t>(items, sms)) : static_cast<int>(items);
