@@ -13,6 +13,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "core/cuda_context.h"
 #include "core/tensor.h"
@@ -36,6 +38,13 @@ inline void require_contiguous(const Tensor& t, const char* op, const char* name
 }
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// A comparison switch of the attention kernels (LATTE_DECODE_TMA=0, LATTE_FLASH_OVERLAP=0, ...): false when the
+// environment variable is "0"; callers read it once into a static.
+inline bool switch_on(const char* name) {
+  const char* v = std::getenv(name);
+  return !(v && std::string(v) == "0");
+}
 
 inline unsigned blocks_for(int64_t n, int threads, int64_t cap = 1 << 30) {
   int64_t b = (n + threads - 1) / threads;

@@ -23,7 +23,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <string>
 
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/decode_attention_impl.h"
@@ -467,12 +466,6 @@ __global__ void __launch_bounds__(kCombineWarps * 32) decode_combine_kernel(cons
     orow[d] = __float2bfloat16_rn(acc * inv);
   }
   if (p.lse && chunk == 0 && tid == 0) p.lse[bh] = L > 0.f ? (Mu + log2f(L)) * kLn2 : -INFINITY;
-}
-
-// A comparison switch: false when the environment variable is "0", read once per name by its caller's static.
-bool switch_on(const char* name) {
-  const char* v = std::getenv(name);
-  return !(v && std::string(v) == "0");
 }
 
 // Programmatic dependent launches need the kernels' sm_90+ code: older code has no griddepcontrol.wait.

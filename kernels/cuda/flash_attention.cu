@@ -6,7 +6,6 @@
 #include "kernels/cuda/flash_attention.h"
 
 #include <cstdlib>
-#include <string>
 
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/flash_attention_impl.cuh"
@@ -78,12 +77,6 @@ bool g_sm90_pingpong = true;
 bool g_sm90_overlap = true;
 bool g_sm90_persistent = true;
 
-// A comparison switch: true when the environment variable is "0".
-bool env_off(const char* name) {
-  const char* v = std::getenv(name);
-  return v && std::string(v) == "0";
-}
-
 }  // namespace
 
 void flash_attention_set_forward_kernel(FlashKernel kernel) { g_forward_kernel = kernel; }
@@ -109,8 +102,8 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
   p.lse = lse.data<float>();
   p.o_sb = out.stride(0), p.o_st = out.stride(1), p.o_sh = out.stride(2);
   static const bool pingpong_off = std::getenv("LATTE_FLASH_NO_PINGPONG") != nullptr;  // escape hatch
-  static const bool overlap_off = env_off("LATTE_FLASH_OVERLAP");  // S and P V one after the other, for comparisons
-  static const bool persistent_off = env_off("LATTE_FLASH_PERSISTENT"), lpt_off = env_off("LATTE_FLASH_LPT");
+  static const bool overlap_off = !switch_on("LATTE_FLASH_OVERLAP");  // S and P V one after the other (comparisons)
+  static const bool persistent_off = !switch_on("LATTE_FLASH_PERSISTENT"), lpt_off = !switch_on("LATTE_FLASH_LPT");
   const int dqk = static_cast<int>(d.Dqk), dv = static_cast<int>(d.Dv);
   // Overlapped, with ping-pong, at every head dim (session 21, persistent blocks, B=4 T=4096 16 heads causal, TFLOP/s):
   // (64,64) 380-398 against 354-359 in turn (session 20, one block per tile: overlapped -2%), (128,128) 538-566 and
