@@ -63,11 +63,19 @@ __global__ void __launch_bounds__(kB90Threads, 1)
     flash_bwd_sm90_kernel(const Params p, const __grid_constant__ BwdTmaMaps maps, int group_size) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int BC = kB90BC, BR = kB90BR, ST = kB90Stages, NC = kB90Threads - 128;  // NC: consumer threads
-  constexpr int kQBlocks = DQK / 64, kWg0Blocks = (kQBlocks + 1) / 2;  // dQ column blocks; consumer 0 takes the first
+  // dQ: consumer 0 computes every 64-column block (DQK / 64) while consumer 1 goes on to the next step's S^T and
+  // dP^T, so that the two run out of phase (session 22, v80: +5-7% at (128,128) against one block each).
+  constexpr int kQBlocks = DQK / 64;
   constexpr int kDsBuffers = kB90DsBuffers<DQK>;
-  // Named barriers (0 is __syncthreads): dS^T written by both consumers; (one dS^T buffer) both consumers' dQ
+  // How consumer 1 waits for consumer 0. With two dS^T buffers (Dqk 64, 128) it meets consumer 0 at kBarDsReady
+  // each step and at the writer's barriers, as when both did dQ work (measured best there). With one (Dqk 192) it
+  // waits only for consumer 0's dQ GEMMs to release the buffer (kBarDsFree) and runs on (v81: +3.5%; the same
+  // release at Dqk 64 and 128 was 2-4% slower).
+  constexpr bool kCoupled = kDsBuffers == 2;
+  // Named barriers (0 is __syncthreads): dS^T written by both consumers; (one dS^T buffer) consumer 0's dQ
   // GEMMs done with it; staged dQ tile ready for the writer warp; the writer has read it.
   constexpr int kBarDsReady = 1, kBarDsFree = 2, kBarDqFull = 3, kBarDqEmpty = 4;
+  constexpr int kDqThreads = (kCoupled ? NC : 128) + 32;  // at kBarDqFull / kBarDqEmpty, with the writer warp
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
   const uint32_t base = (raw + 1023) & ~1023u;
@@ -149,14 +157,14 @@ __global__ void __launch_bounds__(kB90Threads, 1)
       const int n_tiles = (p.T + BR - 1) / BR;
       for (int step = 0; step < n_steps; ++step) {
         const int i = hk * p.G + step / n_m, tile = m_first + step % n_m;
-        named_bar_sync(kBarDqFull, NC + 32);
+        named_bar_sync(kBarDqFull, kDqThreads);
         if (lane == 0) {
           bulk_reduce_add_f32(p.dq_accum + ((int64_t(b) * p.Hq + i) * n_tiles + tile) * (BR * DQK), sdQ, BR * DQK * 4);
           bulk_commit();
           bulk_wait_read();
         }
         __syncwarp();
-        if (step + 1 < n_steps) named_bar_arrive(kBarDqEmpty, NC + 32);
+        if (step + 1 < n_steps) named_bar_arrive(kBarDqEmpty, kDqThreads);
       }
       if (lane == 0) bulk_wait_all();
     }
@@ -255,7 +263,8 @@ __global__ void __launch_bounds__(kB90Threads, 1)
     // dS^T to shared memory for the dQ GEMM: row = key (128 bytes = 64 queries), 16-byte chunks swizzled by
     // row % 8. sa[kk][j] holds keys key_row + 8 (j & 1), queries 16 kk + 8 (j >> 1) + 2 tq + {0, 1}.
     if (p.atomic_dq) {
-      if (kDsBuffers == 1 && step > 0) named_bar_sync(kBarDsFree, NC);  // both of last step's dQ GEMMs have read it
+      // One buffer: consumer 1 waits for consumer 0's dQ GEMMs of the last step (consumer 0 ran them itself).
+      if (!kCoupled && cw == 1 && step > 0) named_bar_sync(kBarDsFree, NC);
 #pragma unroll
       for (int kk = 0; kk < BR / 16; ++kk)
 #pragma unroll
@@ -276,32 +285,41 @@ __global__ void __launch_bounds__(kB90Threads, 1)
     wgmma_commit();
 
     if (p.atomic_dq) {
-      named_bar_sync(kBarDsReady, NC);  // dS^T of both consumer warpgroups written
-      if (step > 0) named_bar_sync(kBarDqEmpty, NC + 32);  // the writer has read last step's staged tile
-      const int c_begin = cw == 0 ? 0 : kWg0Blocks, c_end = cw == 0 ? kWg0Blocks : kQBlocks;
-      // Staging order: column block cb, then float4 j of this thread's fragment, then the thread: a warp's 16-byte
-      // stores are contiguous (conflict-free); flash_dq_tiles_cast_kernel maps it back to (row, column).
-      const uint32_t stage = sdQ + (tid - 128 * wg) * 16;
-      for (int cb = c_begin; cb < c_end; ++cb) {
-        float acc[32];
-        wgmma_fence();
+      // dS^T of both consumers written (consumer 1 only announces its half when not coupled: kBarDsFree keeps it
+      // from arriving twice before consumer 0 has waited here).
+      if (cw == 0 || kCoupled)
+        named_bar_sync(kBarDsReady, NC);
+      else
+        named_bar_arrive(kBarDsReady, NC);
+      if ((cw == 0 || kCoupled) && step > 0) named_bar_sync(kBarDqEmpty, kDqThreads);  // writer read the last tile
+      if (cw == 0) {
+        // Staging order: column block cb, then float4 j of this thread's fragment, then the thread: a warp's
+        // 16-byte stores are contiguous (conflict-free); flash_dq_tiles_cast_kernel maps it back to (row, column).
+        const uint32_t stage = sdQ + (tid - 128) * 16;
+#pragma unroll 1
+        for (int cb = 0; cb < kQBlocks; ++cb) {
+          float acc[32];
+          wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < BC / 16; ++kk) {
-          const uint64_t da = smem_desc(sdSs + kk * 16 * 128, BC * 128, 1024);
-          const uint64_t db = smem_desc(sK + cb * BC * 128 + kk * 16 * 128, BC * 128, 1024);
-          wgmma_ss_m64n64k16<1, 1>(acc, da, db, kk > 0);
+          for (int kk = 0; kk < BC / 16; ++kk) {
+            const uint64_t da = smem_desc(sdSs + kk * 16 * 128, BC * 128, 1024);
+            const uint64_t db = smem_desc(sK + cb * BC * 128 + kk * 16 * 128, BC * 128, 1024);
+            wgmma_ss_m64n64k16<1, 1>(acc, da, db, kk > 0);
+          }
+          wgmma_commit();
+          wgmma_wait_all();
+          pin(acc);
+          // dS^T read: consumer 1 may write the next step's (no arrival after the last step: nobody waits).
+          if (!kCoupled && cb == kQBlocks - 1 && step + 1 < n_steps) named_bar_arrive(kBarDsFree, NC);
+#pragma unroll
+          for (int j = 0; j < 8; ++j)
+            asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(stage + (cb * 8 + j) * 128 * 16),
+                         "f"(acc[4 * j]), "f"(acc[4 * j + 1]), "f"(acc[4 * j + 2]), "f"(acc[4 * j + 3])
+                         : "memory");
         }
-        wgmma_commit();
-        wgmma_wait_all();
-        pin(acc);
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-          asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(stage + (cb * 8 + j) * 128 * 16),
-                       "f"(acc[4 * j]), "f"(acc[4 * j + 1]), "f"(acc[4 * j + 2]), "f"(acc[4 * j + 3])
-                       : "memory");
+        fence_proxy_async();  // the stores above -> visible to the writer's bulk reduction (async proxy)
       }
-      fence_proxy_async();  // the stores above -> visible to the writer's bulk reduction (async proxy)
-      named_bar_arrive(kBarDqFull, NC + 32);
+      if (cw == 0 || kCoupled) named_bar_arrive(kBarDqFull, kDqThreads);
     }
     wgmma_wait_all();
     pin(dv);
