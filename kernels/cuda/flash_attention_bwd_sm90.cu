@@ -286,13 +286,15 @@ __global__ void __launch_bounds__(kB90Threads, 1)
     wgmma_commit();
 
     if (p.atomic_dq) {
-      // dS^T of both consumers written (consumer 1 only announces its half when not coupled: kBarDsFree keeps it
-      // from arriving twice before consumer 0 has waited here).
-      if (cw == 0 || kCoupled)
+      // Consumer 0, and consumer 1 when coupled, wait here for both dS^T halves and meet the writer's barriers;
+      // uncoupled, consumer 1 only announces its half (kBarDsFree keeps it from arriving twice before consumer 0 has
+      // waited here).
+      const bool meets = cw == 0 || kCoupled;
+      if (meets)
         named_bar_sync(kBarDsReady, NC);
       else
         named_bar_arrive(kBarDsReady, NC);
-      if ((cw == 0 || kCoupled) && step > 0) named_bar_sync(kBarDqEmpty, kDqThreads);  // writer read the last tile
+      if (meets && step > 0) named_bar_sync(kBarDqEmpty, kDqThreads);  // writer read the last tile
       if (cw == 0) {
         // Staging order: column block cb, then float4 j of this thread's fragment, then the thread: a warp's
         // 16-byte stores are contiguous (conflict-free); flash_dq_tiles_cast_kernel maps it back to (row, column).
@@ -321,7 +323,7 @@ __global__ void __launch_bounds__(kB90Threads, 1)
         }
         fence_proxy_async();  // the stores above -> visible to the writer's bulk reduction (async proxy)
       }
-      if (cw == 0 || kCoupled) named_bar_arrive(kBarDqFull, kDqThreads);
+      if (meets) named_bar_arrive(kBarDqFull, kDqThreads);
     }
     wgmma_wait_all();
     pin(dv);
