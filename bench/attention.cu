@@ -419,8 +419,8 @@ void bench_read_floor(const std::string& what, double bytes, double copy_gbs, in
 
 // `bench_attention --profile NAME` runs one kernel a few times for a profiler (scripts/attention_check.sh --ncu):
 // NAME = latent (decode, B=4, H=16, Dc=512, Dr=64, 32k), latent128 (the same with 128 heads: the wgmma kernel),
-// gqa (decode, B=4, Hq=32, Hk=8, D=128, 32k), each with a suffix _b1 for B=1; bwd (flash backward, B=4, T=4096, 16 heads, (192,128)), bwd128 (the
-// same at (128,128)), fwd (flash forward, (192,128)), cudnn_bwd64 (latte's cuDNN forward and backward at (64,64),
+// gqa (decode, B=4, Hq=32, Hk=8, D=128, 32k), each with a suffix _b1 for B=1; bwd (flash backward, B=4, T=4096, 16 heads, (192,128)), bwd128 / bwd64 (the
+// same at (128,128) / (64,64)), fwd (flash forward, (192,128)), cudnn_bwd64 (latte's cuDNN forward and backward at (64,64),
 // to set its kernels beside PyTorch's cuDNN call under a profiler).
 int profile(const std::string& what) {
   const Device dev = Device::cuda();
@@ -448,7 +448,8 @@ int profile(const std::string& what) {
       cuda::cudnn_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, 0.125, true);
     }
   } else {
-    FlashTensors ft = flash_tensors(4, 4096, 16, what == "bwd128" ? 128 : 192, 128);
+    const int64_t dqk = what == "bwd128" ? 128 : what == "bwd64" ? 64 : 192, dv = what == "bwd64" ? 64 : 128;
+    FlashTensors ft = flash_tensors(4, 4096, 16, dqk, dv);
     auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
     for (int i = 0; i < 3; ++i) {
       cuda::flash_attention_forward(out, lse, q, k, v, 1, 0.072, true);

@@ -31,6 +31,7 @@
 // Floor: 2.5x the forward's FLOPs, 0.87 ms at (192,128), B=4, T=4096, 16 heads, at the 989 TFLOP/s dense peak.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/flash_attention_sm90.cuh"
@@ -39,8 +40,14 @@ namespace latte::cuda::flash {
 
 namespace {
 
-constexpr int kB90Threads = 384;  // warpgroup 0: producer; warpgroups 1, 2: consumers (64 keys each)
-constexpr int kB90BC = 128;       // keys per block
+// Consumer warpgroups (64 keys each): 3 at (64,64), where each consumer's chain per step is short and a third keeps
+// the tensor cores busier (as the forward's v79), 2 elsewhere (their dK and dV accumulators need 240 registers).
+template <int DQK, int DV>
+constexpr int kB90Consumers = DQK == 64 && DV == 64 ? 3 : 2;
+template <int DQK, int DV>
+constexpr int kB90Threads = 128 * (1 + kB90Consumers<DQK, DV>);  // warpgroup 0: producer; then the consumers
+template <int DQK, int DV>
+constexpr int kB90BC = 64 * kB90Consumers<DQK, DV>;  // keys per block
 constexpr int kB90BR = 64;        // queries per step
 constexpr int kB90Stages = 2;     // Q / dO / lse / D buffers
 // dS^T is double-buffered (a consumer may write step j+1's half while the other still runs step j's dQ GEMM)
@@ -50,7 +57,8 @@ constexpr int kB90DsBuffers = DQK == 192 ? 1 : 2;
 
 template <int DQK, int DV>
 constexpr int bwd_sm90_smem_bytes() {  // K, V, stages x (Q, dO), dS^T buffers, dQ tile, stages x (lse, D), mbarriers, slack
-  return (kB90BC * (DQK + DV) + kB90Stages * kB90BR * (DQK + DV) + kB90DsBuffers<DQK> * kB90BC * kB90BR) * 2 +
+  constexpr int BC = kB90BC<DQK, DV>;
+  return (BC * (DQK + DV) + kB90Stages * kB90BR * (DQK + DV) + kB90DsBuffers<DQK> * BC * kB90BR) * 2 +
          kB90BR * DQK * 4 + kB90Stages * 2 * kB90BR * 4 + 64 + 1024;
 }
 static_assert(bwd_sm90_smem_bytes<192, 128>() <= 227 * 1024, "shared memory of the largest instantiation");
@@ -60,10 +68,11 @@ struct BwdTmaMaps {
 };
 
 template <int DQK, int DV>
-__global__ void __launch_bounds__(kB90Threads, 1)
+__global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
     flash_bwd_sm90_kernel(const Params p, const __grid_constant__ BwdTmaMaps maps, int group_size) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int BC = kB90BC, BR = kB90BR, ST = kB90Stages, NC = kB90Threads - 128;  // NC: consumer threads
+  constexpr int NCW = kB90Consumers<DQK, DV>, BC = kB90BC<DQK, DV>, BR = kB90BR, ST = kB90Stages;
+  constexpr int NC = 128 * NCW;  // consumer threads
   // dQ: consumer 0 computes every 64-column block (DQK / 64) while consumer 1 goes on to the next step's S^T and
   // dP^T, so that the two run out of phase (session 22, v80: +5-7% at (128,128) against one block each).
   constexpr int kQBlocks = DQK / 64;
@@ -111,11 +120,13 @@ __global__ void __launch_bounds__(kB90Threads, 1)
   const int n_m = (p.T + BR - 1) / BR - m_first, n_steps = p.G * n_m;
 
   // Full barriers: the TMA thread's arrival (+ bytes) and the lse/D warp's 32 lanes.
-  if (tid == 0) init_pipeline_barriers(kv_full, full0, empty0, ST, 1 + 32);
+  // Empty barriers: one arrival per consumer warp.
+  if (tid == 0) init_pipeline_barriers(kv_full, full0, empty0, ST, 1 + 32, 4 * NCW);
   __syncthreads();
 
-  // Register split after setmaxnreg: 128 x 24 + 256 x 240 = 64512 = the 384 x 168 the block is launched with.
-  constexpr int kProducerRegs = 24, kConsumerRegs = 240;
+  // Register split after setmaxnreg: 128 x 24 + 256 x 240 = 64512 = the 384 x 168 the block is launched with;
+  // three consumers: 128 x 24 + 384 x 160 = 64512 = 512 x 126.
+  constexpr int kProducerRegs = 24, kConsumerRegs = NCW == 3 ? 160 : 240;
   if (wg == 0) {
     // Producer: warp 0 issues the TMA loads (K, V once; Q, dO per step), warp 1 copies lse and D (rows past T as
     // zeros); a stage is refilled once all 8 consumer warps released it.
@@ -146,7 +157,7 @@ __global__ void __launch_bounds__(kB90Threads, 1)
 #pragma unroll
           for (int e = lane; e < BR; e += 32) {
             const int t = q0 + e;
-            dst[e] = t < p.T ? p.lse[row + t] : 0.f;
+            dst[e] = t < p.T ? p.lse[row + t] * kLog2e : 0.f;  // in log2 units, as the consumers' exp2 takes it
             dst[BR + e] = t < p.T ? p.delta[row + t] : 0.f;
           }
           mbar_arrive(full);
@@ -181,13 +192,18 @@ __global__ void __launch_bounds__(kB90Threads, 1)
 #pragma unroll
   for (int x = 0; x < DV / 2; ++x) dv[x] = 0.f;
   mbar_wait(kv_full, 0);
+  // The K block of dQ = dS K (MN-major B): the same every step.
+  const uint64_t d_K = smem_desc(sK, BC * 128, 1024);
 
-  for (int step = 0; step < n_steps; ++step) {
+  for (int step = 0, qt = m_first; step < n_steps; ++step, qt = qt + 1 == m_first + n_m ? m_first : qt + 1) {
     const int s = step % ST;
-    const int q0 = (m_first + step % n_m) * BR;
+    const int q0 = qt * BR;  // query tile qt of the step's query head (a counter: no division per step)
     mbar_wait(full0 + 8 * s, (step / ST) & 1);
     const uint32_t sQs = sQ + s * BR * DQK * 2, sdOs = sdO + s * BR * DV * 2;
     const uint32_t sdSs = sdS + (kDsBuffers == 2 ? (step & 1) * BC * BR * 2 : 0);
+    // Descriptors of the step's MN-major B operands (dV: dO, dK: Q) and of dS^T as dQ's A; k-steps add offsets.
+    const uint64_t d_dO = smem_desc(sdOs, BR * 128, 1024), d_Q = smem_desc(sQs, BR * 128, 1024);
+    const uint64_t d_dS = smem_desc(sdSs, BC * 128, 1024);
     const float* sL = sLD + s * 2 * BR;
     const float* sD = sL + BR;
 
@@ -195,7 +211,7 @@ __global__ void __launch_bounds__(kB90Threads, 1)
     // is computed while dP^T runs, and dV += P^T dO runs while dS^T is computed. At Dqk = 192 (kLowRegs) dP^T
     // is issued only after P^T is in bf16 fragments: S^T and dP^T live at once next to dK 96 + dV 64 do not fit
     // a consumer's 240 registers (ptxas spilled ~380 bytes).
-    constexpr bool kLowRegs = DQK == 192;
+    constexpr bool kLowRegs = DQK == 192 || NCW == 3;  // three consumers: 160 registers for dK 32 + dV 32
     float st[32], dpt[32];
     auto issue_dpt = [&] {
       wgmma_ss_kmajor<DV, 64>(dpt, sV + cw * 64 * 128, BC * 128, sdOs, BR * 128);
@@ -216,21 +232,28 @@ __global__ void __launch_bounds__(kB90Threads, 1)
     // per k-step). st[x]: key key_row + 8 ((x & 3) >> 1), query 8 (x >> 2) + 2 tq + (x & 1).
     const bool need_mask = (n0 + BC > p.S) || (q0 + BR > p.T) || (p.causal && n0 + BC - 1 > q0 + off);
     uint32_t pa[BR / 16][4], sa[BR / 16][4];
+    // Two copies of the loop, so that the unmasked steps (most) carry no per-element branches.
+    auto exp_scores = [&](auto masked) {
 #pragma unroll
-    for (int x = 0; x < 32; x += 2) {
-      const int qc = 8 * (x >> 2) + 2 * tq;
-      const float2 l2 = *reinterpret_cast<const float2*>(sL + qc);
+      for (int x = 0; x < 32; x += 2) {
+        const int qc = 8 * (x >> 2) + 2 * tq;
+        const float2 l2 = *reinterpret_cast<const float2*>(sL + qc);
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        float pr = fast_exp2(fmaf(st[x + e], p.scale_log2, -(e ? l2.y : l2.x) * kLog2e));
-        if (need_mask) {
-          const int key = n0 + key_row + 8 * ((x & 3) >> 1), t = q0 + qc + e;
-          if (key >= p.S || t >= p.T || (p.causal && key > t + off)) pr = 0.f;
+        for (int e = 0; e < 2; ++e) {
+          float pr = fast_exp2(fmaf(st[x + e], p.scale_log2, -(e ? l2.y : l2.x)));
+          if constexpr (decltype(masked)::value) {
+            const int key = n0 + key_row + 8 * ((x & 3) >> 1), t = q0 + qc + e;
+            if (key >= p.S || t >= p.T || (p.causal && key > t + off)) pr = 0.f;
+          }
+          st[x + e] = pr;
         }
-        st[x + e] = pr;
+        pa[x >> 3][(x & 7) >> 1] = pack_bf16(st[x], st[x + 1]);
       }
-      pa[x >> 3][(x & 7) >> 1] = pack_bf16(st[x], st[x + 1]);
-    }
+    };
+    if (need_mask)
+      exp_scores(std::true_type{});
+    else
+      exp_scores(std::false_type{});
 
     // dV += P^T dO (after dP^T at Dqk = 192).
     wgmma_fence();
@@ -238,7 +261,7 @@ __global__ void __launch_bounds__(kB90Threads, 1)
     pin(dv);
 #pragma unroll
     for (int kk = 0; kk < BR / 16; ++kk)
-      wgmma_rs_tb<DV>(dv, pa[kk], smem_desc(sdOs + kk * 16 * 128, BR * 128, 1024));
+      wgmma_rs_tb<DV>(dv, pa[kk], desc_advance(d_dO, kk * 16 * 128));
     wgmma_commit();
     // dP^T done; dV keeps running except at Dqk = 192: there dV left in flight through the dS^T code below (its A
     // fragments and accumulators held next to dK 96, dP^T 32, P^T and dS^T fragments) made ptxas serialize every
@@ -257,23 +280,21 @@ __global__ void __launch_bounds__(kB90Threads, 1)
     for (int x = 0; x < 32; x += 2) {
       const float2 d2 = *reinterpret_cast<const float2*>(sD + 8 * (x >> 2) + 2 * tq);
       float2 pr = make_float2(st[x], st[x + 1]);
-      if constexpr (DQK == 192) pr = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&pa[x >> 3][(x & 7) >> 1]));
+      if constexpr (kLowRegs) pr = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&pa[x >> 3][(x & 7) >> 1]));
       sa[x >> 3][(x & 7) >> 1] = pack_bf16(pr.x * (dpt[x] - d2.x), pr.y * (dpt[x + 1] - d2.y));
     }
 
     // dS^T to shared memory for the dQ GEMM: row = key (128 bytes = 64 queries), 16-byte chunks swizzled by
-    // row % 8. sa[kk][j] holds keys key_row + 8 (j & 1), queries 16 kk + 8 (j >> 1) + 2 tq + {0, 1}.
+    // row % 8. sa[kk][j] holds keys key_row + 8 (j & 1), queries 16 kk + 8 (j >> 1) + 2 tq + {0, 1}: element
+    // (g, 2 tq) of the 8 x 8 matrix j that stmatrix stores, so one stmatrix.x4 per kk (was four 4-byte stores
+    // per kk, each with its own swizzled address); lane i gives row i % 8 of matrix i / 8.
     if (p.atomic_dq) {
       // One buffer: consumer 1 waits for consumer 0's dQ GEMMs of the last step (consumer 0 ran them itself).
       if (!kCoupled && cw == 1 && step > 0) named_bar_sync(kBarDsFree, NC);
+      const int mj = lane >> 3, mrow = key_row - g + 8 * (mj & 1) + (lane & 7);  // mrow % 8 = lane % 8
+      const uint32_t row_addr = sdSs + mrow * 128, xr = ((mj >> 1) ^ (lane & 7)) << 4;
 #pragma unroll
-      for (int kk = 0; kk < BR / 16; ++kk)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int row = key_row + 8 * (j & 1), chunk = 2 * kk + (j >> 1);
-          const uint32_t addr = sdSs + row * 128 + ((chunk ^ (row & 7)) << 4) + tq * 4;
-          asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(sa[kk][j]) : "memory");
-        }
+      for (int kk = 0; kk < BR / 16; ++kk) stmatrix_x4(row_addr + (xr ^ (kk << 5)), sa[kk]);  // chunk 2 kk + mj / 2
       fence_proxy_async();
     }
 
@@ -282,7 +303,7 @@ __global__ void __launch_bounds__(kB90Threads, 1)
     pin(dk);
 #pragma unroll
     for (int kk = 0; kk < BR / 16; ++kk)
-      wgmma_rs_tb<DQK>(dk, sa[kk], smem_desc(sQs + kk * 16 * 128, BR * 128, 1024));
+      wgmma_rs_tb<DQK>(dk, sa[kk], desc_advance(d_Q, kk * 16 * 128));
     wgmma_commit();
 
     if (p.atomic_dq) {
@@ -306,8 +327,8 @@ __global__ void __launch_bounds__(kB90Threads, 1)
           wgmma_fence();
 #pragma unroll
           for (int kk = 0; kk < BC / 16; ++kk) {
-            const uint64_t da = smem_desc(sdSs + kk * 16 * 128, BC * 128, 1024);
-            const uint64_t db = smem_desc(sK + cb * BC * 128 + kk * 16 * 128, BC * 128, 1024);
+            const uint64_t da = desc_advance(d_dS, kk * 16 * 128);
+            const uint64_t db = desc_advance(d_K, cb * BC * 128 + kk * 16 * 128);
             wgmma_ss_m64n64k16<1, 1>(acc, da, db, kk > 0);
           }
           wgmma_commit();
@@ -381,7 +402,7 @@ __global__ void flash_dq_tiles_cast_kernel(const Params p) {
 
 template <int DQK, int DV>
 void run_bwd_sm90(const Params& p, cudaStream_t stream) {
-  constexpr int smem = bwd_sm90_smem_bytes<DQK, DV>();
+  constexpr int smem = bwd_sm90_smem_bytes<DQK, DV>(), BC = kB90BC<DQK, DV>;
   static bool configured = false;
   if (!configured) {
     CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_sm90_kernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -391,16 +412,16 @@ void run_bwd_sm90(const Params& p, cudaStream_t stream) {
   const int rhk = p.R * p.Hk, rhq = p.R * p.Hq;
   maps.q = tma_map_bf16(p.q, DQK, p.Hq, p.T, p.B, p.q_sh, p.q_st, p.q_sb, kB90BR);
   maps.dout = tma_map_bf16(p.dout, DV, rhq, p.T, p.B, p.do_sh, p.do_st, p.do_sb, kB90BR);
-  maps.k = tma_map_bf16(p.k, DQK, rhk, p.S, p.B, p.k_sh, p.k_st, p.k_sb, kB90BC);
-  maps.v = tma_map_bf16(p.v, DV, rhk, p.S, p.B, p.v_sh, p.v_st, p.v_sb, kB90BC);
-  const int n_kt = (p.S + kB90BC - 1) / kB90BC, n_tiles = (p.T + kB90BR - 1) / kB90BR;
+  maps.k = tma_map_bf16(p.k, DQK, rhk, p.S, p.B, p.k_sh, p.k_st, p.k_sb, BC);
+  maps.v = tma_map_bf16(p.v, DV, rhk, p.S, p.B, p.v_sh, p.v_st, p.v_sb, BC);
+  const int n_kt = (p.S + BC - 1) / BC, n_tiles = (p.T + kB90BR - 1) / kB90BR;
   // Pairs per group: their dQ accumulators (G query heads x T x Dqk fp32 each) within ~16 MB of the 50 MB L2.
   const int64_t acc_bytes = int64_t(p.G) * n_tiles * kB90BR * DQK * 4;
   const int group_size = static_cast<int>(std::max<int64_t>(1, (int64_t(16) << 20) / std::max<int64_t>(1, acc_bytes)));
   const dim3 grid(n_kt * p.B * p.R * p.Hk);
   if (p.atomic_dq)
     CUDA_CHECK(cudaMemsetAsync(p.dq_accum, 0, sizeof(float) * size_t(p.B) * p.Hq * n_tiles * kB90BR * DQK, stream));
-  flash_bwd_sm90_kernel<DQK, DV><<<grid, kB90Threads, smem, stream>>>(p, maps, group_size);
+  flash_bwd_sm90_kernel<DQK, DV><<<grid, kB90Threads<DQK, DV>, smem, stream>>>(p, maps, group_size);
   CUDA_CHECK_LAUNCH("flash_bwd_sm90_kernel");
   if (p.atomic_dq) {
     flash_dq_tiles_cast_kernel<DQK><<<p.B * p.Hq * n_tiles * (DQK / 64), 128, 0, stream>>>(p);

@@ -119,13 +119,13 @@ __device__ __forceinline__ void tma_load_4d_once(uint32_t dst, const void* tmap,
 }
 // The mbarriers of a producer/consumer pipeline, by one thread: a one-shot barrier for data loaded once, and per
 // stage a full barrier (`full_count` arrivals: the TMA issuer's, plus any producer lanes) and an empty barrier
-// (one arrival per consumer warp, 8). Barrier b of a kind is at base + 8 b; call __syncthreads after.
+// (`empty_count` arrivals: one per consumer warp, 8 for two consumer warpgroups). Barrier b of a kind is at base + 8 b; call __syncthreads after.
 __device__ __forceinline__ void init_pipeline_barriers(uint32_t once, uint32_t full0, uint32_t empty0, int stages,
-                                                       uint32_t full_count) {
+                                                       uint32_t full_count, uint32_t empty_count = 8) {
   mbar_init(once, 1);
   for (int s = 0; s < stages; ++s) {
     mbar_init(full0 + 8 * s, full_count);
-    mbar_init(empty0 + 8 * s, 8);
+    mbar_init(empty0 + 8 * s, empty_count);
   }
   mbar_init_fence();
 }
@@ -143,6 +143,13 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 __device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
   return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t((lbo >> 4) & 0x3FFF) << 16) |
          (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (uint64_t(1) << 62);
+}
+// The descriptor of the operand `bytes` (a multiple of 16) past desc's: an add to its address field, which cannot
+// carry (shared memory addresses stay below 256 KB). Why: built from scratch for every k-step (add, mask, shift,
+// or, and the moves into uniform registers) the descriptors took ~7 instructions per wgmma, a sixth of the
+// backward's instructions (ncu, session 23).
+__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
+  return desc + (bytes >> 4);
 }
 
 // D (64 x 32) (+)= A (64 x 16) B (16 x 32), both K-major from shared memory.
@@ -248,10 +255,11 @@ __device__ __forceinline__ void wgmma_rs_tb(float (&d)[DN / 2], const uint32_t (
 template <int K, int N>
 __device__ __forceinline__ void wgmma_ss_kmajor(float (&d)[N / 2], uint32_t a, uint32_t a_block, uint32_t b,
                                                 uint32_t b_block) {
+  const uint64_t da0 = smem_desc(a, 16, 1024), db0 = smem_desc(b, 16, 1024);
 #pragma unroll
   for (int kk = 0; kk < K / 16; ++kk) {
-    const uint64_t da = smem_desc(a + (kk >> 2) * a_block + (kk & 3) * 32, 16, 1024);
-    const uint64_t db = smem_desc(b + (kk >> 2) * b_block + (kk & 3) * 32, 16, 1024);
+    const uint64_t da = desc_advance(da0, (kk >> 2) * a_block + (kk & 3) * 32);
+    const uint64_t db = desc_advance(db0, (kk >> 2) * b_block + (kk & 3) * 32);
     if constexpr (N == 64)
       wgmma_ss_m64n64k16<0, 0>(d, da, db, kk > 0);
     else
