@@ -183,7 +183,9 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
     return;
   }
   setmaxnreg_inc<kConsumerRegs>();
-  const int cw = wg - 1;
+  // Through a shuffle from lane 0 the compiler knows cw is warp-uniform, so that descriptor arithmetic on it can
+  // stay in uniform registers.
+  const int cw = __shfl_sync(0xffffffffu, wg - 1, 0);
   const int key_row = cw * 64 + (warp & 3) * 16 + g;  // this thread's keys in the block: key_row, key_row + 8
 
   float dk[DQK / 2], dv[DV / 2];
@@ -212,76 +214,86 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
     // is issued only after P^T is in bf16 fragments: S^T and dP^T live at once next to dK 96 + dV 64 do not fit
     // a consumer's 240 registers (ptxas spilled ~380 bytes).
     constexpr bool kLowRegs = DQK == 192 || NCW == 3;  // three consumers: 160 registers for dK 32 + dV 32
-    float st[32], dpt[32];
-    auto issue_dpt = [&] {
-      wgmma_ss_kmajor<DV, 64>(dpt, sV + cw * 64 * 128, BC * 128, sdOs, BR * 128);
+    // A consumer whose keys all come after the step's last query (causal diagonal, or past S) skips its GEMMs and
+    // stores a zero dS^T for the dQ product: at (64,64), 192 keys a block, 3 of the first 9 consumer steps.
+    // Only with three consumers: with two (one dead step in ~33 at T = 4096) the branches cost more (-0.5 to -1%).
+    const bool dead = NCW == 3 && ((p.causal && n0 + cw * 64 > q0 + BR - 1 + off) || n0 + cw * 64 >= p.S);
+    uint32_t sa[BR / 16][4];
+    if (!dead) {
+      float st[32], dpt[32];
+      auto issue_dpt = [&] {
+        wgmma_ss_kmajor<DV, 64>(dpt, sV + cw * 64 * 128, BC * 128, sdOs, BR * 128);
+        wgmma_commit();
+      };
+      wgmma_fence();
+      wgmma_ss_kmajor<DQK, 64>(st, sK + cw * 64 * 128, BC * 128, sQs, BR * 128);
       wgmma_commit();
-    };
-    wgmma_fence();
-    wgmma_ss_kmajor<DQK, 64>(st, sK + cw * 64 * 128, BC * 128, sQs, BR * 128);
-    wgmma_commit();
-    if constexpr (kLowRegs) {
-      wgmma_wait<0>();
-    } else {
-      issue_dpt();
-      wgmma_wait<1>();  // S^T done
-    }
-    pin(st);
+      if constexpr (kLowRegs) {
+        wgmma_wait<0>();
+      } else {
+        issue_dpt();
+        wgmma_wait<1>();  // S^T done
+      }
+      pin(st);
 
-    // P^T = exp2(S^T scale log2e - lse log2e) (masked), kept in fp32 in st and as bf16 A fragments (16 queries
-    // per k-step). st[x]: key key_row + 8 ((x & 3) >> 1), query 8 (x >> 2) + 2 tq + (x & 1).
-    const bool need_mask = (n0 + BC > p.S) || (q0 + BR > p.T) || (p.causal && n0 + BC - 1 > q0 + off);
-    uint32_t pa[BR / 16][4], sa[BR / 16][4];
-    // Two copies of the loop, so that the unmasked steps (most) carry no per-element branches.
-    auto exp_scores = [&](auto masked) {
+      // P^T = exp2(S^T scale log2e - lse log2e) (masked), kept in fp32 in st and as bf16 A fragments (16 queries
+      // per k-step). st[x]: key key_row + 8 ((x & 3) >> 1), query 8 (x >> 2) + 2 tq + (x & 1).
+      const bool need_mask = (n0 + BC > p.S) || (q0 + BR > p.T) || (p.causal && n0 + BC - 1 > q0 + off);
+      uint32_t pa[BR / 16][4];
+      // Two copies of the loop, so that the unmasked steps (most) carry no per-element branches.
+      auto exp_scores = [&](auto masked) {
+#pragma unroll
+        for (int x = 0; x < 32; x += 2) {
+          const int qc = 8 * (x >> 2) + 2 * tq;
+          const float2 l2 = *reinterpret_cast<const float2*>(sL + qc);
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float pr = fast_exp2(fmaf(st[x + e], p.scale_log2, -(e ? l2.y : l2.x)));
+            if constexpr (decltype(masked)::value) {
+              const int key = n0 + key_row + 8 * ((x & 3) >> 1), t = q0 + qc + e;
+              if (key >= p.S || t >= p.T || (p.causal && key > t + off)) pr = 0.f;
+            }
+            st[x + e] = pr;
+          }
+          pa[x >> 3][(x & 7) >> 1] = pack_bf16(st[x], st[x + 1]);
+        }
+      };
+      if (need_mask)
+        exp_scores(std::true_type{});
+      else
+        exp_scores(std::false_type{});
+
+      // dV += P^T dO (after dP^T at Dqk = 192).
+      wgmma_fence();
+      if constexpr (kLowRegs) issue_dpt();
+      pin(dv);
+#pragma unroll
+      for (int kk = 0; kk < BR / 16; ++kk)
+        wgmma_rs_tb<DV>(dv, pa[kk], desc_advance(d_dO, kk * 16 * 128));
+      wgmma_commit();
+      // dP^T done; dV keeps running except at Dqk = 192: there dV left in flight through the dS^T code below (its A
+      // fragments and accumulators held next to dK 96, dP^T 32, P^T and dS^T fragments) made ptxas serialize every
+      // wgmma of the kernel (advisory C7512: a wait after each k-step of every GEMM); waiting here lets the
+      // rest overlap: 310 -> 347 TFLOP/s at B=4, T=4096 (docs/attention_kernels.md, v23).
+      if constexpr (kLowRegs)
+        wgmma_wait<0>();
+      else
+        wgmma_wait<1>();
+      pin(dpt);
+
+      // dS^T = P^T (dP^T - D), as bf16 A fragments. At Dqk = 192 P^T is taken back from its bf16 fragments (dS^T
+      // is rounded to bf16 right after anyway): keeping the fp32 copy live here needs 32 registers the 240 of a
+      // consumer do not have (dK 96 + dV 64 + dP^T 32 + fragments), and spills cost more than the rounding.
 #pragma unroll
       for (int x = 0; x < 32; x += 2) {
-        const int qc = 8 * (x >> 2) + 2 * tq;
-        const float2 l2 = *reinterpret_cast<const float2*>(sL + qc);
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float pr = fast_exp2(fmaf(st[x + e], p.scale_log2, -(e ? l2.y : l2.x)));
-          if constexpr (decltype(masked)::value) {
-            const int key = n0 + key_row + 8 * ((x & 3) >> 1), t = q0 + qc + e;
-            if (key >= p.S || t >= p.T || (p.causal && key > t + off)) pr = 0.f;
-          }
-          st[x + e] = pr;
-        }
-        pa[x >> 3][(x & 7) >> 1] = pack_bf16(st[x], st[x + 1]);
+        const float2 d2 = *reinterpret_cast<const float2*>(sD + 8 * (x >> 2) + 2 * tq);
+        float2 pr = make_float2(st[x], st[x + 1]);
+        if constexpr (kLowRegs) pr = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&pa[x >> 3][(x & 7) >> 1]));
+        sa[x >> 3][(x & 7) >> 1] = pack_bf16(pr.x * (dpt[x] - d2.x), pr.y * (dpt[x + 1] - d2.y));
       }
-    };
-    if (need_mask)
-      exp_scores(std::true_type{});
-    else
-      exp_scores(std::false_type{});
-
-    // dV += P^T dO (after dP^T at Dqk = 192).
-    wgmma_fence();
-    if constexpr (kLowRegs) issue_dpt();
-    pin(dv);
+    } else {
 #pragma unroll
-    for (int kk = 0; kk < BR / 16; ++kk)
-      wgmma_rs_tb<DV>(dv, pa[kk], desc_advance(d_dO, kk * 16 * 128));
-    wgmma_commit();
-    // dP^T done; dV keeps running except at Dqk = 192: there dV left in flight through the dS^T code below (its A
-    // fragments and accumulators held next to dK 96, dP^T 32, P^T and dS^T fragments) made ptxas serialize every
-    // wgmma of the kernel (advisory C7512: a wait after each k-step of every GEMM); waiting here lets the
-    // rest overlap: 310 -> 347 TFLOP/s at B=4, T=4096 (docs/attention_kernels.md, v23).
-    if constexpr (kLowRegs)
-      wgmma_wait<0>();
-    else
-      wgmma_wait<1>();
-    pin(dpt);
-
-    // dS^T = P^T (dP^T - D), as bf16 A fragments. At Dqk = 192 P^T is taken back from its bf16 fragments (dS^T
-    // is rounded to bf16 right after anyway): keeping the fp32 copy live here needs 32 registers the 240 of a
-    // consumer do not have (dK 96 + dV 64 + dP^T 32 + fragments), and spills cost more than the rounding.
-#pragma unroll
-    for (int x = 0; x < 32; x += 2) {
-      const float2 d2 = *reinterpret_cast<const float2*>(sD + 8 * (x >> 2) + 2 * tq);
-      float2 pr = make_float2(st[x], st[x + 1]);
-      if constexpr (kLowRegs) pr = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&pa[x >> 3][(x & 7) >> 1]));
-      sa[x >> 3][(x & 7) >> 1] = pack_bf16(pr.x * (dpt[x] - d2.x), pr.y * (dpt[x + 1] - d2.y));
+      for (int kk = 0; kk < BR / 16; ++kk) sa[kk][0] = sa[kk][1] = sa[kk][2] = sa[kk][3] = 0u;
     }
 
     // dS^T to shared memory for the dQ GEMM: row = key (128 bytes = 64 queries), 16-byte chunks swizzled by
@@ -299,12 +311,14 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
     }
 
     // dK += dS^T Q (left running while the warpgroups meet at the barrier below).
-    wgmma_fence();
-    pin(dk);
+    if (!dead) {
+      wgmma_fence();
+      pin(dk);
 #pragma unroll
-    for (int kk = 0; kk < BR / 16; ++kk)
-      wgmma_rs_tb<DQK>(dk, sa[kk], desc_advance(d_Q, kk * 16 * 128));
-    wgmma_commit();
+      for (int kk = 0; kk < BR / 16; ++kk)
+        wgmma_rs_tb<DQK>(dk, sa[kk], desc_advance(d_Q, kk * 16 * 128));
+      wgmma_commit();
+    }
 
     if (p.atomic_dq) {
       // Consumer 0, and consumer 1 when coupled, wait here for both dS^T halves and meet the writer's barriers;
