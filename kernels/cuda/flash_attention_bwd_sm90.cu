@@ -6,17 +6,18 @@
 // Why: the mma.sync pass is bound by ldmatrix traffic (every operand fragment through registers, ~1.5 mma per
 // ldmatrix.x4) and reaches ~155 TFLOP/s; wgmma reads B (and A, for the SS GEMMs) straight from shared memory for
 // 64 rows at once (docs/attention_kernels.md).
-// Block: 2 warpgroups (256 threads) own 128 keys of one kv head (64 per warpgroup) and keep dK, dV in
-// registers while they walk every 64-query tile of every query head of the GQA group (one MLRA branch), so
-// dK/dV are summed in a fixed order and written once. Per query tile, per warpgroup (FlashAttention-3's layout):
+// Block: 2 consumer warpgroups (256 threads; 3 at (64,64), 384) own 128 (192) keys of one kv head (64 per
+// warpgroup) and keep dK, dV in registers while they walk every 64-query tile of every query head of the GQA
+// group (one MLRA branch), so dK/dV are summed in a fixed order and written once. Per query tile, per warpgroup
+// (FlashAttention-3's layout):
 //   S^T  (64 keys x 64 q) = K Q^T     SS, both K-major              P^T = exp(S^T scale - lse)   (registers)
 //   dP^T (64 keys x 64 q) = V dO^T    SS, both K-major              dS^T = P^T (dP^T - D)        (registers)
 //   dV (64 x Dv)  += P^T dO           RS: A = P^T from registers, B = dO MN-major
 //   dK (64 x Dqk) += dS^T Q           RS: A = dS^T from registers, B = Q MN-major
-//   dS^T -> shared memory (bf16), barrier; then warpgroup 0, for every 64-column block of dQ:
-//   dQ (64 q x 64) = dS K             SS over the block's 128 keys: A = dS^T read as MN-major, B = K MN-major;
+//   dS^T -> shared memory (bf16, stmatrix), barrier; then warpgroup 0, for every 64-column block of dQ:
+//   dQ (64 q x 64) = dS K             SS over the block's keys: A = dS^T read as MN-major, B = K MN-major;
 //                                     staged in shared memory (fp32), then added to global memory (below)
-// Warpgroup 1 does no dQ work and starts the next step meanwhile, so that the two run out of phase (one's
+// The other warpgroups do no dQ work and start the next step meanwhile, so that the two run out of phase (one's
 // element-wise work beside the other's products; splitting the blocks between them was 5-7% slower at (128,128)).
 // dQ reduction: a writer warp of the producer warpgroup adds each step's staged (64 q x Dqk) tile into the fp32
 // accumulator with one bulk reduction (cp.reduce.async.bulk .add.f32, done in L2 by the TMA engine) while the
@@ -25,6 +26,9 @@
 // conflict-free shared stores); flash_dq_tiles_cast_kernel turns it into dq. Measured against fp32 atomics from
 // the consumers' registers (RED per element pair, which ncu put at ~25% of the pass): docs/attention_kernels.md.
 // Registers at (192, 128): dK 96 + dV 64 + S^T 32 + dP^T 32 floats per thread (one block of 256 threads per SM).
+// Instructions matter as much as the GEMMs' order here: the step's element-wise work is short, so descriptor
+// arithmetic, lse scaling, per-element mask branches and per-element dS^T stores were 40% of the instructions
+// until session 23 (cutting them: +7-18%, docs/attention_kernels.md v88-v93).
 // Loads: TMA by the producer warpgroup, Q/dO/lse/D double-buffered; K and V stay for the whole block.
 // Causal: a key tile starts at the first query tile that can see it. Block order: see the kernel (L2-sized groups
 // of heads, heaviest key tiles first inside a group).
@@ -288,7 +292,8 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
       for (int x = 0; x < 32; x += 2) {
         const float2 d2 = *reinterpret_cast<const float2*>(sD + 8 * (x >> 2) + 2 * tq);
         float2 pr = make_float2(st[x], st[x + 1]);
-        if constexpr (kLowRegs) pr = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&pa[x >> 3][(x & 7) >> 1]));
+        if constexpr (kLowRegs)
+          pr = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&pa[x >> 3][(x & 7) >> 1]));
         sa[x >> 3][(x & 7) >> 1] = pack_bf16(pr.x * (dpt[x] - d2.x), pr.y * (dpt[x + 1] - d2.y));
       }
     } else {

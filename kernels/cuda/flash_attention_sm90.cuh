@@ -119,7 +119,8 @@ __device__ __forceinline__ void tma_load_4d_once(uint32_t dst, const void* tmap,
 }
 // The mbarriers of a producer/consumer pipeline, by one thread: a one-shot barrier for data loaded once, and per
 // stage a full barrier (`full_count` arrivals: the TMA issuer's, plus any producer lanes) and an empty barrier
-// (`empty_count` arrivals: one per consumer warp, 8 for two consumer warpgroups). Barrier b of a kind is at base + 8 b; call __syncthreads after.
+// (`empty_count` arrivals: one per consumer warp, 8 for two consumer warpgroups). Barrier b of a kind is at
+// base + 8 b; call __syncthreads after.
 __device__ __forceinline__ void init_pipeline_barriers(uint32_t once, uint32_t full0, uint32_t empty0, int stages,
                                                        uint32_t full_count, uint32_t empty_count = 8) {
   mbar_init(once, 1);
