@@ -419,9 +419,10 @@ void bench_read_floor(const std::string& what, double bytes, double copy_gbs, in
 
 // `bench_attention --profile NAME` runs one kernel a few times for a profiler (scripts/attention_check.sh --ncu):
 // NAME = latent (decode, B=4, H=16, Dc=512, Dr=64, 32k), latent128 (the same with 128 heads: the wgmma kernel),
-// gqa (decode, B=4, Hq=32, Hk=8, D=128, 32k), each with a suffix _b1 for B=1; bwd (flash backward, B=4, T=4096, 16 heads, (192,128)), bwd128 / bwd64 (the
-// same at (128,128) / (64,64)), fwd (flash forward, (192,128)), cudnn_bwd64 (latte's cuDNN forward and backward at (64,64),
-// to set its kernels beside PyTorch's cuDNN call under a profiler).
+// gqa (decode, B=4, Hq=32, Hk=8, D=128, 32k), each with a suffix _b1 for B=1; bwd (flash backward, B=4, T=4096,
+// 16 heads, (192,128)), bwd128 / bwd64 (the same at (128,128) / (64,64)), fwd (flash forward, (192,128)),
+// cudnn_bwd64 (latte's cuDNN forward and backward at (64,64), to set its kernels beside PyTorch's cuDNN call under a
+// profiler).
 int profile(const std::string& what) {
   const Device dev = Device::cuda();
   const bool b1 = what.size() > 3 && what.substr(what.size() - 3) == "_b1";

@@ -28,7 +28,7 @@
 // Registers at (192, 128): dK 96 + dV 64 + S^T 32 + dP^T 32 floats per thread (one block of 256 threads per SM).
 // Instructions matter as much as the GEMMs' order here: the step's element-wise work is short, so descriptor
 // arithmetic, lse scaling, per-element mask branches and per-element dS^T stores were 40% of the instructions
-// until session 23 (cutting them: +7-18%, docs/attention_kernels.md v88-v93).
+// until session 23 (cutting them: +7-18%, docs/attention_kernels.md v89-v92).
 // Loads: TMA by the producer warpgroup, Q/dO/lse/D double-buffered; K and V stay for the whole block.
 // Causal: a key tile starts at the first query tile that can see it. Block order: see the kernel (L2-sized groups
 // of heads, heaviest key tiles first inside a group).
@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
   constexpr int kProducerRegs = 24, kConsumerRegs = NCW == 3 ? 160 : 240;
   if (wg == 0) {
     // Producer: warp 0 issues the TMA loads (K, V once; Q, dO per step), warp 1 copies lse and D (rows past T as
-    // zeros); a stage is refilled once all 8 consumer warps released it.
+    // zeros); a stage is refilled once every consumer warp released it.
     setmaxnreg_dec<kProducerRegs>();
     if (warp == 0 && lane == 0) {
       mbar_arrive_expect_tx(kv_full, BC * (DQK + DV) * 2);
@@ -267,7 +267,7 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
       else
         exp_scores(std::false_type{});
 
-      // dV += P^T dO (after dP^T at Dqk = 192).
+      // dV += P^T dO (after dP^T with kLowRegs).
       wgmma_fence();
       if constexpr (kLowRegs) issue_dpt();
       pin(dv);
@@ -275,7 +275,7 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
       for (int kk = 0; kk < BR / 16; ++kk)
         wgmma_rs_tb<DV>(dv, pa[kk], desc_advance(d_dO, kk * 16 * 128));
       wgmma_commit();
-      // dP^T done; dV keeps running except at Dqk = 192: there dV left in flight through the dS^T code below (its A
+      // dP^T done; dV keeps running except with kLowRegs: at Dqk = 192 dV left in flight through the dS^T code below (its A
       // fragments and accumulators held next to dK 96, dP^T 32, P^T and dS^T fragments) made ptxas serialize every
       // wgmma of the kernel (advisory C7512: a wait after each k-step of every GEMM); waiting here lets the
       // rest overlap: 310 -> 347 TFLOP/s at B=4, T=4096 (docs/attention_kernels.md, v23).
