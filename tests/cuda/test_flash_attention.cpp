@@ -84,6 +84,10 @@ TEST(FlashAttention, Shapes) {
       {"explicit scale", 1, 129, 129, 4, 2, 1, 128, 128, true, 0.05, false},
       {"strided fused views", 2, 67, 67, 4, 2, 2, 128, 64, true, 0, true},
       {"strided S > T mla", 1, 33, 160, 2, 1, 1, 192, 128, true, 0.1, true},
+      // The (64,64) wgmma backward's 192-key blocks, three consumers: one past S (non-causal), one causally dead on
+      // the first steps and one past S (S > T).
+      {"(64,64) non-causal S < 192", 2, 130, 100, 4, 2, 1, 64, 64, false, 0, false},
+      {"(64,64) causal S > T", 1, 70, 450, 4, 2, 1, 64, 64, true, 0, false},
   };
   uint64_t seed = 9000;
   for (const FlashCase& c : cases) run_flash_case(c, seed += 10);
