@@ -5,13 +5,14 @@
 
 VARIANT is LABEL=BINARY[,NAME=VALUE...]: a bench_attention binary and environment settings, e.g.
     new=build/bench_attention  old=build/bench_attention_old  cp=build/bench_attention,LATTE_DECODE_TMA=0
-MODE is the benchmark's mode: decode (the default), decode-models or backward (bench_attention --MODE). --rows
-TEXT[|TEXT...] keeps only the decode and read-floor rows (or --backward shapes, "bwd B4 T4096 H16 (64,64)") whose
-name and shape contain one of the texts (e.g. "H128" or "B4 S32k H128|latent_B4"): bench_attention's
+MODE is the benchmark's mode: decode (the default), decode-models, forward or backward (bench_attention --MODE).
+--rows TEXT[|TEXT...] keeps only the decode and read-floor rows (or --forward / --backward shapes, "bwd B4 T4096
+H16 (64,64)") whose name and shape contain one of the texts (e.g. "H128" or "B4 S32k H128|latent_B4"): bench_attention's
 LATTE_BENCH_ROWS, for every variant; less device time per round. The variants run in
 turn, round after round (A B A B ...), so that a drift of the machine (clocks, temperature) hits all of them
 alike; one row per benchmark line, one column per variant: the median over the rounds and, in brackets, the
-range. Decode rows give the fraction of the copy bandwidth, backward rows TFLOP/s (one call, and back to back).
+range. Decode rows give the fraction of the copy bandwidth, forward rows TFLOP/s, backward rows TFLOP/s (one call,
+and back to back).
 The last column is the first variant's median over the second's.
 """
 import argparse
@@ -27,6 +28,8 @@ TABLE_ROW = re.compile(r"^(?P<label>.+?)\s+(?P<ms>\d+\.\d{4})\s+(?P<rate>\d+\.\d
 # bench_attention --backward: "<name> B4 T4096 H16 (d,d) causal: X ms Y TFLOP/s, back to back X ms Y TFLOP/s".
 BACKWARD_ROW = re.compile(r"^(?P<label>.+?): (?P<ms>[\d.]+) ms (?P<tf>[\d.]+) TFLOP/s, back to back "
                           r"(?P<ms4>[\d.]+) ms (?P<tf4>[\d.]+) TFLOP/s")
+# bench_attention --forward: "<name> fwd B4 T4096 H16 (d,d) causal: X ms Y TFLOP/s".
+FORWARD_ROW = re.compile(r"^(?P<label>.+?): (?P<ms>[\d.]+) ms (?P<tf>[\d.]+) TFLOP/s$")
 
 
 def parse_variant(text):
@@ -54,6 +57,10 @@ def parse_rows(output):
             rows[label] = float(m["tf"])
             rows[label + " (back to back)"] = float(m["tf4"])
             continue
+        m = FORWARD_ROW.match(line)
+        if m:
+            rows[re.sub(r"\s+", " ", m["label"].strip())] = float(m["tf"])
+            continue
         if line.startswith("kernel ") and line.rstrip().endswith(" of"):
             in_table = True
             continue
@@ -66,7 +73,7 @@ def parse_rows(output):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--mode", default="decode", choices=["decode", "decode-models", "backward"])
+    ap.add_argument("--mode", default="decode", choices=["decode", "decode-models", "forward", "backward"])
     ap.add_argument("--rows", default="",
                     help="only the rows (decode, read floor, --backward shapes) containing one of these |-separated texts")
     ap.add_argument("variants", nargs="+")

@@ -81,14 +81,15 @@ __device__ __forceinline__ void seesaw_s(float (&s)[32], uint32_t sQ, uint32_t s
 // fragments, 16 keys a step) or from a swizzled (64 heads, 64 keys) tile in shared memory; v = the half's first
 // column block in the stage.
 __device__ __forceinline__ void seesaw_pv_rs(float (&o0)[64], float (&o1)[64], const uint32_t (&pa)[4][4], uint32_t v) {
+  const uint64_t dv = smem_desc(v, kLatBlk, 1024);
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk)
-    wgmma_rs_m64n256k16_tb(o0, o1, pa[kk], smem_desc(v + kk * 16 * 128, kLatBlk, 1024));
+  for (int kk = 0; kk < 4; ++kk) wgmma_rs_m64n256k16_tb(o0, o1, pa[kk], desc_advance(dv, kk * 16 * 128));
 }
 __device__ __forceinline__ void seesaw_pv_ss(float (&o0)[64], float (&o1)[64], uint32_t sp, uint32_t v) {
+  const uint64_t dp = smem_desc(sp, 16, 1024), dv = smem_desc(v, kLatBlk, 1024);
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk)
-    wgmma_ss_m64n256k16_tb(o0, o1, smem_desc(sp + kk * 32, 16, 1024), smem_desc(v + kk * 16 * 128, kLatBlk, 1024));
+    wgmma_ss_m64n256k16_tb(o0, o1, desc_advance(dp, kk * 32), desc_advance(dv, kk * 16 * 128));
 }
 
 // P (bf16 A fragments) -> a swizzled (64 heads, 64 keys) tile: row = head, 16-byte chunk n (keys 8 n..) at

@@ -132,8 +132,9 @@ __device__ __forceinline__ void fwd_scale_o(float (&o)[DV / 2], const float (&al
 // tried on the H100 too: relative error 0.99.) Issued only; the caller commits and waits.
 template <int DV, int BC>
 __device__ __forceinline__ void fwd_issue_pv(float (&o)[DV / 2], const uint32_t (&pa)[BC / 16][4], uint32_t sv) {
+  const uint64_t dv = smem_desc(sv, BC * 128, 1024);
 #pragma unroll
-  for (int kk = 0; kk < BC / 16; ++kk) wgmma_rs_tb<DV>(o, pa[kk], smem_desc(sv + kk * 16 * 128, BC * 128, 1024));
+  for (int kk = 0; kk < BC / 16; ++kk) wgmma_rs_tb<DV>(o, pa[kk], desc_advance(dv, kk * 16 * 128));
 }
 
 // TMA descriptors of q, k, v: 4-D (D, heads, rows, batch) views with 128-byte swizzle and (64, 1, rows, 1) boxes
