@@ -155,6 +155,9 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
                                 std::getenv("LATTE_FLASH_NO_WGMMA_BWD") != nullptr;  // escape hatches
   p.sm90_bwd = g_backward_kernel != FlashKernel::kMmaSync && !wgmma_off &&
                flash::bwd_sm90_supported(static_cast<int>(d.Dqk), static_cast<int>(d.Dv));
+  // Persistent key tiles (session 24): +2-6% at Dqk 128 and 192, -1 to -2% at (64,64) (docs/attention_kernels.md).
+  static const bool persistent_off = !switch_on("LATTE_FLASH_PERSISTENT");
+  p.sm90_persistent = g_sm90_persistent && !persistent_off ? 1 : 0;
   const cudaStream_t stream = current_stream();
   flash::launch_bwd_dkdv(p, static_cast<int>(d.Dqk), static_cast<int>(d.Dv), stream);
   if (deterministic && d.T > 0) flash::launch_bwd_dq(p, static_cast<int>(d.Dqk), static_cast<int>(d.Dv), stream);

@@ -37,11 +37,12 @@ void flash_attention_set_sm90_pingpong(bool on);
 // tile j - 1 (FlashAttention-3's intra-warpgroup pipelining); off: S, softmax, P V in turn, without ping-pong.
 // LATTE_FLASH_OVERLAP=0 in the environment forces it off; for benchmarks and tests.
 void flash_attention_set_sm90_overlap(bool on);
-// Persistent wgmma forward (default on): one block per SM takes query tiles from a counter, heaviest first within
-// groups of heads whose K and V fit in L2, and loads the next tile's Q and first keys while it finishes the
-// current one; off: one block per query tile. LATTE_FLASH_PERSISTENT=0 in the environment forces it off, and
-// LATTE_FLASH_LPT=0 keeps the grid's order (each head's tiles heaviest first, head after head); for benchmarks and
-// tests.
+// Persistent wgmma kernels (default on). Forward: one block per SM takes query tiles from a counter, heaviest first
+// within groups of heads whose K and V fit in L2, and loads the next tile's Q and first keys while it finishes the
+// current one; backward: one block per SM takes key tiles (in the order of the one-block-per-tile grid) and loads
+// the next one's K, V and first Q/dO stages while it finishes the current one. Off: one block per tile.
+// LATTE_FLASH_PERSISTENT=0 in the environment forces both off, and LATTE_FLASH_LPT=0 keeps the forward's grid order
+// (each head's tiles heaviest first, head after head); for benchmarks and tests.
 void flash_attention_set_sm90_persistent(bool on);
 
 // Forward: writes out and lse. Runs on the current stream.

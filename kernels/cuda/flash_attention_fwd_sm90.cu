@@ -226,14 +226,14 @@ __global__ void __launch_bounds__(sm90_threads<DQK, DV>(), 1)
           for (int c = 0; c < DV / 64; ++c)
             tma_load_4d(sV + s * BC * DV * 2 + c * BC * 128, &maps.v, c * 64, w.kvh, j * BC, w.b, vfull);
         }
-        t = p.sm90_persistent ? int(gridDim.x) + atomicAdd(p.fwd_sched, 1) : n_items;
+        t = p.sm90_persistent ? int(gridDim.x) + atomicAdd(p.sm90_sched, 1) : n_items;
       }
       if (p.sm90_persistent) {
         // The last block past its final fetch resets the counters for the next launch on this stream.
         __threadfence();
-        if (atomicAdd(p.fwd_sched + 1, 1) == int(gridDim.x) - 1) {
-          atomicExch(p.fwd_sched, 0);
-          atomicExch(p.fwd_sched + 1, 0);
+        if (atomicAdd(p.sm90_sched + 1, 1) == int(gridDim.x) - 1) {
+          atomicExch(p.sm90_sched, 0);
+          atomicExch(p.sm90_sched + 1, 0);
         }
       }
     }
@@ -370,22 +370,6 @@ __global__ void __launch_bounds__(sm90_threads<DQK, DV>(), 1)
 #endif
 }
 
-// The persistent forward's counters for this device and stream (two ints, zeroed once; each launch leaves them
-// zero). One pair per stream: launches on one stream run in order, so they never share a counter.
-int* fwd_scheduler_counters(cudaStream_t stream) {
-  static std::mutex mutex;
-  static std::map<std::pair<int, cudaStream_t>, int*> counters;
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  const std::lock_guard<std::mutex> lock(mutex);
-  int*& c = counters[{device, stream}];
-  if (!c) {
-    CUDA_CHECK(cudaMalloc(&c, 2 * sizeof(int)));
-    CUDA_CHECK(cudaMemset(c, 0, 2 * sizeof(int)));
-  }
-  return c;
-}
-
 template <int DQK, int DV>
 void run_fwd_sm90(const Params& p, cudaStream_t stream) {
   constexpr int smem = sm90_smem_bytes<DQK, DV>();
@@ -409,7 +393,7 @@ void run_fwd_sm90(const Params& p, cudaStream_t stream) {
   // Persistent: one block per SM (the shared memory and registers of a block fill an SM).
   const int sms = device_properties().multiProcessorCount;
   const int blocks = q.sm90_persistent ? static_cast<int>(std::min<int64_t>(items, sms)) : static_cast<int>(items);
-  q.fwd_sched = q.sm90_persistent ? fwd_scheduler_counters(stream) : nullptr;
+  q.sm90_sched = q.sm90_persistent ? sm90_scheduler_counters(stream) : nullptr;
   flash_fwd_sm90_kernel<DQK, DV><<<blocks, sm90_threads<DQK, DV>(), smem, stream>>>(q, maps);
   CUDA_CHECK_LAUNCH("flash_fwd_sm90_kernel");
 }
@@ -438,6 +422,23 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 }
 
 }  // namespace
+
+// The persistent wgmma kernels' counters for this device and stream (two ints, zeroed once; each launch leaves them
+// zero). One pair per stream, shared by the forward and the backward: launches on one stream run in order, so they
+// never use it at once.
+int* sm90_scheduler_counters(cudaStream_t stream) {
+  static std::mutex mutex;
+  static std::map<std::pair<int, cudaStream_t>, int*> counters;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(mutex);
+  int*& c = counters[{device, stream}];
+  if (!c) {
+    CUDA_CHECK(cudaMalloc(&c, 2 * sizeof(int)));
+    CUDA_CHECK(cudaMemset(c, 0, 2 * sizeof(int)));
+  }
+  return c;
+}
 
 bool tma_available() { return tensor_map_encoder() != nullptr; }
 

@@ -48,9 +48,9 @@ struct Params {
   bool atomic_dq;
   int sm90_pingpong;  // the wgmma forward's consumers take turns issuing their GEMMs (on the overlapped schedule)
   int sm90_overlap;   // the wgmma forward issues S of tile j with P V of tile j - 1 (flash_attention_fwd_sm90.cu)
-  int sm90_persistent;  // the wgmma forward: one block per SM taking query tiles from a counter (fwd_sched)
+  int sm90_persistent;  // the wgmma kernels: one block per SM taking work items from a counter (sm90_sched)
   int sm90_head_group;  // the wgmma forward's work order: heads per heaviest-first group (0: sized by its launcher)
-  int* fwd_sched;       // (2) int: the persistent forward's next-item and finished-block counters, zero between launches
+  int* sm90_sched;      // (2) int: the persistent kernels' next-item and finished-block counters, zero between launches
   int sm90_bwd;       // the key-major backward pass on wgmma (flash_attention_bwd_sm90.cu)
 };
 
@@ -62,6 +62,7 @@ bool fwd_sm90_supported(int dqk, int dv);
 void launch_fwd_sm90(const Params& p, int dqk, int dv, cudaStream_t stream);  // sm_90a wgmma forward
 bool bwd_sm90_supported(int dqk, int dv);
 void launch_bwd_dkdv_sm90(const Params& p, int dqk, int dv, cudaStream_t stream);  // sm_90a wgmma key-major pass
+int* sm90_scheduler_counters(cudaStream_t stream);  // the persistent wgmma kernels' counters (sm90_sched)
 
 // Head dims: every flash kernel is instantiated for Dqk in {64, 96, 128, 192} and Dv in {64, 128}, the wgmma
 // ones (kDqk96 = false) for all but Dqk = 96. Calls f(std::integral_constant<int, Dqk>{},

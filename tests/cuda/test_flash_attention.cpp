@@ -8,6 +8,7 @@
 #include "tests/cuda/attention_test_util.h"
 
 #ifdef LATTE_WITH_CUDA
+#include <array>
 #include <cmath>
 #include <utility>
 
@@ -177,6 +178,50 @@ TEST(FlashAttention, WgmmaForwardPersistent) {
   }
   cuda::flash_attention_set_sm90_persistent(true);
   cuda::flash_attention_set_forward_kernel(cuda::FlashKernel::kAuto);
+}
+
+// The persistent wgmma backward (one block per SM taking key tiles from a counter; 528 tiles at (192,128), 352 at
+// (64,64), so each block does several, crossing (batch, kv head) pairs): dK and dV bitwise the same as one block
+// per key tile (the same instructions per tile), again on a second call (the counter was left at zero), in the
+// deterministic mode too (dQ then bitwise as well); dQ, which the atomic mode adds in L2 in any order, close; all
+// close to the mma.sync backward.
+TEST(FlashAttention, WgmmaBackwardPersistent) {
+  if (!latte::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const int64_t B = 2, T = 520, S = 4200, Hq = 32, Hk = 8;
+  for (auto [dqk, dv] : {std::pair<int64_t, int64_t>{192, 128}, {64, 64}}) {
+    SCOPED_TRACE(testing::Message() << "(" << dqk << "," << dv << ")");
+    Tensor q = rnd({B, T, Hq, dqk}, 51 + dqk, DType::BF16), k = rnd({B, S, Hk, dqk}, 52 + dqk, DType::BF16),
+           v = rnd({B, S, Hk, dv}, 53 + dqk, DType::BF16), dout = rnd({B, T, Hq, dv}, 54 + dqk, DType::BF16);
+    Tensor out = poisoned({B, T, Hq, dv}, DType::BF16), lse = poisoned({B, Hq, T}, DType::F32);
+    cuda::flash_attention_forward(out, lse, q, k, v, 1, 0.08, true);
+    auto backward = [&](cuda::FlashKernel kernel, bool persistent, bool deterministic) {
+      cuda::flash_attention_set_backward_kernel(kernel);
+      cuda::flash_attention_set_sm90_persistent(persistent);
+      std::array<Tensor, 3> g{poisoned(q.shape(), DType::BF16), poisoned(k.shape(), DType::BF16),
+                              poisoned(v.shape(), DType::BF16)};
+      cuda::flash_attention_backward(g[0], g[1], g[2], dout, q, k, v, out, lse, 1, 0.08, true, deterministic);
+      return g;
+    };
+    const auto [dq, dk, dvv] = backward(cuda::FlashKernel::kWgmma, true, false);
+    const auto [dq2, dk2, dv2] = backward(cuda::FlashKernel::kWgmma, true, false);
+    const auto [dq_tiles, dk_tiles, dv_tiles] = backward(cuda::FlashKernel::kWgmma, false, false);
+    const auto [dq_det, dk_det, dv_det] = backward(cuda::FlashKernel::kWgmma, true, true);
+    const auto [dq_det_tiles, dk_det_tiles, dv_det_tiles] = backward(cuda::FlashKernel::kWgmma, false, true);
+    const auto [dq_mma, dk_mma, dv_mma] = backward(cuda::FlashKernel::kMmaSync, true, false);
+    EXPECT_TRUE(same_bits(dk, dk_tiles)) << "dk differs from one block per key tile";
+    EXPECT_TRUE(same_bits(dvv, dv_tiles)) << "dv differs from one block per key tile";
+    EXPECT_TRUE(same_bits(dk, dk2)) << "dk differs on the second call";
+    EXPECT_TRUE(same_bits(dvv, dv2)) << "dv differs on the second call";
+    EXPECT_TRUE(same_bits(dk_det, dk_det_tiles)) << "deterministic dk differs from one block per key tile";
+    EXPECT_TRUE(same_bits(dv_det, dv_det_tiles)) << "deterministic dv differs from one block per key tile";
+    EXPECT_TRUE(same_bits(dq_det, dq_det_tiles)) << "deterministic dq differs from one block per key tile";
+    EXPECT_LT(rel_err(dq, dq_tiles), 1e-2);
+    EXPECT_LT(rel_err(dq, dq_mma), 2e-2);
+    EXPECT_LT(rel_err(dk, dk_mma), 2e-2);
+    EXPECT_LT(rel_err(dvv, dv_mma), 2e-2);
+  }
+  cuda::flash_attention_set_sm90_persistent(true);
+  cuda::flash_attention_set_backward_kernel(cuda::FlashKernel::kAuto);
 }
 
 // The Hopper wgmma backward (atomic dQ) on ragged causal GQA shapes with S > T and MLRA branches, every head-dim
