@@ -224,16 +224,9 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
             }
             // The next item, claimed once this one's loads are all issued (about two steps before its end): claimed
             // any earlier, a block would hold on to an item while others run dry at the end of the pass.
-            const int next = p.sm90_persistent ? int(gridDim.x) + atomicAdd(p.sm90_sched, 1) : n_items;
+            const int next = p.sm90_persistent ? sched_next_item(p.sm90_sched) : n_items;
             st_shared_s32(s_next, next);
-            if (next >= n_items && p.sm90_persistent) {
-              // The last block past its final fetch resets the counters for the next launch on this stream.
-              __threadfence();
-              if (atomicAdd(p.sm90_sched + 1, 1) == int(gridDim.x) - 1) {
-                atomicExch(p.sm90_sched, 0);
-                atomicExch(p.sm90_sched + 1, 0);
-              }
-            }
+            if (next >= n_items && p.sm90_persistent) sched_block_done(p.sm90_sched);
           }
           __syncwarp();
           named_bar_arrive(kBarNext, 64);

@@ -226,16 +226,9 @@ __global__ void __launch_bounds__(sm90_threads<DQK, DV>(), 1)
           for (int c = 0; c < DV / 64; ++c)
             tma_load_4d(sV + s * BC * DV * 2 + c * BC * 128, &maps.v, c * 64, w.kvh, j * BC, w.b, vfull);
         }
-        t = p.sm90_persistent ? int(gridDim.x) + atomicAdd(p.sm90_sched, 1) : n_items;
+        t = p.sm90_persistent ? sched_next_item(p.sm90_sched) : n_items;
       }
-      if (p.sm90_persistent) {
-        // The last block past its final fetch resets the counters for the next launch on this stream.
-        __threadfence();
-        if (atomicAdd(p.sm90_sched + 1, 1) == int(gridDim.x) - 1) {
-          atomicExch(p.sm90_sched, 0);
-          atomicExch(p.sm90_sched + 1, 0);
-        }
-      }
+      if (p.sm90_persistent) sched_block_done(p.sm90_sched);
     }
     return;
   }

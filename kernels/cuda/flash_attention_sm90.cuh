@@ -83,6 +83,18 @@ __device__ __forceinline__ int64_t ld_shared_s64(uint32_t addr) {
   return v;
 }
 
+// The persistent kernels' work counters (sm90_scheduler_counters: next item, finished blocks). A block's items after
+// its first (blockIdx.x) come from the first counter; after its final fetch a block counts itself done, and the last
+// one resets both for the next launch on the stream.
+__device__ __forceinline__ int sched_next_item(int* sched) { return int(gridDim.x) + atomicAdd(sched, 1); }
+__device__ __forceinline__ void sched_block_done(int* sched) {
+  __threadfence();
+  if (atomicAdd(sched + 1, 1) == int(gridDim.x) - 1) {
+    atomicExch(sched, 0);
+    atomicExch(sched + 1, 0);
+  }
+}
+
 __device__ __forceinline__ void named_bar_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
