@@ -77,6 +77,12 @@ bool g_sm90_pingpong = true;
 bool g_sm90_overlap = true;
 bool g_sm90_persistent = true;
 
+// The wgmma kernels' persistent blocks, forward and backward: the setter's choice unless LATTE_FLASH_PERSISTENT=0.
+int sm90_persistent() {
+  static const bool off = !switch_on("LATTE_FLASH_PERSISTENT");
+  return g_sm90_persistent && !off ? 1 : 0;
+}
+
 }  // namespace
 
 void flash_attention_set_forward_kernel(FlashKernel kernel) { g_forward_kernel = kernel; }
@@ -103,14 +109,14 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
   p.o_sb = out.stride(0), p.o_st = out.stride(1), p.o_sh = out.stride(2);
   static const bool pingpong_off = std::getenv("LATTE_FLASH_NO_PINGPONG") != nullptr;  // escape hatch
   static const bool overlap_off = !switch_on("LATTE_FLASH_OVERLAP");  // S and P V one after the other (comparisons)
-  static const bool persistent_off = !switch_on("LATTE_FLASH_PERSISTENT"), lpt_off = !switch_on("LATTE_FLASH_LPT");
+  static const bool lpt_off = !switch_on("LATTE_FLASH_LPT");
   const int dqk = static_cast<int>(d.Dqk), dv = static_cast<int>(d.Dv);
   // Overlapped, with ping-pong, at every head dim (session 21, persistent blocks, B=4 T=4096 16 heads causal, TFLOP/s):
   // (64,64) 380-398 against 354-359 in turn (session 20, one block per tile: overlapped -2%), (128,128) 538-566 and
   // (192,128) 592-613 with ping-pong against 539-540 and 553-573 without.
   p.sm90_overlap = g_sm90_overlap && !overlap_off ? 1 : 0;
   p.sm90_pingpong = g_sm90_pingpong && !pingpong_off && p.sm90_overlap ? 1 : 0;
-  p.sm90_persistent = g_sm90_persistent && !persistent_off ? 1 : 0;
+  p.sm90_persistent = sm90_persistent();
   p.sm90_head_group = lpt_off ? 1 : 0;  // 0: sized by the launcher
   static const bool wgmma_off = std::getenv("LATTE_FLASH_NO_WGMMA") != nullptr;  // escape hatch
   if (g_forward_kernel != FlashKernel::kMmaSync && !wgmma_off && flash::fwd_sm90_supported(dqk, dv))
@@ -156,8 +162,7 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
   p.sm90_bwd = g_backward_kernel != FlashKernel::kMmaSync && !wgmma_off &&
                flash::bwd_sm90_supported(static_cast<int>(d.Dqk), static_cast<int>(d.Dv));
   // Persistent key tiles (session 24): +2-6% at Dqk 128 and 192, -1 to -2% at (64,64) (docs/attention_kernels.md).
-  static const bool persistent_off = !switch_on("LATTE_FLASH_PERSISTENT");
-  p.sm90_persistent = g_sm90_persistent && !persistent_off ? 1 : 0;
+  p.sm90_persistent = sm90_persistent();
   const cudaStream_t stream = current_stream();
   flash::launch_bwd_dkdv(p, static_cast<int>(d.Dqk), static_cast<int>(d.Dv), stream);
   if (deterministic && d.T > 0) flash::launch_bwd_dq(p, static_cast<int>(d.Dqk), static_cast<int>(d.Dv), stream);
