@@ -421,8 +421,9 @@ void bench_read_floor(const std::string& what, double bytes, double copy_gbs, in
 // NAME = latent (decode, B=4, H=16, Dc=512, Dr=64, 32k), latent128 (the same with 128 heads: the wgmma kernel),
 // gqa (decode, B=4, Hq=32, Hk=8, D=128, 32k), each with a suffix _b1 for B=1; bwd (flash backward, B=4, T=4096,
 // 16 heads, (192,128)), bwd128 / bwd64 (the same at (128,128) / (64,64)), fwd (flash forward, (192,128)),
-// cudnn_bwd64 (latte's cuDNN forward and backward at (64,64), to set its kernels beside PyTorch's cuDNN call under a
-// profiler).
+// bwd_t2048 (the backward at the 1.3B training shape, T=2048, (192,128)), cudnn_bwd64 / cudnn_bwd_t2048 (latte's
+// cuDNN forward and backward at (64,64) / at T=2048 (192,128), to set its kernels beside latte's own or PyTorch's
+// cuDNN call under a profiler).
 int profile(const std::string& what) {
   const Device dev = Device::cuda();
   const bool b1 = what.size() > 3 && what.substr(what.size() - 3) == "_b1";
@@ -441,16 +442,18 @@ int profile(const std::string& what) {
       else
         cuda::decode_attention(z, Tensor(), q, c, kr, 0.07, S - 1);
     }
-  } else if (what == "cudnn_bwd64") {
-    FlashTensors ft = flash_tensors(4, 4096, 16, 64, 64);
+  } else if (what == "cudnn_bwd64" || what == "cudnn_bwd_t2048") {
+    const bool t2048 = what == "cudnn_bwd_t2048";
+    FlashTensors ft = t2048 ? flash_tensors(4, 2048, 16, 192, 128) : flash_tensors(4, 4096, 16, 64, 64);
     auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
+    const double scale = t2048 ? 0.072 : 0.125;
     for (int i = 0; i < 3; ++i) {
-      cuda::cudnn_attention_forward(out, lse, q, k, v, 1, 0.125, true);
-      cuda::cudnn_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, 0.125, true);
+      cuda::cudnn_attention_forward(out, lse, q, k, v, 1, scale, true);
+      cuda::cudnn_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true);
     }
   } else {
     const int64_t dqk = what == "bwd128" ? 128 : what == "bwd64" ? 64 : 192, dv = what == "bwd64" ? 64 : 128;
-    FlashTensors ft = flash_tensors(4, 4096, 16, dqk, dv);
+    FlashTensors ft = flash_tensors(4, what == "bwd_t2048" ? 2048 : 4096, 16, dqk, dv);
     auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
     for (int i = 0; i < 3; ++i) {
       cuda::flash_attention_forward(out, lse, q, k, v, 1, 0.072, true);

@@ -250,8 +250,13 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) flash_bwd_dkdv_kernel(const
 }
 
 // D[b, vh, t] = sum_d dO[b, t, vh, d] * O[b, t, vh, d] (fp32). One warp per row; lanes take 8 elements each.
+// With the atomic dQ path the same grid also zeroes the fp32 dQ accumulator (zero4 float4s, grid-strided): one pass
+// over memory instead of this kernel and a memset after it.
 template <int DV>
-__global__ void flash_bwd_delta_kernel(const Params p) {
+__global__ void flash_bwd_delta_kernel(const Params p, int64_t zero4) {
+  const int64_t threads = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t x = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; x < zero4; x += threads)
+    reinterpret_cast<float4*>(p.dq_accum)[x] = make_float4(0.f, 0.f, 0.f, 0.f);
   const int RHq = p.R * p.Hq;
   const int64_t rows = int64_t(p.B) * p.T * RHq;
   const int64_t row = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -292,17 +297,17 @@ __global__ void flash_dq_cast_kernel(bf16* dq, const float* acc, int64_t n) {
 
 template <int DQK, int DV>
 void run_dkdv(const Params& p, cudaStream_t stream) {
-  {  // D = rowsum(dO o O)
+  {  // D = rowsum(dO o O), and the dQ accumulator zeroed: (B, T rounded up to 64, Hq, Dqk) fp32, which is also
+     // the size of the wgmma pass's (B, Hq, T/64, 64 x Dqk) tiles
     const int64_t rows = int64_t(p.B) * p.T * p.R * p.Hq;
-    flash_bwd_delta_kernel<DV><<<blocks_for(rows, 8), 256, 0, stream>>>(p);
+    const int64_t zero4 = p.atomic_dq ? int64_t(p.B) * ((p.T + 63) / 64 * 64) * p.Hq * (DQK / 4) : 0;
+    flash_bwd_delta_kernel<DV><<<blocks_for(rows, 8), 256, 0, stream>>>(p, zero4);
     CUDA_CHECK_LAUNCH("flash_bwd_delta_kernel");
   }
-  if (p.sm90_bwd) {  // zeroes, fills and casts its own (tiled) dQ accumulator
+  if (p.sm90_bwd) {  // fills and casts its own (tiled) dQ accumulator
     launch_bwd_dkdv_sm90(p, DQK, DV, stream);
     return;
   }
-  if (p.atomic_dq)
-    CUDA_CHECK(cudaMemsetAsync(p.dq_accum, 0, sizeof(float) * size_t(p.B) * p.T * p.Hq * DQK, stream));
   {
     constexpr int smem = bwd_smem_bytes<DQK, DV>();
     static bool configured = false;

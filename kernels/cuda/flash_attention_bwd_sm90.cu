@@ -499,33 +499,43 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
 #endif
 }
 
-// The wgmma pass's dQ accumulator -> dq (B, T, Hq, Dqk) bf16, times the softmax scale. Block: one 64 x 64 column
-// block of one (b, query head, 64-row tile); thread t reads what consumer thread t staged: float4 j holds its
-// accumulator elements 4 j .. 4 j + 3, i.e. rows 16 w + g and 16 w + g + 8, columns 8 j + 2 tq + {0, 1}.
+// The wgmma pass's dQ accumulator -> dq (B, T, Hq, Dqk) bf16, times the softmax scale. Block: one (b, 64-row tile,
+// query head), heads fastest, so that the blocks in flight write whole (row, all heads) spans of dq. The tile
+// (64 x Dqk fp32) is in the consumers' fragment order: float4 cb * 1024 + 128 j + t holds consumer thread t's
+// accumulator elements 4 j .. 4 j + 3 of column block cb, i.e. rows 16 w + g and 16 w + g + 8 (w = t / 32,
+// g = t % 32 / 4), columns 64 cb + 8 j + 2 (t % 4) + {0, 1}. It is read in that order (coalesced), turned into
+// bf16 rows in shared memory and written as whole 16-byte pieces of rows: the first form wrote 4-byte pieces
+// straight from the fragments (16 bytes of a row per quad) and ran at a third of the copy bandwidth.
+constexpr int kCastThreads = 256;
 template <int DQK>
-__global__ void flash_dq_tiles_cast_kernel(const Params p) {
+constexpr int kCastRowBytes = DQK * 2 + 16;  // padded: a quad's 8 rows (g) land on distinct banks
+
+template <int DQK>
+__global__ void __launch_bounds__(kCastThreads) flash_dq_tiles_cast_kernel(const Params p) {
+  __shared__ __align__(16) unsigned char rows[kB90BR * kCastRowBytes<DQK>];  // (64 rows, DQK) bf16, padded
   const int n_tiles = (p.T + kB90BR - 1) / kB90BR;
-  int blk = blockIdx.x;
-  const int cb = blk % (DQK / 64);
-  blk /= DQK / 64;
-  const int tile = blk % n_tiles;
-  blk /= n_tiles;
-  const int i = blk % p.Hq, b = blk / p.Hq;
-  const int t = threadIdx.x, w = t >> 5, g = (t & 31) >> 2, tq = t & 3;
+  const int i = blockIdx.x % p.Hq, tile = (blockIdx.x / p.Hq) % n_tiles, b = blockIdx.x / (p.Hq * n_tiles);
   const float4* src =
-      reinterpret_cast<const float4*>(p.dq_accum + ((int64_t(b) * p.Hq + i) * n_tiles + tile) * (kB90BR * DQK)) +
-      cb * 8 * 128 + t;
-  const int r0 = tile * kB90BR + 16 * w + g;
+      reinterpret_cast<const float4*>(p.dq_accum + ((int64_t(b) * p.Hq + i) * n_tiles + tile) * (kB90BR * DQK));
+  constexpr int kIn = kB90BR * DQK / 4 / kCastThreads;  // float4s per thread
+  float4 v[kIn];
 #pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    const float4 v = src[j * 128];
-    const int col = cb * 64 + 8 * j + 2 * tq;
-    if (r0 < p.T)
-      *reinterpret_cast<uint32_t*>(p.dq + ((int64_t(b) * p.T + r0) * p.Hq + i) * DQK + col) =
-          pack_bf16(v.x * p.scale, v.y * p.scale);
-    if (r0 + 8 < p.T)
-      *reinterpret_cast<uint32_t*>(p.dq + ((int64_t(b) * p.T + r0 + 8) * p.Hq + i) * DQK + col) =
-          pack_bf16(v.z * p.scale, v.w * p.scale);
+  for (int x = 0; x < kIn; ++x) v[x] = src[x * kCastThreads + threadIdx.x];  // all loads in flight at once
+#pragma unroll
+  for (int x = 0; x < kIn; ++x) {
+    const int f = x * kCastThreads + threadIdx.x, t = f & 127, j = (f >> 7) & 7, cb = f >> 10;
+    const int r0 = 16 * (t >> 5) + ((t & 31) >> 2), col = 64 * cb + 8 * j + 2 * (t & 3);
+    unsigned char* dst = rows + r0 * kCastRowBytes<DQK> + col * 2;
+    *reinterpret_cast<uint32_t*>(dst) = pack_bf16(v[x].x * p.scale, v[x].y * p.scale);
+    *reinterpret_cast<uint32_t*>(dst + 8 * kCastRowBytes<DQK>) = pack_bf16(v[x].z * p.scale, v[x].w * p.scale);
+  }
+  __syncthreads();
+  constexpr int kPieces = DQK * 2 / 16;  // 16-byte pieces per row
+  for (int f = threadIdx.x; f < kB90BR * kPieces; f += kCastThreads) {
+    const int r = f / kPieces, c = f % kPieces, row = tile * kB90BR + r;
+    if (row < p.T)
+      *reinterpret_cast<uint4*>(p.dq + ((int64_t(b) * p.T + row) * p.Hq + i) * DQK + 8 * c) =
+          *reinterpret_cast<const uint4*>(rows + r * kCastRowBytes<DQK> + 16 * c);
   }
 }
 
@@ -554,12 +564,10 @@ void run_bwd_sm90(const Params& p, cudaStream_t stream) {
   const int sms = device_properties().multiProcessorCount;
   const int blocks = q.sm90_persistent ? static_cast<int>(std::min<int64_t>(items, sms)) : static_cast<int>(items);
   q.sm90_sched = q.sm90_persistent ? sm90_scheduler_counters(stream) : nullptr;
-  if (p.atomic_dq)
-    CUDA_CHECK(cudaMemsetAsync(p.dq_accum, 0, sizeof(float) * size_t(p.B) * p.Hq * n_tiles * kB90BR * DQK, stream));
   flash_bwd_sm90_kernel<DQK, DV><<<blocks, kB90Threads<DQK, DV>, smem, stream>>>(q, maps, group_size);
   CUDA_CHECK_LAUNCH("flash_bwd_sm90_kernel");
   if (p.atomic_dq) {
-    flash_dq_tiles_cast_kernel<DQK><<<p.B * p.Hq * n_tiles * (DQK / 64), 128, 0, stream>>>(p);
+    flash_dq_tiles_cast_kernel<DQK><<<p.B * n_tiles * p.Hq, kCastThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH("flash_dq_tiles_cast_kernel");
   }
 }
