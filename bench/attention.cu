@@ -487,10 +487,11 @@ void for_each_flash_shape(const char* mode, std::initializer_list<FlashShape> sh
 
 // `bench_attention --forward`: the wgmma forward as it runs by default (persistent: a block per SM taking query tiles
 // from a counter; warpgroup ping-pong), with one block per query tile, without ping-pong, and cuDNN, interleaved in
-// one process, at the training shape's three head-dim pairs and at T = 2048 and 8192 for (128,128) (tiles of half
-// and twice as many keys). LATTE_BENCH_ROWS selects shapes ("fwd B4 T4096 H16 (64,64)").
+// one process, at the training shape's three head-dim pairs, at T = 2048 and 8192 for (128,128) (tiles of half
+// and twice as many keys) and at T = 2048 for EG-MLA 125M-350M's (96,64) (the 128 kernel, zero-padded). LATTE_BENCH_ROWS selects shapes ("fwd B4 T4096 H16 (64,64)").
 int forward_only() {
-  for_each_flash_shape("fwd", {{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 128, 128}, {8192, 128, 128}},
+  for_each_flash_shape("fwd", {{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 128, 128}, {8192, 128, 128},
+                              {2048, 96, 64}},
                        [](const FlashShape& s, FlashTensors& ft, double scale) {
     auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
     const std::string shape = s.str();
@@ -524,11 +525,13 @@ int forward_only() {
 }
 
 // `bench_attention --backward`: latte's flash backward (default kernel, atomic dQ), latte's cuDNN backward and
-// the `auto` op at the benchmark shapes and at the 1.3B training shape (B=4, T=2048, 16 heads), one line each, as
+// the `auto` op at the benchmark shapes, at the 1.3B training shape (B=4, T=2048, 16 heads) and at T=2048 for
+// (128,128) and EG-MLA 125M-350M's (96,64), one line each, as
 // one call between events after an untimed forward and as 4 calls back to back, all interleaved; for kernel
 // iterations.
 int backward_only() {
-  for_each_flash_shape("bwd", {{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 192, 128}, {2048, 128, 128}},
+  for_each_flash_shape("bwd", {{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 192, 128}, {2048, 128, 128},
+                              {2048, 96, 64}},
                        [](const FlashShape& s, FlashTensors& ft, double scale) {
     auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
     const std::string shape = s.str();

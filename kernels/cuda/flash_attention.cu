@@ -65,6 +65,7 @@ flash::Params make_params(const Dims& d, const Tensor& q, const Tensor& k, const
   p.B = static_cast<int>(d.B), p.T = static_cast<int>(d.T), p.S = static_cast<int>(d.S);
   p.Hq = static_cast<int>(d.Hq), p.Hk = static_cast<int>(d.Hk), p.R = static_cast<int>(d.R);
   p.G = static_cast<int>(d.Hq / d.Hk);
+  p.dqk = static_cast<int>(d.Dqk);
   p.scale = static_cast<float>(scale);
   p.scale_log2 = static_cast<float>(scale * 1.4426950408889634);
   p.causal = causal;
@@ -144,8 +145,9 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
   const Device dev = q.device();
   flash::Params p = make_params(d, q, k, v, softmax_scale, causal);
   Tensor delta = Tensor::empty({d.B, d.R * d.Hq, d.T}, DType::F32, dev);
-  Tensor dq_accum;  // rows padded to 64: the wgmma pass keeps it as whole 64-row tiles
-  if (!deterministic) dq_accum = Tensor::empty({d.B, (d.T + 63) / 64 * 64, d.Hq, d.Dqk}, DType::F32, dev);
+  Tensor dq_accum;  // rows and columns padded to 64: the wgmma pass keeps whole 64 x 64 blocks (Dqk 96 as 128)
+  if (!deterministic)
+    dq_accum = Tensor::empty({d.B, (d.T + 63) / 64 * 64, d.Hq, (d.Dqk + 63) / 64 * 64}, DType::F32, dev);
   p.o = static_cast<const flash::bf16*>(out.data_ptr());
   p.dout = static_cast<const flash::bf16*>(dout.data_ptr());
   p.o_sb = out.stride(0), p.o_st = out.stride(1), p.o_sh = out.stride(2);

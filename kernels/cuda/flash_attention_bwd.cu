@@ -297,10 +297,11 @@ __global__ void flash_dq_cast_kernel(bf16* dq, const float* acc, int64_t n) {
 
 template <int DQK, int DV>
 void run_dkdv(const Params& p, cudaStream_t stream) {
-  {  // D = rowsum(dO o O), and the dQ accumulator zeroed: (B, T rounded up to 64, Hq, Dqk) fp32, which is also
-     // the size of the wgmma pass's (B, Hq, T/64, 64 x Dqk) tiles
+  {  // D = rowsum(dO o O), and the dQ accumulator zeroed: (B, T, Hq, Dqk) fp32 with T and Dqk rounded up to 64,
+     // which is also the size of the wgmma pass's (B, Hq, T/64, 64 x Dqk) tiles (Dqk 96 as 128)
     const int64_t rows = int64_t(p.B) * p.T * p.R * p.Hq;
-    const int64_t zero4 = p.atomic_dq ? int64_t(p.B) * ((p.T + 63) / 64 * 64) * p.Hq * (DQK / 4) : 0;
+    const int64_t zero4 =
+        p.atomic_dq ? int64_t(p.B) * ((p.T + 63) / 64 * 64) * p.Hq * ((DQK + 63) / 64 * 64 / 4) : 0;
     flash_bwd_delta_kernel<DV><<<blocks_for(rows, 8), 256, 0, stream>>>(p, zero4);
     CUDA_CHECK_LAUNCH("flash_bwd_delta_kernel");
   }

@@ -473,12 +473,13 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
     for (int h = 0; h < 2; ++h) {
       const int key = n0 + key_row + 8 * h;
       if (key < p.S) {
-        bf16* dkrow = p.dk + ((int64_t(w.b) * p.S + key) * RHk + w.kvh) * DQK + 2 * tq;
+        bf16* dkrow = p.dk + ((int64_t(w.b) * p.S + key) * RHk + w.kvh) * p.dqk + 2 * tq;
         bf16* dvrow = p.dv + ((int64_t(w.b) * p.S + key) * RHk + w.kvh) * DV + 2 * tq;
 #pragma unroll
         for (int n = 0; n < DQK / 8; ++n)
-          *reinterpret_cast<uint32_t*>(dkrow + 8 * n) =
-              pack_bf16(dk[4 * n + 2 * h] * p.scale, dk[4 * n + 2 * h + 1] * p.scale);
+          if (DQK != 128 || 8 * n < p.dqk)  // Dqk 96 on the 128 kernel: its pad columns are not written
+            *reinterpret_cast<uint32_t*>(dkrow + 8 * n) =
+                pack_bf16(dk[4 * n + 2 * h] * p.scale, dk[4 * n + 2 * h + 1] * p.scale);
 #pragma unroll
         for (int n = 0; n < DV / 8; ++n)
           *reinterpret_cast<uint32_t*>(dvrow + 8 * n) = pack_bf16(dv[4 * n + 2 * h], dv[4 * n + 2 * h + 1]);
@@ -530,11 +531,11 @@ __global__ void __launch_bounds__(kCastThreads) flash_dq_tiles_cast_kernel(const
     *reinterpret_cast<uint32_t*>(dst + 8 * kCastRowBytes<DQK>) = pack_bf16(v[x].z * p.scale, v[x].w * p.scale);
   }
   __syncthreads();
-  constexpr int kPieces = DQK * 2 / 16;  // 16-byte pieces per row
-  for (int f = threadIdx.x; f < kB90BR * kPieces; f += kCastThreads) {
-    const int r = f / kPieces, c = f % kPieces, row = tile * kB90BR + r;
+  const int pieces = p.dqk / 8;  // 16-byte pieces per dq row (Dqk 96 on the 128 kernel: the pad is not written)
+  for (int f = threadIdx.x; f < kB90BR * pieces; f += kCastThreads) {
+    const int r = f / pieces, c = f % pieces, row = tile * kB90BR + r;
     if (row < p.T)
-      *reinterpret_cast<uint4*>(p.dq + ((int64_t(b) * p.T + row) * p.Hq + i) * DQK + 8 * c) =
+      *reinterpret_cast<uint4*>(p.dq + ((int64_t(b) * p.T + row) * p.Hq + i) * p.dqk + 8 * c) =
           *reinterpret_cast<const uint4*>(rows + r * kCastRowBytes<DQK> + 16 * c);
   }
 }
@@ -549,9 +550,9 @@ void run_bwd_sm90(const Params& p, cudaStream_t stream) {
   }
   BwdTmaMaps maps;
   const int rhk = p.R * p.Hk, rhq = p.R * p.Hq;
-  maps.q = tma_map_bf16(p.q, DQK, p.Hq, p.T, p.B, p.q_sh, p.q_st, p.q_sb, kB90BR);
+  maps.q = tma_map_bf16(p.q, p.dqk, p.Hq, p.T, p.B, p.q_sh, p.q_st, p.q_sb, kB90BR);  // p.dqk < DQK: zeros past it
   maps.dout = tma_map_bf16(p.dout, DV, rhq, p.T, p.B, p.do_sh, p.do_st, p.do_sb, kB90BR);
-  maps.k = tma_map_bf16(p.k, DQK, rhk, p.S, p.B, p.k_sh, p.k_st, p.k_sb, BC);
+  maps.k = tma_map_bf16(p.k, p.dqk, rhk, p.S, p.B, p.k_sh, p.k_st, p.k_sb, BC);
   maps.v = tma_map_bf16(p.v, DV, rhk, p.S, p.B, p.v_sh, p.v_st, p.v_sb, BC);
   const int n_kt = (p.S + BC - 1) / BC, n_tiles = (p.T + kB90BR - 1) / kB90BR;
   // Pairs per group: their dQ accumulators (G query heads x T x Dqk fp32 each) within ~16 MB of the 50 MB L2.
@@ -579,7 +580,8 @@ bool bwd_sm90_supported(int dqk, int dv) {
 }
 
 void launch_bwd_dkdv_sm90(const Params& p, int dqk, int dv, cudaStream_t stream) {
-  dispatch_head_dims<false>(dqk, dv, "backward (sm90)", [&](auto a, auto c) { run_bwd_sm90<a, c>(p, stream); });
+  dispatch_head_dims<false>(sm90_kernel_dqk(dqk), dv, "backward (sm90)",
+                            [&](auto a, auto c) { run_bwd_sm90<a, c>(p, stream); });
 }
 
 }  // namespace latte::cuda::flash

@@ -374,8 +374,8 @@ void run_fwd_sm90(const Params& p, cudaStream_t stream) {
   const int rhk = p.R * p.Hk;
   TmaMaps maps;
   constexpr int BR = sm90_rows<DQK, DV>();
-  maps.q = tma_map_bf16(p.q, DQK, p.Hq, p.T, p.B, p.q_sh, p.q_st, p.q_sb, BR);
-  maps.k = tma_map_bf16(p.k, DQK, rhk, p.S, p.B, p.k_sh, p.k_st, p.k_sb, kSm90BC);
+  maps.q = tma_map_bf16(p.q, p.dqk, p.Hq, p.T, p.B, p.q_sh, p.q_st, p.q_sb, BR);  // p.dqk < DQK: zeros past it
+  maps.k = tma_map_bf16(p.k, p.dqk, rhk, p.S, p.B, p.k_sh, p.k_st, p.k_sb, kSm90BC);
   maps.v = tma_map_bf16(p.v, DV, rhk, p.S, p.B, p.v_sh, p.v_st, p.v_sb, kSm90BC);
   Params q = p;
   const int64_t heads = int64_t(p.B) * p.R * p.Hq, items = heads * ((p.T + BR - 1) / BR);
@@ -478,7 +478,8 @@ bool fwd_sm90_supported(int dqk, int dv) {
 }
 
 void launch_fwd_sm90(const Params& p, int dqk, int dv, cudaStream_t stream) {
-  dispatch_head_dims<false>(dqk, dv, "forward (sm90)", [&](auto a, auto c) { run_fwd_sm90<a, c>(p, stream); });
+  dispatch_head_dims<false>(sm90_kernel_dqk(dqk), dv, "forward (sm90)",
+                            [&](auto a, auto c) { run_fwd_sm90<a, c>(p, stream); });
 }
 
 }  // namespace latte::cuda::flash

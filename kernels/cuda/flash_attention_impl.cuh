@@ -43,6 +43,7 @@ struct Params {
   int64_t q_sb, q_st, q_sh, k_sb, k_st, k_sh, v_sb, v_st, v_sh;
   int64_t o_sb, o_st, o_sh, do_sb, do_st, do_sh;  // out (forward) or o (backward); dout
   int B, T, S, Hq, Hk, R, G;                      // G = Hq / Hk
+  int dqk;  // q's and k's head dim; the wgmma kernels run 96 as 128 (sm90_kernel_dqk), the pad read as zeros
   float scale, scale_log2;                        // softmax scale, and scale * log2(e)
   bool causal;
   bool atomic_dq;

@@ -32,7 +32,14 @@ bool device_has_sm90_kernels();
 bool tma_available();
 
 // The (Dqk, Dv) pairs the wgmma kernels take (dispatch: dispatch_head_dims<false>).
-inline bool sm90_head_dims(int dqk, int dv) { return (dqk == 64 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128); }
+inline bool sm90_head_dims(int dqk, int dv) {
+  return (dqk == 64 || dqk == 96 || dqk == 128 || dqk == 192) && (dv == 64 || dv == 128);
+}
+// The instantiation a head dim runs on: Dqk 96 on the 128 kernels, whose tiles are whole 64-column blocks. TMA
+// reads q's and k's columns 96-127 as zeros (past the tensor map's inner dimension), so S, dK and dQ come out the
+// same; dK and dq are written for the 96 real columns only. Costs the S, dK and dQ products a third more work
+// than a 96-wide kernel would do, and keeps the template count down.
+inline int sm90_kernel_dqk(int dqk) { return dqk == 96 ? 128 : dqk; }
 
 CUtensorMap tma_map_bf16(const bf16* base, int64_t d, int64_t heads, int64_t rows, int64_t batch, int64_t sh,
                          int64_t st, int64_t sb, int box_rows, int box_cols = 64);
