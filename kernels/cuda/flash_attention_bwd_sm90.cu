@@ -108,8 +108,9 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
   const uint32_t bars = sLDa + ST * 2 * BR * 4;   // kv_full, full[ST], empty[ST], kv_empty
   const uint32_t kv_full = bars, full0 = bars + 8, empty0 = bars + 8 + 8 * ST, kv_empty = empty0 + 8 * ST;
   float* sLD = reinterpret_cast<float*>(smem_raw + (sLDa - raw));
-  // The dQ accumulator offset of the staged tile (-1: no more tiles), which consumer 0 hands the writer warp with
-  // it; then the block's work items, two slots of kItemInts (item `local` in slot local % 2).
+  // The dQ accumulator tile of the staged tile (its index in 64 x Dqk tiles; -1: no more tiles), which consumer 0
+  // hands the writer warp with it; then the block's work items, two slots of kItemInts (item `local` in slot
+  // local % 2).
   const uint32_t s_dq_dst = kv_empty + 8, s_items = kv_empty + 16;
   const uint32_t s_next = s_items + 2 * 8 * 4;  // the next item's index, from warp 0 to warp 3
 
@@ -258,10 +259,10 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
       // has read it.
       for (;;) {
         named_bar_sync(kBarDqFull, kDqThreads);
-        const int64_t dst = ld_shared_s64(s_dq_dst);
-        if (dst < 0) break;
+        const int tile = ld_shared_s32(s_dq_dst);
+        if (tile < 0) break;
         if (lane == 0) {
-          bulk_reduce_add_f32(p.dq_accum + dst, sdQ, BR * DQK * 4);
+          bulk_reduce_add_f32(p.dq_accum + int64_t(tile) * (BR * DQK), sdQ, BR * DQK * 4);
           bulk_commit();
           bulk_wait_read();
         }
@@ -297,7 +298,7 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
     for (int step = 0, qt = w.m_first, ii = 0; step < w.n_steps; ++step, ++gs) {
       const int s = gs % ST;
       const int q0 = qt * BR;
-      const int64_t dq_dst = ((int64_t(w.b) * p.Hq + w.hk * p.G + ii) * n_tiles + qt) * (BR * DQK);
+      const int dq_tile = (w.b * p.Hq + w.hk * p.G + ii) * n_tiles + qt;  // < 2^31 (checked on the host)
       if (++qt == w.m_first + w.n_m) qt = w.m_first, ++ii;
       mbar_wait(full0 + 8 * s, (gs / ST) & 1);
       const uint32_t sQs = sQ + s * BR * DQK * 2, sdOs = sdO + s * BR * DV * 2;
@@ -457,7 +458,7 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
                            : "memory");
           }
           fence_proxy_async();  // the stores above -> visible to the writer's bulk reduction (async proxy)
-          if (tid == 128) st_shared_s64(s_dq_dst, dq_dst);
+          if (tid == 128) st_shared_s32(s_dq_dst, dq_tile);
         }
         if (meets) named_bar_arrive(kBarDqFull, kDqThreads);
       }
@@ -493,7 +494,7 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
     const bool meets = cw == 0 || kCoupled;
     if (meets) {
       if (gs > 0) named_bar_sync(kBarDqEmpty, kDqThreads);
-      if (tid == 128) st_shared_s64(s_dq_dst, -1);
+      if (tid == 128) st_shared_s32(s_dq_dst, -1);
       named_bar_arrive(kBarDqFull, kDqThreads);
     }
   }
@@ -560,6 +561,8 @@ void run_bwd_sm90(const Params& p, cudaStream_t stream) {
   const int group_size = static_cast<int>(std::max<int64_t>(1, (int64_t(16) << 20) / std::max<int64_t>(1, acc_bytes)));
   const int64_t items = int64_t(n_kt) * p.B * p.R * p.Hk;
   LATTE_CHECK(items < (int64_t(1) << 31), "flash attention (sm90) backward: ", items, " key tiles, more than 2^31");
+  LATTE_CHECK(int64_t(p.B) * p.Hq * n_tiles < (int64_t(1) << 31), "flash attention (sm90) backward: ",
+              int64_t(p.B) * p.Hq * n_tiles, " dQ tiles (B x Hq x T/64), more than 2^31");
   // Persistent: one block per SM (the shared memory and registers of a block fill an SM).
   Params q = p;
   const int sms = device_properties().multiProcessorCount;

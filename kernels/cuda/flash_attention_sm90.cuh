@@ -68,7 +68,7 @@ __device__ __forceinline__ void pin(float (&r)[N]) {
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
 
-// A 4- or 8-byte value in shared memory by its 32-bit shared address (a generic pointer would hold two registers,
+// A 4-byte value in shared memory by its 32-bit shared address (a generic pointer would hold two registers,
 // too many for a producer warpgroup at 24).
 __device__ __forceinline__ void st_shared_s32(uint32_t addr, int v) {
   asm volatile("st.shared.s32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
@@ -80,14 +80,6 @@ __device__ __forceinline__ int ld_shared_s32(uint32_t addr) {
 }
 __device__ __forceinline__ void st_shared_f32(uint32_t addr, float v) {
   asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(addr), "f"(v) : "memory");
-}
-__device__ __forceinline__ void st_shared_s64(uint32_t addr, int64_t v) {
-  asm volatile("st.shared.s64 [%0], %1;\n" ::"r"(addr), "l"(v) : "memory");
-}
-__device__ __forceinline__ int64_t ld_shared_s64(uint32_t addr) {
-  int64_t v;
-  asm volatile("ld.shared.s64 %0, [%1];\n" : "=l"(v) : "r"(addr) : "memory");
-  return v;
 }
 
 // The persistent kernels' work counters (sm90_scheduler_counters: next item, finished blocks). A block's items after
