@@ -506,8 +506,10 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
 // (64 x Dqk fp32) is in the consumers' fragment order: float4 cb * 1024 + 128 j + t holds consumer thread t's
 // accumulator elements 4 j .. 4 j + 3 of column block cb, i.e. rows 16 w + g and 16 w + g + 8 (w = t / 32,
 // g = t % 32 / 4), columns 64 cb + 8 j + 2 (t % 4) + {0, 1}. It is read in that order (coalesced), turned into
-// bf16 rows in shared memory and written as whole 16-byte pieces of rows: the first form wrote 4-byte pieces
-// straight from the fragments (16 bytes of a row per quad) and ran at a third of the copy bandwidth.
+// bf16 rows in shared memory and written as whole 16-byte pieces of rows. The first form ran at a third of the copy
+// bandwidth: each thread loaded one float4 and stored it as 4-byte pieces straight from the fragment order (16
+// bytes of a row per quad), load after store (nothing told the compiler dq and the accumulator do not overlap);
+// both changed at once, so which cost more is not known.
 constexpr int kCastThreads = 256;
 template <int DQK>
 constexpr int kCastRowBytes = DQK * 2 + 16;  // padded: a quad's 8 rows (g) land on distinct banks
