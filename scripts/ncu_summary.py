@@ -55,7 +55,7 @@ def main():
     recs = list(launches.values())
     if not recs:
         sys.exit(f"ncu_summary: no metric rows in {args.csv}")
-    recs = recs[int(len(recs) * (1.0 - args.last)):]
+    recs = recs[-max(1, round(len(recs) * args.last)):]
     groups = collections.defaultdict(lambda: [0, 0.0, 0.0])
     for r in recs:
         g = groups[r["name"]]
