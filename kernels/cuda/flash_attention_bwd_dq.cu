@@ -135,22 +135,7 @@ __global__ void __launch_bounds__(kDqWarps * 32, 1) flash_bwd_dq_kernel(const Pa
         }
 
       // dQ += dS K.
-#pragma unroll
-      for (int kk = 0; kk < BC / 16; ++kk) {
-        uint32_t a[4];
-        a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-        a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-        a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-        for (int dpair = 0; dpair < DQK / 16; ++dpair) {
-          uint32_t kb[4];
-          ldmatrix_x4_trans(kb, smem_u32(sKj + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * QS + dpair * 16 +
-                                         (lane >> 4) * 8));
-          mma_bf16(dq[2 * dpair], a, kb[0], kb[1]);
-          mma_bf16(dq[2 * dpair + 1], a, kb[2], kb[3]);
-        }
-      }
+      mma_cfrag_x_smem<BC, DQK>(dq, s, sKj, QS, lane);
       __syncthreads();
     }
   }

@@ -149,22 +149,7 @@ __global__ void __launch_bounds__(kFwdWarps * 32, 1) flash_fwd_kernel(const Para
       }
 
     // O += P V, P straight from registers.
-#pragma unroll
-    for (int kk = 0; kk < BC / 16; ++kk) {
-      uint32_t a[4];
-      a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-      for (int dp = 0; dp < DV / 16; ++dp) {
-        uint32_t vb[4];
-        ldmatrix_x4_trans(vb, smem_u32(sVj + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * VS + dp * 16 +
-                                       (lane >> 4) * 8));
-        mma_bf16(o[2 * dp], a, vb[0], vb[1]);
-        mma_bf16(o[2 * dp + 1], a, vb[2], vb[3]);
-      }
-    }
+    mma_cfrag_x_smem<BC, DV>(o, s, sVj, VS, lane);
     __syncthreads();  // the buffer read here is refilled by the next iteration's prefetch
   }
 

@@ -145,6 +145,30 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
+// acc (16 x N, C fragments) += P (16 x K, C fragments in fp32, packed here into A fragments) times B (K x N), a
+// row-major bf16 tile in shared memory with row stride `stride` elements, read by ldmatrix.trans: the forward's
+// O += P V and the query-major pass's dQ += dS K (P stays in registers; B rows padded as load_tile leaves them).
+template <int K, int N>
+__device__ __forceinline__ void mma_cfrag_x_smem(float (&acc)[N / 8][4], const float (&p)[K / 8][4], const bf16* b,
+                                                 int stride, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < K / 16; ++kk) {
+    uint32_t a[4];
+    a[0] = pack_bf16(p[2 * kk][0], p[2 * kk][1]);
+    a[1] = pack_bf16(p[2 * kk][2], p[2 * kk][3]);
+    a[2] = pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+    a[3] = pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+#pragma unroll
+    for (int np = 0; np < N / 16; ++np) {
+      uint32_t bf[4];
+      ldmatrix_x4_trans(bf, smem_u32(b + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * stride + np * 16 +
+                                     (lane >> 4) * 8));
+      mma_bf16(acc[2 * np], a, bf[0], bf[1]);
+      mma_bf16(acc[2 * np + 1], a, bf[2], bf[3]);
+    }
+  }
+}
+
 // 2^x on the special-function unit (flush-to-zero; 2^-inf = 0).
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;
