@@ -154,20 +154,7 @@ __global__ void __launch_bounds__(kFwdWarps * 32, 1) flash_fwd_kernel(const Para
   }
 
   // Epilogue: O / l in bf16, lse = (m + log2 l) ln 2.
-  const int64_t lse_row = (int64_t(b) * RHq + vh) * p.T;
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const float l = quad_sum(l_run[h]);
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int row = row0 + h * 8;
-    if (row < p.T) {
-      bf16* orow = p.out + b * p.o_sb + int64_t(row) * p.o_st + vh * p.o_sh;
-#pragma unroll
-      for (int d = 0; d < DV / 8; ++d)
-        *reinterpret_cast<uint32_t*>(orow + d * 8 + 2 * tq) = pack_bf16(o[d][2 * h] * inv, o[d][2 * h + 1] * inv);
-      if (tq == 0) p.lse[lse_row + row] = l > 0.f ? (m_run[h] + log2f(l)) * kLn2 : -INFINITY;
-    }
-  }
+  fwd_store_rows<DV>(p, [&](int d, int c) { return o[d][c]; }, m_run, l_run, b, vh, row0, tq);
 }
 
 template <int DQK, int DV>

@@ -342,21 +342,7 @@ __global__ void __launch_bounds__(sm90_threads<DQK, DV>(), 1)
       }
     }
 
-    const int64_t lse_row = (int64_t(w.b) * RHq + w.vh) * p.T;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float l = quad_sum(l_run[h]);
-      const float inv = l > 0.f ? 1.f / l : 0.f;
-      const int row = row0 + h * 8;
-      if (row < p.T) {
-        bf16* orow = p.out + w.b * p.o_sb + int64_t(row) * p.o_st + w.vh * p.o_sh;
-#pragma unroll
-        for (int d = 0; d < DV / 8; ++d)
-          *reinterpret_cast<uint32_t*>(orow + d * 8 + 2 * tq) =
-              pack_bf16(o[4 * d + 2 * h] * inv, o[4 * d + 2 * h + 1] * inv);
-        if (tq == 0) p.lse[lse_row + row] = l > 0.f ? (m_run[h] + log2f(l)) * kLn2 : -INFINITY;
-      }
-    }
+    fwd_store_rows<DV>(p, [&](int d, int c) { return o[4 * d + c]; }, m_run, l_run, w.b, w.vh, row0, tq);
     kv0 += n_tiles;
   }
   if (pingpong && cw == 0) named_bar_sync(1, 256);  // the last consumer's last pass of the turn

@@ -185,6 +185,28 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+// The forward's epilogue for a warp's rows row0 and row0 + 8 of virtual head vh: O / l in bf16 and lse = (m + log2 l)
+// ln 2 (rows that saw no key: O = 0, lse = -inf). o_at(d, c) is element c of the d-th C fragment of the 16 x DV
+// output tile; m_run and l_run are the rows' running maximum (log2 units) and this lane's share of their sums.
+template <int DV, typename OAt>
+__device__ __forceinline__ void fwd_store_rows(const Params& p, OAt&& o_at, const float (&m_run)[2],
+                                               const float (&l_run)[2], int b, int vh, int row0, int tq) {
+  const int64_t lse_row = (int64_t(b) * (p.R * p.Hq) + vh) * p.T;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float l = quad_sum(l_run[h]);
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const int row = row0 + h * 8;
+    if (row < p.T) {
+      bf16* orow = p.out + b * p.o_sb + int64_t(row) * p.o_st + vh * p.o_sh;
+#pragma unroll
+      for (int d = 0; d < DV / 8; ++d)
+        *reinterpret_cast<uint32_t*>(orow + d * 8 + 2 * tq) = pack_bf16(o_at(d, 2 * h) * inv, o_at(d, 2 * h + 1) * inv);
+      if (tq == 0) p.lse[lse_row + row] = l > 0.f ? (m_run[h] + log2f(l)) * kLn2 : -INFINITY;
+    }
+  }
+}
+
 // Async copy of a (ROWS, D) bf16 tile into shared memory (row stride D + 8): row r of the tile is at
 // g + r * row_stride; rows >= nvalid are zero-filled (their source is never read; `safe` is a valid address
 // given to the copy instead). NT threads share the work.
