@@ -122,32 +122,8 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) flash_bwd_dkdv_kernel(const
       for (int n = 0; n < 4; ++n)
 #pragma unroll
         for (int c = 0; c < 4; ++c) st[n][c] = dpt[n][c] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < DQK / 16; ++kk) {
-        uint32_t a[4];
-        ldmatrix_x4(a, smem_u32(sK + (wm * 16 + (lane & 15)) * KS + kk * 16 + (lane >> 4) * 8));
-#pragma unroll
-        for (int np = 0; np < 2; ++np) {
-          uint32_t bq[4];
-          ldmatrix_x4(bq, smem_u32(sQ + (wh * 32 + np * 16 + (lane & 7) + ((lane >> 4) << 3)) * KS + kk * 16 +
-                                   ((lane >> 3) & 1) * 8));
-          mma_bf16(st[2 * np], a, bq[0], bq[1]);
-          mma_bf16(st[2 * np + 1], a, bq[2], bq[3]);
-        }
-      }
-#pragma unroll
-      for (int kk = 0; kk < DV / 16; ++kk) {
-        uint32_t a[4];
-        ldmatrix_x4(a, smem_u32(sV + (wm * 16 + (lane & 15)) * VS + kk * 16 + (lane >> 4) * 8));
-#pragma unroll
-        for (int np = 0; np < 2; ++np) {
-          uint32_t bo[4];
-          ldmatrix_x4(bo, smem_u32(sdO + (wh * 32 + np * 16 + (lane & 7) + ((lane >> 4) << 3)) * VS + kk * 16 +
-                                   ((lane >> 3) & 1) * 8));
-          mma_bf16(dpt[2 * np], a, bo[0], bo[1]);
-          mma_bf16(dpt[2 * np + 1], a, bo[2], bo[3]);
-        }
-      }
+      mma_smem_x_smem_t<DQK, 32>(st, sK, wm * 16, KS, sQ, wh * 32, KS, lane);
+      mma_smem_x_smem_t<DV, 32>(dpt, sV, wm * 16, VS, sdO, wh * 32, VS, lane);
 
       // P^T = exp2(S^T scale log2e - lse log2e) (masked), dS^T = P^T (dP^T - D); both to shared memory.
       const bool need_mask = (n0 + BC > p.S) || (q0 + BR > p.T) || (p.causal && n0 + BC - 1 > q0 + off);

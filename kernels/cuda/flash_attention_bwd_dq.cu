@@ -92,32 +92,8 @@ __global__ void __launch_bounds__(kDqWarps * 32, 1) flash_bwd_dq_kernel(const Pa
       for (int n = 0; n < BC / 8; ++n)
 #pragma unroll
         for (int c = 0; c < 4; ++c) s[n][c] = dp[n][c] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < DQK / 16; ++kk) {
-        uint32_t a[4];
-        ldmatrix_x4(a, smem_u32(sQ + (warp * 16 + (lane & 15)) * QS + kk * 16 + (lane >> 4) * 8));
-#pragma unroll
-        for (int np = 0; np < BC / 16; ++np) {
-          uint32_t kb[4];
-          ldmatrix_x4(kb, smem_u32(sKj + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * QS + kk * 16 +
-                                   ((lane >> 3) & 1) * 8));
-          mma_bf16(s[2 * np], a, kb[0], kb[1]);
-          mma_bf16(s[2 * np + 1], a, kb[2], kb[3]);
-        }
-      }
-#pragma unroll
-      for (int kk = 0; kk < DV / 16; ++kk) {
-        uint32_t a[4];
-        ldmatrix_x4(a, smem_u32(sdO + (warp * 16 + (lane & 15)) * VS + kk * 16 + (lane >> 4) * 8));
-#pragma unroll
-        for (int np = 0; np < BC / 16; ++np) {
-          uint32_t vb[4];
-          ldmatrix_x4(vb, smem_u32(sVj + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * VS + kk * 16 +
-                                   ((lane >> 3) & 1) * 8));
-          mma_bf16(dp[2 * np], a, vb[0], vb[1]);
-          mma_bf16(dp[2 * np + 1], a, vb[2], vb[3]);
-        }
-      }
+      mma_smem_x_smem_t<DQK, BC>(s, sQ, warp * 16, QS, sKj, 0, QS, lane);
+      mma_smem_x_smem_t<DV, BC>(dp, sdO, warp * 16, VS, sVj, 0, VS, lane);
 
       // dS = P (dP - D), masked.
       const bool need_mask = (n0 + BC > p.S) || (m0 + BR > p.T) || (p.causal && n0 + BC - 1 > m0 + off);

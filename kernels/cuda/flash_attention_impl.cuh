@@ -145,6 +145,27 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
+// acc (16 x N, C fragments) += A B^T over K: A is rows a_row .. a_row + 15 and B rows b_row .. b_row + N - 1 of
+// row-major bf16 tiles in shared memory (K contiguous; row strides in elements), both read by ldmatrix: the
+// backward's S = Q K^T and dP = dO V^T, and their transposes in the key-major pass.
+template <int K, int N>
+__device__ __forceinline__ void mma_smem_x_smem_t(float (&acc)[N / 8][4], const bf16* a, int a_row, int a_stride,
+                                                  const bf16* b, int b_row, int b_stride, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < K / 16; ++kk) {
+    uint32_t af[4];
+    ldmatrix_x4(af, smem_u32(a + (a_row + (lane & 15)) * a_stride + kk * 16 + (lane >> 4) * 8));
+#pragma unroll
+    for (int np = 0; np < N / 16; ++np) {
+      uint32_t bf[4];
+      ldmatrix_x4(bf, smem_u32(b + (b_row + np * 16 + (lane & 7) + ((lane >> 4) << 3)) * b_stride + kk * 16 +
+                               ((lane >> 3) & 1) * 8));
+      mma_bf16(acc[2 * np], af, bf[0], bf[1]);
+      mma_bf16(acc[2 * np + 1], af, bf[2], bf[3]);
+    }
+  }
+}
+
 // acc (16 x N, C fragments) += P (16 x K, C fragments in fp32, packed here into A fragments) times B (K x N), a
 // row-major bf16 tile in shared memory with row stride `stride` elements, read by ldmatrix.trans: the forward's
 // O += P V and the query-major pass's dQ += dS K (P stays in registers; B rows padded as load_tile leaves them).
