@@ -1,6 +1,7 @@
 // Shared pieces of the flash-attention kernels (included by kernels/cuda/flash_attention*.cu and
 // decode_attention.cu only): the parameter block, the tensor-core and async-copy primitives (inline PTX for
-// sm_80+: mma.sync m16n8k16 bf16 -> fp32, ldmatrix, cp.async), and the tile loader.
+// sm_80+: mma.sync m16n8k16 bf16 -> fp32, ldmatrix, cp.async), the products the mma.sync kernels share, the
+// forward's epilogue, and the tile loader.
 //
 // Fragment layouts of mma.m16n8k16 (g = lane / 4, c = lane % 4), used throughout:
 //   A 16x16 row-major, 4 regs of bf16x2: a0 (g, 2c..2c+1)  a1 (g+8, 2c..)  a2 (g, 2c+8..)  a3 (g+8, 2c+8..)
