@@ -52,6 +52,15 @@ inline unsigned blocks_for(int64_t n, int threads, int64_t cap = 1 << 30) {
   return static_cast<unsigned>(b < cap ? b : cap);
 }
 
+// Lets `kernel` launch on the current device with `bytes` of dynamic shared memory (more than the 48 KB a kernel
+// may take by default): raises its limit the first time a launch on that device needs more than it was raised to,
+// else only looks it up (under a lock). Every launcher of a kernel with more than 48 KB calls it. dynamic_smem.cu.
+void allow_dynamic_smem(const void* kernel, size_t bytes);
+template <typename... Args>
+void allow_dynamic_smem(void (*kernel)(Args...), size_t bytes) {
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), bytes);
+}
+
 // dst (cols) (+)= sum over rows of partials (rows, cols) fp32, rows added in a fixed order (deterministic).
 // dst is bf16 or f32 (code dt); `accumulate` adds into dst instead of overwriting. Defined in reduce.cu.
 void column_sum(void* dst, int dt, const float* partials, int64_t rows, int64_t cols, bool accumulate,

@@ -487,12 +487,7 @@ bool pass1_pdl() {
 template <int WARPS, int NTV, int QSTEPS = 0, int TMA_STAGES = 0, int TMA_COLS = 64>
 void launch_split(const DecodeParams& p, dim3 grid, int smem, cudaStream_t stream,
                   const DecodeTileMaps& maps = DecodeTileMaps{}) {
-  static int configured = 0;  // largest dynamic shared memory size set so far for this instantiation
-  if (smem > configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(decode_split_kernel<WARPS, NTV, QSTEPS, TMA_STAGES, TMA_COLS>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    configured = smem;
-  }
+  allow_dynamic_smem(decode_split_kernel<WARPS, NTV, QSTEPS, TMA_STAGES, TMA_COLS>, smem);
   const DependentLaunch launch(grid, dim3(WARPS * 32), smem, stream, pass1_pdl());
   CUDA_CHECK(
       cudaLaunchKernelEx(&launch.config, decode_split_kernel<WARPS, NTV, QSTEPS, TMA_STAGES, TMA_COLS>, p, maps));
@@ -661,8 +656,7 @@ void run_decode(DecodeParams& p, const Device& dev, const char* op) {
   auto* combine = narrow ? decode_combine_kernel<64> : whole ? decode_combine_kernel<512> : decode_combine_kernel<128>;
   const int cols = narrow ? 64 : whole ? 512 : 128;
   const size_t combine_smem = sizeof(float) * (size_t(p.splits) + size_t(kCombinePartFloats));
-  if (combine_smem > 48 * 1024)
-    CUDA_CHECK(cudaFuncSetAttribute(combine, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(combine_smem)));
+  if (combine_smem > 48 * 1024) allow_dynamic_smem(combine, combine_smem);
   // Programmatic dependent launch: the combine grid is scheduled while pass 1 runs (its launch latency hidden; the
   // kernel's griddepcontrol.wait holds it until pass 1 is complete).
   const DependentLaunch launch(dim3(p.B * p.H * ((p.DV + cols - 1) / cols)), dim3(kCombineWarps * 32), combine_smem,

@@ -426,11 +426,7 @@ DecodeTileMaps gqa_tile_maps(const DecodeParams& p) {
 }
 
 void launch_decode_latent_sm90(const DecodeParams& p, cudaStream_t stream, bool dependent) {
-  static bool configured = false;
-  if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(decode_latent_sm90_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kLatSmem));
-    configured = true;
-  }
+  allow_dynamic_smem(decode_latent_sm90_kernel, kLatSmem);
   // (d, 1, rows, batch) views: query rows are heads, cache rows are positions.
   LatentMaps maps;
   maps.q_abs = tma_map_bf16(p.q1, kLatDc, 1, p.H, p.B, 0, p.q1_sh, p.q1_sb, kLatHeads);

@@ -287,12 +287,7 @@ void run_dkdv(const Params& p, cudaStream_t stream) {
   }
   {
     constexpr int smem = bwd_smem_bytes<DQK, DV>();
-    static bool configured = false;
-    if (!configured) {
-      CUDA_CHECK(
-          cudaFuncSetAttribute(flash_bwd_dkdv_kernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-      configured = true;
-    }
+    allow_dynamic_smem(flash_bwd_dkdv_kernel<DQK, DV>, smem);
     const dim3 grid((p.S + kBwdBC - 1) / kBwdBC, p.B * p.R * p.Hk);
     flash_bwd_dkdv_kernel<DQK, DV><<<grid, kBwdWarps * 32, smem, stream>>>(p);
     CUDA_CHECK_LAUNCH("flash_bwd_dkdv_kernel");

@@ -131,11 +131,7 @@ __global__ void __launch_bounds__(kDqWarps * 32, 1) flash_bwd_dq_kernel(const Pa
 template <int DQK, int DV>
 void run_dq(const Params& p, cudaStream_t stream) {
   constexpr int smem = dq_smem_bytes<DQK, DV>();
-  static bool configured = false;
-  if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_dq_kernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    configured = true;
-  }
+  allow_dynamic_smem(flash_bwd_dq_kernel<DQK, DV>, smem);
   const dim3 grid((p.T + kDqBR - 1) / kDqBR, p.B * p.Hq);
   flash_bwd_dq_kernel<DQK, DV><<<grid, kDqWarps * 32, smem, stream>>>(p);
   CUDA_CHECK_LAUNCH("flash_bwd_dq_kernel");

@@ -546,11 +546,7 @@ __global__ void __launch_bounds__(kCastThreads) flash_dq_tiles_cast_kernel(const
 template <int DQK, int DV>
 void run_bwd_sm90(const Params& p, cudaStream_t stream) {
   constexpr int smem = bwd_sm90_smem_bytes<DQK, DV>(), BC = kB90BC<DQK, DV>;
-  static bool configured = false;
-  if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_sm90_kernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    configured = true;
-  }
+  allow_dynamic_smem(flash_bwd_sm90_kernel<DQK, DV>, smem);
   BwdTmaMaps maps;
   const int rhk = p.R * p.Hk, rhq = p.R * p.Hq;
   maps.q = tma_map_bf16(p.q, p.dqk, p.Hq, p.T, p.B, p.q_sh, p.q_st, p.q_sb, kB90BR);  // p.dqk < DQK: zeros past it

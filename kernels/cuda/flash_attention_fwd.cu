@@ -160,11 +160,7 @@ __global__ void __launch_bounds__(kFwdWarps * 32, 1) flash_fwd_kernel(const Para
 template <int DQK, int DV>
 void run_fwd(const Params& p, cudaStream_t stream) {
   constexpr int smem = fwd_smem_bytes<DQK, DV>();
-  static bool configured = false;  // one attribute call per instantiation (per process; one device type)
-  if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(flash_fwd_kernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    configured = true;
-  }
+  allow_dynamic_smem(flash_fwd_kernel<DQK, DV>, smem);
   const dim3 grid((p.T + kFwdBR - 1) / kFwdBR, p.B * p.R * p.Hq);
   flash_fwd_kernel<DQK, DV><<<grid, kFwdWarps * 32, smem, stream>>>(p);
   CUDA_CHECK_LAUNCH("flash_fwd_kernel");

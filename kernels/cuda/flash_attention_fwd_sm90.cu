@@ -352,11 +352,7 @@ __global__ void __launch_bounds__(sm90_threads<DQK, DV>(), 1)
 template <int DQK, int DV>
 void run_fwd_sm90(const Params& p, cudaStream_t stream) {
   constexpr int smem = sm90_smem_bytes<DQK, DV>();
-  static bool configured = false;
-  if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(flash_fwd_sm90_kernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    configured = true;
-  }
+  allow_dynamic_smem(flash_fwd_sm90_kernel<DQK, DV>, smem);
   const int rhk = p.R * p.Hk;
   TmaMaps maps;
   constexpr int BR = sm90_rows<DQK, DV>();

@@ -50,13 +50,13 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t b
 #endif
 
 // Blocks of `kernel` resident per SM at this block size and dynamic shared memory, after raising the kernel's
-// shared-memory limit to at least `smem` (never lowering it: a cached launch with more must still fit).
-// Cached per device, since the host work before a launch shows in a 0.1 ms kernel's time.
+// shared-memory limit to at least `smem` (allow_dynamic_smem: never lowered, so a cached launch with more still
+// fits). Cached per device, since the host work before a launch shows in a 0.1 ms kernel's time.
 template <typename K>
 int blocks_per_sm(K kernel, int threads, size_t smem) {
   struct Entry {
     const void* fn;
-    int device, threads;  // threads 0: the kernel's shared-memory limit, in smem
+    int device, threads;
     size_t smem;
     int per_sm;
   };
@@ -67,16 +67,7 @@ int blocks_per_sm(K kernel, int threads, size_t smem) {
   std::lock_guard<std::mutex> lock(mu);
   for (const Entry& e : cache)
     if (e.fn == fn && e.device == device && e.threads == threads && e.smem == smem) return e.per_sm;
-  Entry* limit = nullptr;
-  for (Entry& e : cache)
-    if (e.fn == fn && e.device == device && e.threads == 0) limit = &e;
-  if (!limit || limit->smem < smem) {
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    if (limit)
-      limit->smem = smem;
-    else
-      cache.push_back({fn, device, 0, smem, 0});
-  }
+  allow_dynamic_smem(kernel, smem);
   int per_sm = 0;
   CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
   per_sm = std::max(per_sm, 1);
