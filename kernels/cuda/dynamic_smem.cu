@@ -18,16 +18,15 @@ void allow_dynamic_smem(const void* kernel, size_t bytes) {
   static std::vector<Entry> set;
   const int device = current_device();
   std::lock_guard<std::mutex> lock(mu);
-  for (Entry& e : set)
-    if (e.kernel == kernel && e.device == device) {
-      if (e.bytes < bytes) {
-        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-        e.bytes = bytes;
-      }
-      return;
-    }
+  Entry* e = nullptr;
+  for (Entry& x : set)
+    if (x.kernel == kernel && x.device == device) e = &x;
+  if (e && e->bytes >= bytes) return;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-  set.push_back({kernel, device, bytes});
+  if (e)
+    e->bytes = bytes;
+  else
+    set.push_back({kernel, device, bytes});
 }
 
 }  // namespace latte::cuda
