@@ -526,8 +526,8 @@ int forward_only() {
   return 0;
 }
 
-// `bench_attention --backward`: latte's flash backward (default kernel, atomic dQ), latte's cuDNN backward and
-// the `auto` op at the benchmark shapes, at the 1.3B training shape (B=4, T=2048, 16 heads) and at T=2048 for
+// `bench_attention --backward`: latte's flash backward (default kernel, atomic dQ; and deterministic), latte's cuDNN
+// backward and the `auto` op at the benchmark shapes, at the 1.3B training shape (B=4, T=2048, 16 heads) and at T=2048 for
 // (128,128) and EG-MLA 125M-350M's (96,64), one line each, as
 // one call between events after an untimed forward and as 4 calls back to back, all interleaved; for kernel
 // iterations.
@@ -543,7 +543,8 @@ int backward_only() {
     auto flash = [&] { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, false); };
     auto cudnn = [&] { cuda::cudnn_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); };
     auto dispatched = [&] { cuda::attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); };
-    std::vector<Timed> one{{"flash bwd", "", flash, forward}};
+    auto deterministic = [&] { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, true); };
+    std::vector<Timed> one{{"flash bwd", "", flash, forward}, {"det bwd", "", deterministic, forward}};
     if (cuda::cudnn_attention_backward_unsupported(dq, dk, dvv, dout, q, k, v, out, lse, 1, true).empty())
       one.push_back({"cudnn bwd", "", cudnn, forward});
     one.push_back({"auto bwd", "", dispatched, forward});

@@ -2,7 +2,7 @@
 // take, fills the parameter block and picks the instantiation for the head dims. The kernels themselves are in
 // flash_attention_fwd.cu / flash_attention_fwd_sm90.cu (forward on mma.sync / wgmma), flash_attention_bwd.cu (D
 // preprocessing, key-major dK/dV pass with atomic dQ; its wgmma version in flash_attention_bwd_sm90.cu) and
-// flash_attention_bwd_dq.cu (deterministic query-major dQ pass).
+// flash_attention_bwd_dq.cu (deterministic query-major dQ pass; flash_attention_bwd_dq_sm90.cu on wgmma).
 #include "kernels/cuda/flash_attention.h"
 
 #include <cstdlib>
@@ -167,7 +167,15 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
   p.sm90_persistent = sm90_persistent();
   const cudaStream_t stream = current_stream();
   flash::launch_bwd_dkdv(p, static_cast<int>(d.Dqk), static_cast<int>(d.Dv), stream);
-  if (deterministic && d.T > 0) flash::launch_bwd_dq(p, static_cast<int>(d.Dqk), static_cast<int>(d.Dv), stream);
+  if (deterministic && d.T > 0) {
+    // The query-major dQ pass on wgmma wherever the key-major pass runs there (LATTE_FLASH_DQ_MMA=1: on mma.sync,
+    // for comparisons).
+    static const bool dq_mma = std::getenv("LATTE_FLASH_DQ_MMA") != nullptr;
+    if (p.sm90_bwd && !dq_mma)
+      flash::launch_bwd_dq_sm90(p, static_cast<int>(d.Dqk), static_cast<int>(d.Dv), stream);
+    else
+      flash::launch_bwd_dq(p, static_cast<int>(d.Dqk), static_cast<int>(d.Dv), stream);
+  }
 }
 
 }  // namespace latte::cuda

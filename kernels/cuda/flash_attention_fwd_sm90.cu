@@ -66,7 +66,7 @@ constexpr int sm90_smem_bytes() {  // Q, stages x (K, V), mbarriers, the work it
 // The online softmax of one consumer's score tile (64 x BC raw scores of keys n0 .., sc[4n + c] is row
 // row0 + 8 (c >> 1), key n0 + 8n + 2 tq + (c & 1)): masks the causal diagonal and the ragged key tail, moves the
 // running maxima (log2 units), returns in alpha the factor that O must be multiplied by before this tile's P V,
-// rescales l and adds the tile's row sums, and leaves P = exp2(S scale - m) in sc (fp32; fwd_pack_p makes the bf16
+// rescales l and adds the tile's row sums, and leaves P = exp2(S scale - m) in sc (fp32; pack_a_fragments makes the bf16
 // A fragments of the P V products).
 template <int BC>
 __device__ __forceinline__ void fwd_softmax_tile(float (&sc)[BC / 2], float (&m_run)[2], float (&l_run)[2],
@@ -105,15 +105,6 @@ __device__ __forceinline__ void fwd_softmax_tile(float (&sc)[BC / 2], float (&m_
   }
 }
 
-// P (fp32, the accumulator layout) -> bf16 A fragments: k step kk holds n-tiles 2 kk and 2 kk + 1.
-template <int BC>
-__device__ __forceinline__ void fwd_pack_p(const float (&sc)[BC / 2], uint32_t (&pa)[BC / 16][4]) {
-#pragma unroll
-  for (int kk = 0; kk < BC / 16; ++kk)
-#pragma unroll
-    for (int r = 0; r < 4; ++r) pa[kk][r] = pack_bf16(sc[8 * kk + 2 * r], sc[8 * kk + 2 * r + 1]);
-}
-
 // O (64 x DV per consumer, o[4d + 2h + 0/1] in row row0 + 8h) *= alpha per row.
 template <int DV>
 __device__ __forceinline__ void fwd_scale_o(float (&o)[DV / 2], const float (&alpha)[2]) {
@@ -124,17 +115,6 @@ __device__ __forceinline__ void fwd_scale_o(float (&o)[DV / 2], const float (&al
       o[4 * d + 2 * h] *= alpha[h];
       o[4 * d + 2 * h + 1] *= alpha[h];
     }
-}
-
-// O (64 x DV per consumer) += P V over one key tile of BC keys: BC / 16 k steps, P's bf16 A fragments from registers
-// (fwd_pack_p), V at sv an MN-major B operand: leading byte offset = distance between 64-wide Dv column blocks (BC rows
-// of 128 bytes), stride byte offset = distance between 8-key row groups (1024 bytes). (The swapped assignment was
-// tried on the H100 too: relative error 0.99.) Issued only; the caller commits and waits.
-template <int DV, int BC>
-__device__ __forceinline__ void fwd_issue_pv(float (&o)[DV / 2], const uint32_t (&pa)[BC / 16][4], uint32_t sv) {
-  const uint64_t dv = smem_desc(sv, BC * 128, 1024);
-#pragma unroll
-  for (int kk = 0; kk < BC / 16; ++kk) wgmma_rs_tb<DV>(o, pa[kk], desc_advance(dv, kk * 16 * 128));
 }
 
 // TMA descriptors of q, k, v: 4-D (D, heads, rows, batch) views with 128-byte swizzle and (64, 1, rows, 1) boxes
@@ -284,7 +264,7 @@ __global__ void __launch_bounds__(sm90_threads<DQK, DV>(), 1)
       release_k(0);
       if (n_tiles == 1) release_q();
       fwd_softmax_tile<BC>(sc, m_run, l_run, alpha, p, 0, m0, row0, tq);  // O is still 0: no rescale
-      fwd_pack_p<BC>(sc, pa);
+      pack_a_fragments<BC>(sc, pa);
       for (int j = 1; j < n_tiles; ++j) {
         wait_k(j);
         wait_v(j - 1);
@@ -292,7 +272,7 @@ __global__ void __launch_bounds__(sm90_threads<DQK, DV>(), 1)
         wgmma_fence();
         wgmma_ss_kmajor<DQK, BC>(sc, sQw, BR * 128, stage_k(j), BC * 128);
         wgmma_commit();
-        fwd_issue_pv<DV, BC>(o, pa, stage_v(j - 1));
+        wgmma_rs_mn<DV, BC>(o, pa, stage_v(j - 1));
         wgmma_commit();
         pass_turn();
         wgmma_wait<1>();  // S j done, P V j - 1 may still run
@@ -304,12 +284,12 @@ __global__ void __launch_bounds__(sm90_threads<DQK, DV>(), 1)
         pin(o);
         release_v(j - 1);
         fwd_scale_o<DV>(o, alpha);
-        fwd_pack_p<BC>(sc, pa);
+        pack_a_fragments<BC>(sc, pa);
       }
       wait_v(n_tiles - 1);
       my_turn();
       wgmma_fence();
-      fwd_issue_pv<DV, BC>(o, pa, stage_v(n_tiles - 1));
+      wgmma_rs_mn<DV, BC>(o, pa, stage_v(n_tiles - 1));
       wgmma_commit();
       pass_turn();
       wgmma_wait_all();
@@ -328,12 +308,12 @@ __global__ void __launch_bounds__(sm90_threads<DQK, DV>(), 1)
         if (j == n_tiles - 1) release_q();
         fwd_softmax_tile<BC>(sc, m_run, l_run, alpha, p, j * BC, m0, row0, tq);
         fwd_scale_o<DV>(o, alpha);
-        fwd_pack_p<BC>(sc, pa);
+        pack_a_fragments<BC>(sc, pa);
 
         // O += P V.
         wgmma_fence();
         pin(o);
-        fwd_issue_pv<DV, BC>(o, pa, stage_v(j));
+        wgmma_rs_mn<DV, BC>(o, pa, stage_v(j));
         wgmma_commit();
         wgmma_wait_all();
         pin(o);

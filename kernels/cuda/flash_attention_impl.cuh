@@ -64,6 +64,7 @@ bool fwd_sm90_supported(int dqk, int dv);
 void launch_fwd_sm90(const Params& p, int dqk, int dv, cudaStream_t stream);  // sm_90a wgmma forward
 bool bwd_sm90_supported(int dqk, int dv);
 void launch_bwd_dkdv_sm90(const Params& p, int dqk, int dv, cudaStream_t stream);  // sm_90a wgmma key-major pass
+void launch_bwd_dq_sm90(const Params& p, int dqk, int dv, cudaStream_t stream);  // sm_90a deterministic dQ pass
 int* sm90_scheduler_counters(cudaStream_t stream);  // the persistent wgmma kernels' counters (sm90_sched)
 
 // Head dims: every flash kernel is instantiated for Dqk in {64, 96, 128, 192} and Dv in {64, 128}, the wgmma

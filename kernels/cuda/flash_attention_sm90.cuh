@@ -283,6 +283,28 @@ __device__ __forceinline__ void wgmma_rs_tb(float (&d)[DN / 2], const uint32_t (
     wgmma_rs_m64n64k16_tb(d, a, db);
 }
 
+// An fp32 accumulator tile (64 x BC, the wrappers' layout) -> bf16 A fragments: k step kk holds n-tiles 2 kk and
+// 2 kk + 1 (P for O = P V in the forward, dS for dQ = dS K in the deterministic dQ pass).
+template <int BC>
+__device__ __forceinline__ void pack_a_fragments(const float (&c)[BC / 2], uint32_t (&a)[BC / 16][4]) {
+#pragma unroll
+  for (int kk = 0; kk < BC / 16; ++kk)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) a[kk][r] = pack_bf16(c[8 * kk + 2 * r], c[8 * kk + 2 * r + 1]);
+}
+
+// D (64 x DN) += A B over one tile of BC rows of B: BC / 16 k steps, A's bf16 fragments from registers
+// (pack_a_fragments), B at sb an MN-major operand (a (BC, DN) tile, e.g. V in O = P V or K in dQ = dS K): leading
+// byte offset = distance between 64-wide column blocks (BC rows of 128 bytes), stride byte offset = distance between
+// 8-row groups (1024 bytes). (The swapped assignment was tried on the H100 too: relative error 0.99.) Issued only;
+// the caller fences before, commits and waits.
+template <int DN, int BC>
+__device__ __forceinline__ void wgmma_rs_mn(float (&d)[DN / 2], const uint32_t (&a)[BC / 16][4], uint32_t sb) {
+  const uint64_t db = smem_desc(sb, BC * 128, 1024);
+#pragma unroll
+  for (int kk = 0; kk < BC / 16; ++kk) wgmma_rs_tb<DN>(d, a[kk], desc_advance(db, kk * 16 * 128));
+}
+
 // D (64 x N) (+)= A (64 x K) B^T with both operands K-major in the swizzled layout: A's rows start at a (its
 // 64-column blocks a_block bytes apart), B's N rows at b (blocks b_block bytes apart); K / 16 wgmma steps, the
 // first overwriting D. The caller fences before and commits after. (S = Q K^T, S^T = K Q^T, dP^T = V dO^T.)
