@@ -5,14 +5,14 @@
 // rows pulling every K and V fragment through registers, so the whole deterministic backward ran at about half the
 // atomic one's speed. Here a block owns 128 query rows of one query head (2 consumer warpgroups of 64 rows beside a
 // TMA producer warpgroup, as the wgmma forward) and walks, in a fixed order, the MLRA branches that read that head
-// and their key tiles (64 keys, 2 stages). Per key tile, per consumer:
+// and their key tiles (64 keys, 3 stages). Per key tile, per consumer:
 //   S  (64 x 64) = Q K^T       SS, both K-major (Q's rows of this consumer, the stage's K)
 //   dP (64 x 64) = dO V^T      SS, both K-major (V's rows are keys: the same layout as K)
 //   dS = P (dP - D), P = exp2(S scale log2e - lse log2e), masked         (registers)
 //   dQ (64 x Dqk) += dS K      RS: A = dS from registers, B = K MN-major
-// The next tile's S and dP are issued right behind this tile's dQ product, so the tensor cores run the two back to
-// back while the other consumer does its element-wise work. Registers at (192, 128): dQ 96 + S 32 + dP 32 floats
-// and dS's 16 fragments per thread.
+// The next tile's S and dP are issued right behind this tile's dQ product, and the two consumers take turns issuing
+// (ping-pong), so the tensor cores run one's products while the other does its element-wise work. Registers at
+// (192, 128): dQ 96 + S 32 + dP 32 floats and dS's 16 fragments per thread.
 // Work order: the forward's (flash_schedule.h: heaviest query tiles first inside L2-sized groups of heads), one
 // block per query tile.
 // Floor: 3 GEMMs of the forward's size, 1.5x the forward's FLOPs (1.2 ms at (192,128), B=4, T=4096, 16 heads, 989
@@ -32,7 +32,9 @@ constexpr int kDq90Consumers = 2;
 constexpr int kDq90Threads = 128 * (1 + kDq90Consumers);  // warpgroup 0: producer
 constexpr int kDq90BR = 64 * kDq90Consumers;              // query rows per block
 constexpr int kDq90BC = 64;                               // keys per tile (S and dP: 32 registers each)
-constexpr int kDq90Stages = 2;                            // K/V tile buffers
+// K/V tile buffers: 3, so that a consumer's next tile is in while the other one holds the turn (ping-pong, below);
+// with 2 the ping-pong gained nothing (A/B, H100: (192,128) 354 -> 357 TFLOP/s, with 3 stages 404).
+constexpr int kDq90Stages = 3;
 
 template <int DQK, int DV>
 constexpr int dq90_smem_bytes() {  // Q, dO, stages x (K, V), mbarriers, alignment slack
@@ -113,6 +115,12 @@ __global__ void __launch_bounds__(kDq90Threads, 1)
   auto wait_full = [&](int kv) { mbar_wait(full0 + 8 * stage(kv), (kv / kDq90Stages) & 1); };
   auto release = [&](int kv) { if (lane == 0) mbar_arrive(empty0 + 8 * stage(kv)); };
   // S and dP of key tile kv (stage kv % stages), issued and committed as one group.
+  // Ping-pong (as the wgmma forward): the consumers take turns issuing their products (consumer c waits at named
+  // barrier 1 + c, then passes the turn to the other), so that one's element-wise work runs beside the other's
+  // GEMMs. Consumer 1 hands consumer 0 the first turn; consumer 0 takes the last one back at the end.
+  auto my_turn = [&] { named_bar_sync(1 + cw, 256); };
+  auto pass_turn = [&] { named_bar_arrive(1 + (cw + 1) % kDq90Consumers, 256); };
+  if (cw == kDq90Consumers - 1) named_bar_arrive(1, 256);
   auto issue_s_dp = [&](int kv) {
     wgmma_fence();
     wgmma_ss_kmajor<DQK, BC>(s, sQw, BR * 128, sK + stage(kv) * BC * DQK * 2, BC * 128);
@@ -134,7 +142,9 @@ __global__ void __launch_bounds__(kDq90Threads, 1)
     }
     mbar_wait(do_full, r & 1);
     wait_full(kv);
+    my_turn();
     issue_s_dp(kv);
+    pass_turn();
     wgmma_wait_all();
     for (int j = 0; j < n_tiles; ++j, ++kv) {
       pin(s), pin(dp);
@@ -153,12 +163,14 @@ __global__ void __launch_bounds__(kDq90Threads, 1)
       }
       pack_a_fragments<BC>(s, ds);
       // dQ += dS K, then (same branch) the next tile's S and dP behind it.
+      if (j + 1 < n_tiles) wait_full(kv + 1);
+      my_turn();
       wgmma_fence();
       wgmma_rs_mn<DQK, BC>(dq, ds, sK + stage(kv) * BC * DQK * 2);
       wgmma_commit();
+      if (j + 1 < n_tiles) issue_s_dp(kv + 1);
+      pass_turn();
       if (j + 1 < n_tiles) {
-        wait_full(kv + 1);
-        issue_s_dp(kv + 1);
         wgmma_wait<1>();  // the dQ product is done with K and with dS
         pin(dq);
         release(kv);
@@ -171,6 +183,7 @@ __global__ void __launch_bounds__(kDq90Threads, 1)
     }
     if (lane == 0) mbar_arrive(do_empty);  // this warp's S and dP products of the branch are done
   }
+  if (cw == 0) named_bar_sync(1, 256);  // the last consumer's last pass of the turn
 
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
