@@ -421,8 +421,9 @@ void bench_read_floor(const std::string& what, double bytes, double copy_gbs, in
 // NAME = latent (decode, B=4, H=16, Dc=512, Dr=64, 32k), latent128 (the same with 128 heads: the wgmma kernel),
 // gqa (decode, B=4, Hq=32, Hk=8, D=128, 32k), each with a suffix _b1 for B=1; bwd (flash backward, B=4, T=4096,
 // 16 heads, (192,128)), bwd128 / bwd64 (the same at (128,128) / (64,64)), fwd (flash forward, (192,128)),
-// bwd_t2048 (the backward at the 1.3B training shape, T=2048, (192,128)), cudnn_bwd64 / cudnn_bwd_t2048 (latte's
-// cuDNN forward and backward at (64,64) / at T=2048 (192,128), to set its kernels beside latte's own or PyTorch's
+// bwd_t2048 (the backward at the 1.3B training shape, T=2048, (192,128)), bwd_125m (at the 125M-350M MLA / EG-MLA
+// shape: B=16, T=1024, 12 heads, (96,64)), cudnn_bwd64 / cudnn_bwd_t2048 / cudnn_bwd_125m (latte's cuDNN forward and
+// backward at (64,64) / at T=2048 (192,128) / at the 125M shape, to set its kernels beside latte's own or PyTorch's
 // cuDNN call under a profiler).
 int profile(const std::string& what) {
   const Device dev = Device::cuda();
@@ -442,9 +443,11 @@ int profile(const std::string& what) {
       else
         cuda::decode_attention(z, Tensor(), q, c, kr, 0.07, S - 1);
     }
-  } else if (what == "cudnn_bwd64" || what == "cudnn_bwd_t2048") {
+  } else if (what == "cudnn_bwd64" || what == "cudnn_bwd_t2048" || what == "cudnn_bwd_125m") {
     const bool t2048 = what == "cudnn_bwd_t2048";
-    FlashTensors ft = t2048 ? flash_tensors(4, 2048, 16, 192, 128) : flash_tensors(4, 4096, 16, 64, 64);
+    FlashTensors ft = t2048                        ? flash_tensors(4, 2048, 16, 192, 128)
+                      : what == "cudnn_bwd_125m" ? flash_tensors(16, 1024, 12, 96, 64)
+                                                 : flash_tensors(4, 4096, 16, 64, 64);
     auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
     const double scale = t2048 ? 0.072 : 0.125;
     for (int i = 0; i < 3; ++i) {
@@ -453,7 +456,8 @@ int profile(const std::string& what) {
     }
   } else {
     const int64_t dqk = what == "bwd128" ? 128 : what == "bwd64" ? 64 : 192, dv = what == "bwd64" ? 64 : 128;
-    FlashTensors ft = flash_tensors(4, what == "bwd_t2048" ? 2048 : 4096, 16, dqk, dv);
+    FlashTensors ft = what == "bwd_125m" ? flash_tensors(16, 1024, 12, 96, 64)
+                                         : flash_tensors(4, what == "bwd_t2048" ? 2048 : 4096, 16, dqk, dv);
     auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
     for (int i = 0; i < 3; ++i) {
       cuda::flash_attention_forward(out, lse, q, k, v, 1, 0.072, true);

@@ -145,9 +145,19 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
   const Device dev = q.device();
   flash::Params p = make_params(d, q, k, v, softmax_scale, causal);
   Tensor delta = Tensor::empty({d.B, d.R * d.Hq, d.T}, DType::F32, dev);
+  static const bool wgmma_off = std::getenv("LATTE_FLASH_NO_WGMMA") != nullptr ||
+                                std::getenv("LATTE_FLASH_NO_WGMMA_BWD") != nullptr;  // escape hatches
+  p.sm90_bwd = g_backward_kernel != FlashKernel::kMmaSync && !wgmma_off &&
+               flash::bwd_sm90_supported(static_cast<int>(d.Dqk), static_cast<int>(d.Dv));
   Tensor dq_accum;  // rows and columns padded to 64: the wgmma pass keeps whole 64 x 64 blocks (Dqk 96 as 128)
-  if (!deterministic)
+  Tensor dq_state;  // the wgmma pass: one int per 64-row dQ tile, a multiple of 4 (the D kernel zeroes float4s)
+  if (!deterministic) {
     dq_accum = Tensor::empty({d.B, (d.T + 63) / 64 * 64, d.Hq, (d.Dqk + 63) / 64 * 64}, DType::F32, dev);
+    // LATTE_FLASH_DQ_ZERO=1: the accumulator zeroed and every contribution added (as before session 26; comparisons)
+    static const bool zero_accum = std::getenv("LATTE_FLASH_DQ_ZERO") != nullptr;
+    if (p.sm90_bwd && !zero_accum)
+      dq_state = Tensor::empty({(d.B * d.Hq * ((d.T + 63) / 64) + 3) / 4 * 4}, DType::I32, dev);
+  }
   p.o = static_cast<const flash::bf16*>(out.data_ptr());
   p.dout = static_cast<const flash::bf16*>(dout.data_ptr());
   p.o_sb = out.stride(0), p.o_st = out.stride(1), p.o_sh = out.stride(2);
@@ -155,14 +165,11 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
   p.lse = lse.data<float>();
   p.delta = delta.data<float>();
   p.dq_accum = deterministic ? nullptr : dq_accum.data<float>();
+  p.dq_state = dq_state.defined() ? dq_state.data<int32_t>() : nullptr;
   p.dq = static_cast<flash::bf16*>(dq.data_ptr());
   p.dk = static_cast<flash::bf16*>(dk.data_ptr());
   p.dv = static_cast<flash::bf16*>(dv.data_ptr());
   p.atomic_dq = !deterministic;
-  static const bool wgmma_off = std::getenv("LATTE_FLASH_NO_WGMMA") != nullptr ||
-                                std::getenv("LATTE_FLASH_NO_WGMMA_BWD") != nullptr;  // escape hatches
-  p.sm90_bwd = g_backward_kernel != FlashKernel::kMmaSync && !wgmma_off &&
-               flash::bwd_sm90_supported(static_cast<int>(d.Dqk), static_cast<int>(d.Dv));
   // Persistent key tiles (session 24): +2-6% at Dqk 128 and 192, -1 to -2% at (64,64) (docs/attention_kernels.md).
   p.sm90_persistent = sm90_persistent();
   const cudaStream_t stream = current_stream();

@@ -225,27 +225,27 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) flash_bwd_dkdv_kernel(const
   }
 }
 
-// D[b, vh, t] = sum_d dO[b, t, vh, d] * O[b, t, vh, d] (fp32). One warp per row; lanes take 8 elements each.
-// With the atomic dQ path the same grid also zeroes the fp32 dQ accumulator (zero4 float4s, grid-strided): one pass
-// over memory instead of this kernel and a memset after it.
+// D[b, vh, t] = sum_d dO[b, t, vh, d] * O[b, t, vh, d] (fp32). DV / 8 threads per row (8 or 16), 8 elements each,
+// so that every lane loads (one warp per row left three quarters of the lanes idle at Dv 64: 1 TB/s at the 125M
+// shape, session 26). The same grid also zeroes what the atomic dQ path needs zeroed (zero4 float4s at zero,
+// grid-strided): one pass over memory instead of this kernel and a memset after it.
 template <int DV>
-__global__ void flash_bwd_delta_kernel(const Params p, int64_t zero4) {
+__global__ void flash_bwd_delta_kernel(const Params p, float4* zero, int64_t zero4) {
   const int64_t threads = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t x = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; x < zero4; x += threads)
-    reinterpret_cast<float4*>(p.dq_accum)[x] = make_float4(0.f, 0.f, 0.f, 0.f);
+  const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (int64_t x = tid; x < zero4; x += threads) zero[x] = make_float4(0.f, 0.f, 0.f, 0.f);
+  constexpr int kLanes = DV / 8;  // threads per row
   const int RHq = p.R * p.Hq;
-  const int64_t rows = int64_t(p.B) * p.T * RHq;
-  const int64_t row = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  if (row >= rows) return;
-  const int vh = static_cast<int>(row % RHq);
-  const int64_t bt = row / RHq;
-  const int t = static_cast<int>(bt % p.T), b = static_cast<int>(bt / p.T);
+  const int64_t rows = int64_t(p.B) * p.T * RHq, row = tid / kLanes;  // row = (b T + t) RHq + vh
+  const int part = static_cast<int>(tid % kLanes);
   float acc = 0.f;
-  if (lane < DV / 8) {
-    const uint4 uo = *reinterpret_cast<const uint4*>(p.o + b * p.o_sb + int64_t(t) * p.o_st + vh * p.o_sh + lane * 8);
+  if (row < rows) {
+    const int vh = static_cast<int>(row % RHq);
+    const int64_t bt = row / RHq;
+    const int t = static_cast<int>(bt % p.T), b = static_cast<int>(bt / p.T);
+    const uint4 uo = *reinterpret_cast<const uint4*>(p.o + b * p.o_sb + int64_t(t) * p.o_st + vh * p.o_sh + part * 8);
     const uint4 ud =
-        *reinterpret_cast<const uint4*>(p.dout + b * p.do_sb + int64_t(t) * p.do_st + vh * p.do_sh + lane * 8);
+        *reinterpret_cast<const uint4*>(p.dout + b * p.do_sb + int64_t(t) * p.do_st + vh * p.do_sh + part * 8);
     const __nv_bfloat162* ho = reinterpret_cast<const __nv_bfloat162*>(&uo);
     const __nv_bfloat162* hd = reinterpret_cast<const __nv_bfloat162*>(&ud);
 #pragma unroll
@@ -254,8 +254,14 @@ __global__ void flash_bwd_delta_kernel(const Params p, int64_t zero4) {
       acc += fo.x * fd.x + fo.y * fd.y;
     }
   }
-  acc = warp_sum(acc);
-  if (lane == 0) p.delta[(int64_t(b) * RHq + vh) * p.T + t] = acc;
+#pragma unroll
+  for (int o = kLanes / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);  // within the row's lanes
+  if (row < rows && part == 0) {
+    const int vh = static_cast<int>(row % RHq);
+    const int64_t bt = row / RHq;
+    const int t = static_cast<int>(bt % p.T), b = static_cast<int>(bt / p.T);
+    p.delta[(int64_t(b) * RHq + vh) * p.T + t] = acc;
+  }
 }
 
 __global__ void flash_dq_cast_kernel(bf16* dq, const float* acc, int64_t n) {
@@ -273,12 +279,15 @@ __global__ void flash_dq_cast_kernel(bf16* dq, const float* acc, int64_t n) {
 
 template <int DQK, int DV>
 void run_dkdv(const Params& p, cudaStream_t stream) {
-  {  // D = rowsum(dO o O), and the dQ accumulator zeroed: (B, T, Hq, Dqk) fp32 with T and Dqk rounded up to 64,
-     // which is also the size of the wgmma pass's (B, Hq, T/64, 64 x Dqk) tiles (Dqk 96 as 128)
-    const int64_t rows = int64_t(p.B) * p.T * p.R * p.Hq;
-    const int64_t zero4 =
-        p.atomic_dq ? int64_t(p.B) * ((p.T + 63) / 64 * 64) * p.Hq * ((DQK + 63) / 64 * 64 / 4) : 0;
-    flash_bwd_delta_kernel<DV><<<blocks_for(rows, 8), 256, 0, stream>>>(p, zero4);
+  {  // D = rowsum(dO o O), and in the same grid what the atomic dQ path needs zeroed: the mma.sync pass's fp32
+     // accumulator (B, T, Hq, Dqk) with T and Dqk rounded up to 64; the wgmma pass's per-tile counters (its first
+     // contribution to each tile stores instead of adding, so its accumulator needs no zeroing)
+    const int64_t rows = int64_t(p.B) * p.T * p.R * p.Hq, n_tiles = (p.T + 63) / 64;
+    float4* zero = reinterpret_cast<float4*>(p.dq_state ? static_cast<void*>(p.dq_state) : p.dq_accum);
+    const int64_t zero4 = !p.atomic_dq ? 0
+                          : p.dq_state ? (int64_t(p.B) * p.Hq * n_tiles + 3) / 4
+                                       : int64_t(p.B) * n_tiles * 64 * p.Hq * ((DQK + 63) / 64 * 64 / 4);
+    flash_bwd_delta_kernel<DV><<<blocks_for(rows * (DV / 8), 256), 256, 0, stream>>>(p, zero, zero4);
     CUDA_CHECK_LAUNCH("flash_bwd_delta_kernel");
   }
   if (p.sm90_bwd) {  // fills and casts its own (tiled) dQ accumulator

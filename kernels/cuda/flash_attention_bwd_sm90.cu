@@ -21,7 +21,8 @@
 // element-wise work beside the other's products; splitting the blocks between them was 5-7% slower at (128,128)).
 // dQ reduction: a writer warp of the producer warpgroup adds each step's staged (64 q x Dqk) tile into the fp32
 // accumulator with one bulk reduction (cp.reduce.async.bulk .add.f32, done in L2 by the TMA engine) while the
-// consumers go on; they only wait for it before staging the next tile. Accumulator layout: (B, Hq, T/64 tiles,
+// consumers go on; they only wait for it before staging the next tile. The first contribution to a tile is stored
+// instead (a counter per tile), so the accumulator is never zeroed (session 26). Accumulator layout: (B, Hq, T/64 tiles,
 // 64 x Dqk) with each tile in the consumers' register-fragment order (one contiguous bulk copy per tile, 16-byte
 // conflict-free shared stores); flash_dq_tiles_cast_kernel turns it into dq. Measured against fp32 atomics from
 // the consumers' registers (RED per element pair, which ncu put at ~25% of the pass): docs/attention_kernels.md.
@@ -58,6 +59,7 @@ template <int DQK, int DV>
 constexpr int kB90BC = 64 * kB90Consumers<DQK, DV>;  // keys per block
 constexpr int kB90BR = 64;        // queries per step
 constexpr int kB90Stages = 2;     // Q / dO / lse / D buffers
+constexpr int kDqTileStored = 1 << 30;  // dq_state: the tile's first contribution is in the accumulator
 // dS^T is double-buffered (a consumer may write step j+1's half while the other still runs step j's dQ GEMM)
 // except at Dqk = 192, where the fp32 dQ staging tile (48 KB) leaves room for one buffer only.
 template <int DQK>
@@ -254,20 +256,41 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
         gs = g_end;
       }
     } else if (warp == 2 && p.atomic_dq) {
-      // dQ writer: one bulk reduction of each staged tile into the (B, Hq, T/64, BR x DQK) accumulator at the
-      // offset consumer 0 left beside it (-1: the block is done); the staging buffer is handed back once the copy
-      // has read it.
+      // dQ writer: each staged tile into the (B, Hq, T/64, BR x DQK) accumulator at the offset consumer 0 left
+      // beside it (-1: the block is done), by one bulk copy; the staging buffer is handed back once the copy has read
+      // it. The accumulator is not zeroed: the tile's first contribution (the first to count itself in the tile's
+      // counter) is stored, and marks the tile stored once its writes are done; the others wait for that mark, then
+      // add theirs with a bulk reduction (FlashAttention-3's semaphore pattern: acquire, bulk op / release after
+      // its wait). Every tile has a first contribution: key tile 0 reaches every query tile (m_first = 0).
       for (;;) {
         named_bar_sync(kBarDqFull, kDqThreads);
         const int tile = ld_shared_s32(s_dq_dst);
         if (tile < 0) break;
+        int* state = p.dq_state + tile;
+        bool first = false;
         if (lane == 0) {
-          bulk_reduce_add_f32(p.dq_accum + int64_t(tile) * (BR * DQK), sdQ, BR * DQK * 4);
+          float* dst = p.dq_accum + int64_t(tile) * (BR * DQK);
+          const int seen = p.dq_state ? atomicAdd(state, 1) : kDqTileStored;  // null: accumulator zeroed
+          first = seen == 0;
+          if (first) {
+            bulk_store(dst, sdQ, BR * DQK * 4);
+          } else {
+            if (!(seen & kDqTileStored))
+              while (!(ld_acquire_gpu(state) & kDqTileStored)) __nanosleep(32);
+            fence_proxy_async_global();
+            bulk_reduce_add_f32(dst, sdQ, BR * DQK * 4);
+          }
           bulk_commit();
           bulk_wait_read();
         }
         __syncwarp();
-        named_bar_arrive(kBarDqEmpty, kDqThreads);
+        named_bar_arrive(kBarDqEmpty, kDqThreads);  // the consumers may stage the next tile meanwhile
+        if (first) {  // the store's writes done (and this thread's earlier reductions), then the mark
+          bulk_wait_all();
+          fence_proxy_async_global();
+          __threadfence();
+          atomicOr(state, kDqTileStored);
+        }
       }
       if (lane == 0) bulk_wait_all();
     }

@@ -38,6 +38,8 @@ struct Params {
   float* lse;        // (B, R*Hq, T)       natural log
   float* delta;      // (B, R*Hq, T)       rowsum(dO * O), backward scratch
   float* dq_accum;   // (B, T, Hq, Dqk)    fp32, atomic dQ path; the wgmma pass: (B, Hq, T/64, 64 x Dqk) tiles
+  int* dq_state;     // (B, Hq, T/64)      the wgmma pass: contributions per dQ tile so far (+ kDqTileStored), zeroed
+                     //                    by the D kernel instead of the accumulator (flash_attention_bwd_sm90.cu)
   bf16* dq;          // (B, T, Hq, Dqk)    contiguous
   bf16* dk;          // (B, S, R*Hk, Dqk)  contiguous
   bf16* dv;          // (B, S, R*Hk, Dv)   contiguous
