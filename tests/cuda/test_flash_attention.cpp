@@ -184,8 +184,8 @@ TEST(FlashAttention, WgmmaForwardPersistent) {
 // The persistent wgmma backward (one block per SM taking key tiles from a counter; 528 tiles at (192,128), 352 at
 // (64,64), so each block does several, crossing (batch, kv head) pairs): dK and dV bitwise the same as one block
 // per key tile (the same instructions per tile), again on a second call (the counter was left at zero), in the
-// deterministic mode too (dQ then bitwise as well); dQ, which the atomic mode adds in L2 in any order, close; all
-// close to the mma.sync backward.
+// deterministic mode too (dQ then bitwise as well); dQ, which the atomic mode adds in L2 in any order, close (also to
+// the deterministic dQ); all close to the mma.sync backward.
 TEST(FlashAttention, WgmmaBackwardPersistent) {
   if (!latte::cuda_available()) GTEST_SKIP() << "no CUDA device";
   const int64_t B = 2, T = 520, S = 4200, Hq = 32, Hk = 8;
@@ -217,6 +217,11 @@ TEST(FlashAttention, WgmmaBackwardPersistent) {
     EXPECT_TRUE(same_bits(dv_det, dv_det_tiles)) << "deterministic dv differs from one block per key tile";
     EXPECT_TRUE(same_bits(dq_det, dq_det_tiles)) << "deterministic dq differs from one block per key tile";
     EXPECT_LT(rel_err(dq, dq_tiles), 1e-2);
+    // The atomic path stores each dQ tile's first contribution and adds the rest once it is in (no zeroed
+    // accumulator): a contribution lost or added twice would leave dQ far from the deterministic pass's.
+    EXPECT_LT(rel_err(dq, dq_det), 1e-2);
+    EXPECT_LT(rel_err(dq2, dq_det), 1e-2);
+    EXPECT_LT(rel_err(dq_tiles, dq_det), 1e-2);
     EXPECT_LT(rel_err(dq, dq_mma), 2e-2);
     EXPECT_LT(rel_err(dk, dk_mma), 2e-2);
     EXPECT_LT(rel_err(dvv, dv_mma), 2e-2);
