@@ -149,10 +149,11 @@ void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& 
                                 std::getenv("LATTE_FLASH_NO_WGMMA_BWD") != nullptr;  // escape hatches
   p.sm90_bwd = g_backward_kernel != FlashKernel::kMmaSync && !wgmma_off &&
                flash::bwd_sm90_supported(static_cast<int>(d.Dqk), static_cast<int>(d.Dv));
-  Tensor dq_accum;  // rows and columns padded to 64: the wgmma pass keeps whole 64 x 64 blocks (Dqk 96 as 128)
+  Tensor dq_accum;  // rows padded to 64 (the wgmma pass's tiles), columns to 32 (flash::dq_accum_cols)
   Tensor dq_state;  // the wgmma pass: one int per 64-row dQ tile, a multiple of 4 (the D kernel zeroes float4s)
   if (!deterministic) {
-    dq_accum = Tensor::empty({d.B, (d.T + 63) / 64 * 64, d.Hq, (d.Dqk + 63) / 64 * 64}, DType::F32, dev);
+    dq_accum = Tensor::empty({d.B, (d.T + 63) / 64 * 64, d.Hq, flash::dq_accum_cols(static_cast<int>(d.Dqk))},
+                             DType::F32, dev);
     // LATTE_FLASH_DQ_ZERO=1: the accumulator zeroed and every contribution added (as before session 26; comparisons)
     static const bool zero_accum = std::getenv("LATTE_FLASH_DQ_ZERO") != nullptr;
     if (p.sm90_bwd && !zero_accum)

@@ -280,13 +280,13 @@ __global__ void flash_dq_cast_kernel(bf16* dq, const float* acc, int64_t n) {
 template <int DQK, int DV>
 void run_dkdv(const Params& p, cudaStream_t stream) {
   {  // D = rowsum(dO o O), and in the same grid what the atomic dQ path needs zeroed: the mma.sync pass's fp32
-     // accumulator (B, T, Hq, Dqk) with T and Dqk rounded up to 64; the wgmma pass's per-tile counters (its first
+     // accumulator (B, T, Hq, Dqk) with T rounded up to 64; the wgmma pass's per-tile counters (its first
      // contribution to each tile stores instead of adding, so its accumulator needs no zeroing)
     const int64_t rows = int64_t(p.B) * p.T * p.R * p.Hq, n_tiles = (p.T + 63) / 64;
     float4* zero = reinterpret_cast<float4*>(p.dq_state ? static_cast<void*>(p.dq_state) : p.dq_accum);
     const int64_t zero4 = !p.atomic_dq ? 0
                           : p.dq_state ? (int64_t(p.B) * p.Hq * n_tiles + 3) / 4
-                                       : int64_t(p.B) * n_tiles * 64 * p.Hq * ((DQK + 63) / 64 * 64 / 4);
+                                       : int64_t(p.B) * n_tiles * 64 * p.Hq * (dq_accum_cols(DQK) / 4);
     flash_bwd_delta_kernel<DV><<<blocks_for(rows * (DV / 8), 256), 256, 0, stream>>>(p, zero, zero4);
     CUDA_CHECK_LAUNCH("flash_bwd_delta_kernel");
   }

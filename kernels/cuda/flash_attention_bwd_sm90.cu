@@ -262,6 +262,8 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
       // counter) is stored, and marks the tile stored once its writes are done; the others wait for that mark, then
       // add theirs with a bulk reduction (FlashAttention-3's semaphore pattern: acquire, bulk op / release after
       // its wait). Every tile has a first contribution: key tile 0 reaches every query tile (m_first = 0).
+      // Dqk 96 (the 128 kernel): only the real columns, the first acc_tile floats of the fragment order.
+      const int acc_tile = BR * dq_accum_cols(p.dqk);
       for (;;) {
         named_bar_sync(kBarDqFull, kDqThreads);
         const int tile = ld_shared_s32(s_dq_dst);
@@ -269,16 +271,16 @@ __global__ void __launch_bounds__(kB90Threads<DQK, DV>, 1)
         int* state = p.dq_state + tile;
         bool first = false;
         if (lane == 0) {
-          float* dst = p.dq_accum + int64_t(tile) * (BR * DQK);
+          float* dst = p.dq_accum + int64_t(tile) * acc_tile;
           const int seen = p.dq_state ? atomicAdd(state, 1) : kDqTileStored;  // null: accumulator zeroed
           first = seen == 0;
           if (first) {
-            bulk_store(dst, sdQ, BR * DQK * 4);
+            bulk_store(dst, sdQ, acc_tile * 4);
           } else {
             if (!(seen & kDqTileStored))
               while (!(ld_acquire_gpu(state) & kDqTileStored)) __nanosleep(32);
             fence_proxy_async_global();
-            bulk_reduce_add_f32(dst, sdQ, BR * DQK * 4);
+            bulk_reduce_add_f32(dst, sdQ, acc_tile * 4);
           }
           bulk_commit();
           bulk_wait_read();
@@ -542,15 +544,17 @@ __global__ void __launch_bounds__(kCastThreads) flash_dq_tiles_cast_kernel(const
   __shared__ __align__(16) unsigned char rows[kB90BR * kCastRowBytes<DQK>];  // (64 rows, DQK) bf16, padded
   const int n_tiles = (p.T + kB90BR - 1) / kB90BR;
   const int i = blockIdx.x % p.Hq, tile = (blockIdx.x / p.Hq) % n_tiles, b = blockIdx.x / (p.Hq * n_tiles);
-  const float4* src =
-      reinterpret_cast<const float4*>(p.dq_accum + ((int64_t(b) * p.Hq + i) * n_tiles + tile) * (kB90BR * DQK));
-  constexpr int kIn = kB90BR * DQK / 4 / kCastThreads;  // float4s per thread
+  const int tile_f4 = kB90BR * dq_accum_cols(p.dqk) / 4;  // Dqk 96: the first 3/4 of the fragment order
+  const float4* src = reinterpret_cast<const float4*>(p.dq_accum) + ((int64_t(b) * p.Hq + i) * n_tiles + tile) * tile_f4;
+  constexpr int kIn = kB90BR * DQK / 4 / kCastThreads;  // float4s per thread (at most)
   float4 v[kIn];
 #pragma unroll
-  for (int x = 0; x < kIn; ++x) v[x] = src[x * kCastThreads + threadIdx.x];  // all loads in flight at once
+  for (int x = 0; x < kIn; ++x)  // all loads in flight at once
+    if (x * kCastThreads + threadIdx.x < tile_f4) v[x] = src[x * kCastThreads + threadIdx.x];
 #pragma unroll
   for (int x = 0; x < kIn; ++x) {
     const int f = x * kCastThreads + threadIdx.x, t = f & 127, j = (f >> 7) & 7, cb = f >> 10;
+    if (f >= tile_f4) break;
     const int r0 = 16 * (t >> 5) + ((t & 31) >> 2), col = 64 * cb + 8 * j + 2 * (t & 3);
     unsigned char* dst = rows + r0 * kCastRowBytes<DQK> + col * 2;
     *reinterpret_cast<uint32_t*>(dst) = pack_bf16(v[x].x * p.scale, v[x].y * p.scale);

@@ -58,6 +58,11 @@ struct Params {
   int sm90_bwd;       // the key-major backward pass on wgmma (flash_attention_bwd_sm90.cu)
 };
 
+// Columns of the fp32 dQ accumulator per query row: Dqk rounded up to 32 (64, 96, 128, 192). The wgmma pass runs
+// Dqk 96 on its 128 kernel; its accumulator tiles keep only the 96 real columns (the first three quarters of a tile
+// in its fragment order), so the reductions and the cast move a quarter fewer bytes than with the pad.
+__host__ __device__ constexpr int dq_accum_cols(int dqk) { return (dqk + 31) / 32 * 32; }
+
 // Host launchers, one per pass (each file instantiates the supported head dims).
 void launch_fwd(const Params& p, int dqk, int dv, cudaStream_t stream);
 void launch_bwd_dkdv(const Params& p, int dqk, int dv, cudaStream_t stream);

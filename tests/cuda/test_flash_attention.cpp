@@ -230,6 +230,40 @@ TEST(FlashAttention, WgmmaBackwardPersistent) {
   cuda::flash_attention_set_backward_kernel(cuda::FlashKernel::kAuto);
 }
 
+// The atomic dQ path's tiles under contention: one 64-row query tile against 8192 non-causal keys, so every key
+// tile's work item (43-64 of them, all in flight at once) adds into the same dQ tiles on its first steps. The first
+// contribution to a tile is stored and the rest added once it is in (flash_attention_bwd_sm90.cu's dQ writer); a
+// contribution lost, added twice or added before the store would leave dq far from the deterministic pass's, which
+// sums in a fixed order without that writer. Five calls each; dK and dV bitwise equal across calls.
+TEST(FlashAttention, WgmmaBackwardContendedDqTiles) {
+  if (!latte::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const int64_t B = 2, T = 64, S = 8192, Hq = 4, Hk = 1;
+  for (auto [dqk, dv] : {std::pair<int64_t, int64_t>{128, 128}, {64, 64}, {96, 64}}) {
+    SCOPED_TRACE(testing::Message() << "(" << dqk << "," << dv << ")");
+    Tensor q = rnd({B, T, Hq, dqk}, 61 + dqk, DType::BF16), k = rnd({B, S, Hk, dqk}, 62 + dqk, DType::BF16),
+           v = rnd({B, S, Hk, dv}, 63 + dqk, DType::BF16), dout = rnd({B, T, Hq, dv}, 64 + dqk, DType::BF16);
+    Tensor out = poisoned({B, T, Hq, dv}, DType::BF16), lse = poisoned({B, Hq, T}, DType::F32);
+    cuda::flash_attention_forward(out, lse, q, k, v, 1, 0.05, false);
+    auto backward = [&](bool deterministic) {
+      std::array<Tensor, 3> g{poisoned(q.shape(), DType::BF16), poisoned(k.shape(), DType::BF16),
+                              poisoned(v.shape(), DType::BF16)};
+      cuda::flash_attention_backward(g[0], g[1], g[2], dout, q, k, v, out, lse, 1, 0.05, false, deterministic);
+      return g;
+    };
+    const auto [dq_det, dk_det, dv_det] = backward(true);
+    const auto [dq0, dk0, dv0] = backward(false);
+    for (int call = 0; call < 5; ++call) {
+      const auto [dq, dk, dvv] = backward(false);
+      EXPECT_LT(rel_err(dq, dq_det), 1e-2) << "call " << call;
+      EXPECT_LT(rel_err(dq, dq0), 1e-2) << "call " << call;
+      EXPECT_TRUE(same_bits(dk, dk0)) << "call " << call;
+      EXPECT_TRUE(same_bits(dvv, dv0)) << "call " << call;
+    }
+    EXPECT_LT(rel_err(dk0, dk_det), 1e-2);
+    EXPECT_LT(rel_err(dv0, dv_det), 1e-2);
+  }
+}
+
 // The Hopper wgmma backward (atomic dQ) on ragged causal GQA shapes with S > T and MLRA branches, every head-dim
 // pair it takes. Run first and alone by scripts/attention_check.sh as a guard (LATTE_FLASH_NO_WGMMA_BWD).
 TEST(FlashAttention, WgmmaBackward) {
