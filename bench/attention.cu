@@ -471,10 +471,12 @@ int profile(const std::string& what) {
 // A shape of the `--forward` / `--backward` modes: B=4, 16 heads (MHA), causal, T and the head dims.
 struct FlashShape {
   int64_t T, dqk, dv;
+  int64_t B = 4, H = 16;
   std::string str() const {
-    return "B4 T" + std::to_string(T) + " H16 (" + std::to_string(dqk) + "," + std::to_string(dv) + ")";
+    return "B" + std::to_string(B) + " T" + std::to_string(T) + " H" + std::to_string(H) + " (" + std::to_string(dqk) +
+           "," + std::to_string(dv) + ")";
   }
-  double fwd_flops() const { return 2.0 * 4 * 16 * double(T) * T * double(dqk + dv) / 2.0; }
+  double fwd_flops() const { return 2.0 * B * H * double(T) * T * double(dqk + dv) / 2.0; }
 };
 
 // Runs body(shape, tensors, softmax scale) for each shape whose "mode shape" text LATTE_BENCH_ROWS keeps, with the
@@ -484,7 +486,7 @@ void for_each_flash_shape(const char* mode, std::initializer_list<FlashShape> sh
   set_attention_backend(AttentionBackend::Auto);
   for (const FlashShape& s : shapes) {
     if (!row_wanted(mode, s.str())) continue;
-    FlashTensors ft = flash_tensors(4, s.T, 16, s.dqk, s.dv);
+    FlashTensors ft = flash_tensors(s.B, s.T, s.H, s.dqk, s.dv);
     body(s, ft, 1.0 / std::sqrt(double(s.dqk)));
   }
 }
@@ -494,10 +496,11 @@ void for_each_flash_shape(const char* mode, std::initializer_list<FlashShape> sh
 // one process, at the training shape's three head-dim pairs, at T = 2048 and 8192 for (128,128) (tiles of half
 // and twice as many keys), at T = 2048 for EG-MLA 125M-350M's (96,64) (the 128 kernel, zero-padded) and at T = 1024
 // for (64,64) (192-row items: the last one's rows past T are two whole consumers; skipping their products, v104,
-// did not shorten the call). LATTE_BENCH_ROWS selects shapes ("fwd B4 T4096 H16 (64,64)").
+// did not shorten the call), and at the 125M-350M MLA / EG-MLA models' training shape (B=16, T=1024, 12 heads,
+// (96,64)). LATTE_BENCH_ROWS selects shapes ("fwd B4 T4096 H16 (64,64)").
 int forward_only() {
   for_each_flash_shape("fwd", {{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 128, 128}, {8192, 128, 128},
-                              {2048, 96, 64}, {1024, 64, 64}},
+                              {2048, 96, 64}, {1024, 64, 64}, {1024, 96, 64, 16, 12}},
                        [](const FlashShape& s, FlashTensors& ft, double scale) {
     auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
     const std::string shape = s.str();
@@ -531,13 +534,13 @@ int forward_only() {
 }
 
 // `bench_attention --backward`: latte's flash backward (default kernel, atomic dQ; and deterministic), latte's cuDNN
-// backward and the `auto` op at the benchmark shapes, at the 1.3B training shape (B=4, T=2048, 16 heads) and at T=2048 for
-// (128,128) and EG-MLA 125M-350M's (96,64), one line each, as
-// one call between events after an untimed forward and as 4 calls back to back, all interleaved; for kernel
+// backward and the `auto` op at the benchmark shapes, at the 1.3B training shape (B=4, T=2048, 16 heads), at T=2048
+// for (128,128) and EG-MLA 125M-350M's (96,64), and at those models' training shape (B=16, T=1024, 12 heads), one
+// line each, as one call between events after an untimed forward and as 4 calls back to back, all interleaved; for kernel
 // iterations.
 int backward_only() {
   for_each_flash_shape("bwd", {{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 192, 128}, {2048, 128, 128},
-                              {2048, 96, 64}},
+                              {2048, 96, 64}, {1024, 96, 64, 16, 12}},
                        [](const FlashShape& s, FlashTensors& ft, double scale) {
     auto& [q, k, v, dout, out, lse, dq, dk, dvv] = ft;
     const std::string shape = s.str();
