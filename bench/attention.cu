@@ -536,8 +536,8 @@ int forward_only() {
 // `bench_attention --backward`: latte's flash backward (default kernel, atomic dQ; and deterministic), latte's cuDNN
 // backward and the `auto` op at the benchmark shapes, at the 1.3B training shape (B=4, T=2048, 16 heads), at T=2048
 // for (128,128) and EG-MLA 125M-350M's (96,64), and at those models' training shape (B=16, T=1024, 12 heads), one
-// line each, as one call between events after an untimed forward and as 4 calls back to back, all interleaved; for kernel
-// iterations.
+// line each, as one call between events after an untimed forward and as 4 calls back to back, all interleaved; for
+// kernel iterations.
 int backward_only() {
   for_each_flash_shape("bwd", {{4096, 64, 64}, {4096, 128, 128}, {4096, 192, 128}, {2048, 192, 128}, {2048, 128, 128},
                               {2048, 96, 64}, {1024, 96, 64, 16, 12}},
@@ -550,7 +550,9 @@ int backward_only() {
     auto flash = [&] { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, false); };
     auto cudnn = [&] { cuda::cudnn_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); };
     auto dispatched = [&] { cuda::attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true); };
-    auto deterministic = [&] { cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, true); };
+    auto deterministic = [&] {
+      cuda::flash_attention_backward(dq, dk, dvv, dout, q, k, v, out, lse, 1, scale, true, true);
+    };
     std::vector<Timed> one{{"flash bwd", "", flash, forward}, {"det bwd", "", deterministic, forward}};
     if (cuda::cudnn_attention_backward_unsupported(dq, dk, dvv, dout, q, k, v, out, lse, 1, true).empty())
       one.push_back({"cudnn bwd", "", cudnn, forward});

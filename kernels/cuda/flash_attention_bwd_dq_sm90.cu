@@ -193,7 +193,8 @@ __global__ void __launch_bounds__(kDq90Threads, 1)
 #pragma unroll
       for (int n = 0; n < DQK / 8; ++n)
         if (DQK != 128 || 8 * n < p.dqk)  // Dqk 96 on the 128 kernel: its pad columns are not written
-          *reinterpret_cast<uint32_t*>(dst + 8 * n) = pack_bf16(dq[4 * n + 2 * h] * p.scale, dq[4 * n + 2 * h + 1] * p.scale);
+          *reinterpret_cast<uint32_t*>(dst + 8 * n) =
+              pack_bf16(dq[4 * n + 2 * h] * p.scale, dq[4 * n + 2 * h + 1] * p.scale);
     }
   }
 #endif

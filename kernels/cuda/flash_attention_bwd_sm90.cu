@@ -22,8 +22,8 @@
 // dQ reduction: a writer warp of the producer warpgroup adds each step's staged (64 q x Dqk) tile into the fp32
 // accumulator with one bulk reduction (cp.reduce.async.bulk .add.f32, done in L2 by the TMA engine) while the
 // consumers go on; they only wait for it before staging the next tile. The first contribution to a tile is stored
-// instead (a counter per tile), so the accumulator is never zeroed (session 26). Accumulator layout: (B, Hq, T/64 tiles,
-// 64 x Dqk) with each tile in the consumers' register-fragment order (one contiguous bulk copy per tile, 16-byte
+// instead (a counter per tile), so the accumulator is never zeroed (session 26). Accumulator layout: (B, Hq, T/64
+// tiles, 64 x Dqk) with each tile in the consumers' register-fragment order (one contiguous bulk copy per tile, 16-byte
 // conflict-free shared stores); flash_dq_tiles_cast_kernel turns it into dq. Measured against fp32 atomics from
 // the consumers' registers (RED per element pair, which ncu put at ~25% of the pass): docs/attention_kernels.md.
 // Registers at (192, 128): dK 96 + dV 64 + S^T 32 + dP^T 32 floats per thread (one block of 256 threads per SM).
@@ -545,7 +545,8 @@ __global__ void __launch_bounds__(kCastThreads) flash_dq_tiles_cast_kernel(const
   const int n_tiles = (p.T + kB90BR - 1) / kB90BR;
   const int i = blockIdx.x % p.Hq, tile = (blockIdx.x / p.Hq) % n_tiles, b = blockIdx.x / (p.Hq * n_tiles);
   const int tile_f4 = kB90BR * dq_accum_cols(p.dqk) / 4;  // Dqk 96: the first 3/4 of the fragment order
-  const float4* src = reinterpret_cast<const float4*>(p.dq_accum) + ((int64_t(b) * p.Hq + i) * n_tiles + tile) * tile_f4;
+  const float4* src =
+      reinterpret_cast<const float4*>(p.dq_accum) + ((int64_t(b) * p.Hq + i) * n_tiles + tile) * tile_f4;
   constexpr int kIn = kB90BR * DQK / 4 / kCastThreads;  // float4s per thread (at most)
   float4 v[kIn];
 #pragma unroll

@@ -66,8 +66,8 @@ constexpr int sm90_smem_bytes() {  // Q, stages x (K, V), mbarriers, the work it
 // The online softmax of one consumer's score tile (64 x BC raw scores of keys n0 .., sc[4n + c] is row
 // row0 + 8 (c >> 1), key n0 + 8n + 2 tq + (c & 1)): masks the causal diagonal and the ragged key tail, moves the
 // running maxima (log2 units), returns in alpha the factor that O must be multiplied by before this tile's P V,
-// rescales l and adds the tile's row sums, and leaves P = exp2(S scale - m) in sc (fp32; pack_a_fragments makes the bf16
-// A fragments of the P V products).
+// rescales l and adds the tile's row sums, and leaves P = exp2(S scale - m) in sc (fp32; pack_a_fragments makes the
+// bf16 A fragments of the P V products).
 template <int BC>
 __device__ __forceinline__ void fwd_softmax_tile(float (&sc)[BC / 2], float (&m_run)[2], float (&l_run)[2],
                                                  float (&alpha)[2], const Params& p, int n0, int m0, int row0, int tq) {
