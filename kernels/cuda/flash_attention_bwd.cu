@@ -239,10 +239,12 @@ __global__ void flash_bwd_delta_kernel(const Params p, float4* zero, int64_t zer
   const int64_t rows = int64_t(p.B) * p.T * RHq, row = tid / kLanes;  // row = (b T + t) RHq + vh
   const int part = static_cast<int>(tid % kLanes);
   float acc = 0.f;
+  int64_t at = -1;  // this row's place in delta (B, RHq, T)
   if (row < rows) {
     const int vh = static_cast<int>(row % RHq);
     const int64_t bt = row / RHq;
     const int t = static_cast<int>(bt % p.T), b = static_cast<int>(bt / p.T);
+    at = (int64_t(b) * RHq + vh) * p.T + t;
     const uint4 uo = *reinterpret_cast<const uint4*>(p.o + b * p.o_sb + int64_t(t) * p.o_st + vh * p.o_sh + part * 8);
     const uint4 ud =
         *reinterpret_cast<const uint4*>(p.dout + b * p.do_sb + int64_t(t) * p.do_st + vh * p.do_sh + part * 8);
@@ -256,12 +258,7 @@ __global__ void flash_bwd_delta_kernel(const Params p, float4* zero, int64_t zer
   }
 #pragma unroll
   for (int o = kLanes / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);  // within the row's lanes
-  if (row < rows && part == 0) {
-    const int vh = static_cast<int>(row % RHq);
-    const int64_t bt = row / RHq;
-    const int t = static_cast<int>(bt % p.T), b = static_cast<int>(bt / p.T);
-    p.delta[(int64_t(b) * RHq + vh) * p.T + t] = acc;
-  }
+  if (at >= 0 && part == 0) p.delta[at] = acc;
 }
 
 __global__ void flash_dq_cast_kernel(bf16* dq, const float* acc, int64_t n) {
