@@ -51,8 +51,9 @@ void flash_attention_forward(const Tensor& out, const Tensor& lse, const Tensor&
 
 // Backward: writes dq, dk, dv (contiguous, same shapes as q, k, v). dK/dV are summed over the query heads that
 // share a kv head inside one block (fixed order, always deterministic). dQ is summed over key tiles and MLRA
-// branches: by fp32 atomics when !deterministic (fastest), else by a separate query-major kernel that
-// recomputes the probabilities (about 1.4x the FLOPs, bitwise reproducible).
+// branches: in fp32, in whatever order the blocks get there, when !deterministic (fastest: atomics on mma.sync,
+// bulk reductions on wgmma), else by a separate query-major kernel that recomputes the probabilities (about 1.4x
+// the FLOPs, bitwise reproducible; on wgmma too on sm_90a).
 void flash_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                               const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                               int64_t branches, double softmax_scale, bool causal, bool deterministic);
